@@ -1,0 +1,114 @@
+/**
+ * Typed configuration for every command. A command declares one flat TypeBox object schema whose
+ * properties carry a `description` and usually a `default`; this module derives from it:
+ * - a flag per property (`natsUrl` → `--nats-url`),
+ * - an environment variable per property (`natsUrl` → `SWITCHYARD_NATS_URL`),
+ * - a key in the optional YAML/JSON file given with `--config FILE`.
+ * Precedence: defaults < file < environment < flags. Every problem is reported at once (ConfigError,
+ * exit 2).
+ */
+import { readFileSync } from 'node:fs';
+import { Option, type Command } from 'commander';
+import type { Static, TObject, TSchema } from 'typebox';
+import { Compile } from 'typebox/compile';
+import Value from 'typebox/value';
+import { parse as parseYaml } from 'yaml';
+import { formatErrors } from '../schemas/format-errors.ts';
+import { ENV_PREFIX, switchyardEnv } from './env.ts';
+import { ConfigError } from './errors.ts';
+
+export const kebab = (key: string): string => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+export const envName = (key: string): string =>
+  `${ENV_PREFIX}${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+const camel = (key: string): string => key.replace(/[-_]([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+interface Described extends TSchema {
+  description?: string;
+  default?: unknown;
+  type?: unknown;
+  items?: unknown;
+}
+
+const properties = (schema: TObject): [string, Described][] =>
+  Object.entries(schema.properties as Record<string, Described>);
+
+/** Adds a flag for every property of `schema`, and `--config FILE`, to `command`. */
+export function addConfigOptions(command: Command, schema: TObject): Command {
+  for (const [key, prop] of properties(schema)) {
+    const isBool = prop.type === 'boolean';
+    const flag = isBool ? `--${kebab(key)} [bool]` : `--${kebab(key)} <value>`;
+    const hints = [`env ${envName(key)}`];
+    if (prop.default !== undefined) hints.push(`default ${JSON.stringify(prop.default)}`);
+    command.addOption(new Option(flag, `${prop.description ?? key} (${hints.join(', ')})`));
+  }
+  command.option(
+    '--config <file>',
+    'YAML or JSON file with any of the settings above (env SWITCHYARD_CONFIG)',
+  );
+  return command;
+}
+
+export interface ConfigSources {
+  /** Parsed flags as commander returns them (camelCase keys; unset flags absent or undefined). */
+  flags?: Record<string, unknown>;
+  /** Environment; defaults to the process's `SWITCHYARD_*` variables. */
+  env?: Record<string, string>;
+  /** Path of a YAML/JSON file; defaults to `flags.config` or `SWITCHYARD_CONFIG`. */
+  file?: string;
+}
+
+function readFile(path: string, problems: string[]): Record<string, unknown> {
+  try {
+    const parsed: unknown = parseYaml(readFileSync(path, 'utf8'));
+    if (parsed === null || parsed === undefined) return {};
+    if (typeof parsed !== 'object' || Array.isArray(parsed)) {
+      problems.push(`${path}: expected a mapping of settings`);
+      return {};
+    }
+    return Object.fromEntries(Object.entries(parsed).map(([k, v]) => [camel(k), v]));
+  } catch (err) {
+    problems.push(`${path}: ${(err as Error).message.split('\n')[0]}`);
+    return {};
+  }
+}
+
+/** Coerces text from flags and environment into the property's type (lists are comma-separated). */
+function coerce(prop: Described, value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  if (prop.type === 'array') return value === '' ? [] : value.split(',').map((s) => s.trim());
+  if (prop.type === 'boolean' && value === '') return true;
+  return value;
+}
+
+/** Loads and validates the config of one command; throws ConfigError listing every problem. */
+export function loadConfig<T extends TObject>(schema: T, sources: ConfigSources = {}): Static<T> {
+  const problems: string[] = [];
+  const env = sources.env ?? switchyardEnv();
+  const flags = sources.flags ?? {};
+  const filePath = sources.file ?? (flags.config as string | undefined) ?? env[`${ENV_PREFIX}CONFIG`];
+  const props = new Map(properties(schema));
+
+  const merged: Record<string, unknown> = {};
+  if (filePath) {
+    for (const [k, v] of Object.entries(readFile(filePath, problems))) {
+      if (!props.has(k)) problems.push(`${filePath}: unknown setting "${k}"`);
+      else merged[k] = v;
+    }
+  }
+  for (const [key, prop] of props) {
+    const fromEnv = env[envName(key)];
+    if (fromEnv !== undefined) merged[key] = coerce(prop, fromEnv);
+    const fromFlag = flags[key];
+    if (fromFlag !== undefined)
+      merged[key] = coerce(prop, fromFlag === true && prop.type === 'boolean' ? 'true' : fromFlag);
+  }
+
+  const withDefaults = Value.Default(schema, Value.Convert(schema, merged)) as Record<string, unknown>;
+  const validator = Compile(schema);
+  if (!validator.Check(withDefaults))
+    problems.push(
+      ...formatErrors('', withDefaults, validator.Errors(withDefaults)).map((m) => m.replace(/^\./, '')),
+    );
+  if (problems.length > 0) throw new ConfigError(problems);
+  return withDefaults as Static<T>;
+}
