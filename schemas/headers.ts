@@ -3,7 +3,7 @@
  * the bridge knows about a message travels here.
  */
 export const Header = {
-  /** JetStream de-duplication id: `<site>.<device>.<kind>.<seq>` (see docs/edge.md). */
+  /** JetStream de-duplication id: `<site>.<device>.<kind>.<seq>.<device time ms>` (docs/edge.md). */
   msgId: 'Nats-Msg-Id',
   site: 'Switchyard-Site',
   gateway: 'Switchyard-Gateway',
@@ -27,6 +27,14 @@ export const Header = {
 } as const;
 export type Header = (typeof Header)[keyof typeof Header];
 
-/** Deterministic message id: a redelivered MQTT message maps to the same id and is stored once. */
-export const messageId = (site: string, device: string, kind: string, seq: number): string =>
-  `${site}.${device}.${kind}.${seq}`;
+/**
+ * Deterministic message id: a redelivered MQTT message maps to the same id and is stored once.
+ * Device time is part of it because a device's `seq` counter restarts when the device reboots.
+ */
+export const messageId = (
+  site: string,
+  device: string,
+  kind: string,
+  seq: number,
+  deviceTimeMs: number,
+): string => `${site}.${device}.${kind}.${seq}.${deviceTimeMs}`;
