@@ -7,7 +7,17 @@
  * again from what `stack.json` recorded, on the same port and data.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -66,16 +76,30 @@ export class MissingBinaryError extends Error {
 
 /** Absolute path of a server binary, or a MissingBinaryError naming the install command. */
 export function findBinary(name: string): string {
+  const pkg = PACKAGE_OF[name] ?? name;
+  const install = `run 'bash scripts/install-servers.sh' (or 'apt-get install -y ${pkg}')`;
   const override = binOverride(name);
-  if (override) return override;
+  if (override) {
+    // Checked here, not left to spawn: an ENOENT from a half-started stack is far less clear.
+    if (isExecutable(override)) return override;
+    throw new MissingBinaryError(
+      `${name} is not installed at ${override} (set by the environment): ${install}`,
+    );
+  }
   for (const dir of SEARCH_PATH) {
     const path = join(dir, name);
     if (existsSync(path)) return path;
   }
-  const pkg = PACKAGE_OF[name] ?? name;
-  throw new MissingBinaryError(
-    `${name} is not installed: run 'bash scripts/install-servers.sh' (or 'apt-get install -y ${pkg}')`,
-  );
+  throw new MissingBinaryError(`${name} is not installed: ${install}`);
+}
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
 }
 
 /** A TCP port that is free on 127.0.0.1 right now. */
@@ -396,6 +420,8 @@ export interface StartOptions {
   /** Leave the server running after this process exits (the stack CLI); default true. */
   detached?: boolean;
   readyTimeoutMs?: number;
+  /** Called once the process exists, before it is ready: lets a caller record its PID early. */
+  onSpawn?: (server: RunningServer) => void;
 }
 
 /**
@@ -414,6 +440,7 @@ export async function startServer(spec: ServerSpec, options: StartOptions = {}):
   const pid = child.pid;
   if (pid === undefined) throw new Error(`${spec.name}: could not start ${spec.command}`);
   const running: RunningServer = { ...spec, pid };
+  options.onSpawn?.(running);
   const deadline = Date.now() + (options.readyTimeoutMs ?? 30_000);
   while (Date.now() < deadline) {
     if (exited) throw new Error(`${spec.name} ${exited}; its log ends:\n${tail(spec.logFile)}`);
