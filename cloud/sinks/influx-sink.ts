@@ -1,0 +1,198 @@
+/**
+ * The ingest sink, shared by every line-protocol engine. An engine (influx2.ts, influx1.ts) only
+ * knows how to POST line protocol and how to ask the server whether it would take a write; this
+ * module does the rest the same way for all of them:
+ *
+ * - payload → points → line protocol (cloud/line-protocol.ts); a device payload that does not
+ *   decode is rejected with the decoder's reason; a message of kind `invalid` is skipped and
+ *   counted (the archive keeps it, the bridge already counted it),
+ * - requests of at most `maxRequestBytes`, sent one after the other,
+ * - a request the server refuses as bad data is split in halves until the messages behind the
+ *   refusal are found: those are rejected with the server's reason, everything else is written,
+ * - every other failure throws (transient): the runner naks and the batch comes back, which is
+ *   safe because a replayed point lands on the same series and timestamp.
+ */
+import type { Logger } from '../../lib/log.ts';
+import type { Readiness } from '../../lib/ops.ts';
+import { messagePoints } from '../line-protocol.ts';
+import { toLine } from '../line-protocol.ts';
+import type { Sink, SinkMessage, SinkRejection, WriteResult } from '../sink.ts';
+import { describeError } from '../../lib/errors.ts';
+import { FailureClass, failureClassOf, InfluxHttpError, InfluxUnavailableError } from './influx-errors.ts';
+
+/** What an engine provides: one write endpoint and one probe. */
+export interface InfluxEngine {
+  /** `influx2`, `influx1`: the Sink's name. */
+  readonly name: string;
+  /** Where it writes, for logs and readiness (`http://host:8086 db=switchyard`); no secrets. */
+  readonly target: string;
+  /**
+   * POSTs line protocol (precision ms). Resolves once the server answered 2xx, i.e. the points are
+   * durable; throws InfluxHttpError for an error status, anything else for a failed request.
+   */
+  writeLines(body: string, signal: AbortSignal): Promise<void>;
+  /** Resolves if the server answers and would take writes (credentials, database/bucket). */
+  probe(signal: AbortSignal): Promise<void>;
+  /** Releases connections. */
+  close(): Promise<void>;
+}
+
+export interface InfluxSinkOptions {
+  /** Largest request body in bytes (a single message larger than this is still sent alone). */
+  maxRequestBytes: number;
+  /** Timeout of the readiness probe, ms. */
+  probeTimeoutMs: number;
+  log: Logger;
+}
+
+export const DEFAULT_INFLUX_SINK_OPTIONS = {
+  maxRequestBytes: 4 * 1024 * 1024,
+  probeTimeoutMs: 2000,
+} as const;
+
+/** Counters since the sink was created, for metrics and tests. */
+export interface InfluxSinkStats {
+  /** Points the server acknowledged (a replay counts again). */
+  pointsWritten: number;
+  /** Write requests sent, including the ones of splits. */
+  requests: number;
+  /** Messages of kind `invalid` (or another kind ingest does not write) skipped. */
+  skipped: number;
+  /** Messages rejected: undecodable, or refused by the server. */
+  rejected: number;
+  /** Times a refused request was split in halves. */
+  splits: number;
+}
+
+interface Prepared {
+  seq: number;
+  /** The message's lines, joined with `\n`. */
+  body: string;
+  points: number;
+}
+
+const utf8Bytes = (s: string): number => Buffer.byteLength(s, 'utf8');
+
+/** A Sink writing line protocol through an engine; see the module comment. */
+export class InfluxSink implements Sink {
+  readonly name: string;
+  readonly stats: InfluxSinkStats = { pointsWritten: 0, requests: 0, skipped: 0, rejected: 0, splits: 0 };
+  private readonly log: Logger;
+
+  constructor(
+    private readonly engine: InfluxEngine,
+    private readonly options: InfluxSinkOptions,
+  ) {
+    this.name = engine.name;
+    this.log = options.log.child({ sink: engine.name, target: engine.target });
+  }
+
+  /** Checks that the server answers and would take writes; throws InfluxUnavailableError if not. */
+  async open(): Promise<void> {
+    try {
+      await this.engine.probe(AbortSignal.timeout(this.options.probeTimeoutMs));
+    } catch (err) {
+      throw new InfluxUnavailableError(`${this.name} at ${this.engine.target}: ${describeError(err)}`, {
+        cause: err,
+      });
+    }
+  }
+
+  async write(batch: readonly SinkMessage[], signal: AbortSignal): Promise<WriteResult> {
+    const rejected: SinkRejection[] = [];
+    const prepared: Prepared[] = [];
+    for (const message of batch) {
+      const result = messagePoints(message);
+      if (result.outcome === 'skip') {
+        this.stats.skipped++;
+        this.log.debug({ seq: message.seq, subject: message.subject, reason: result.reason }, 'skipped');
+      } else if (result.outcome === 'reject') {
+        rejected.push({ seq: message.seq, reason: result.reason });
+      } else if (result.points.length > 0) {
+        prepared.push({
+          seq: message.seq,
+          body: result.points.map(toLine).join('\n'),
+          points: result.points.length,
+        });
+      }
+    }
+    for (const chunk of this.chunks(prepared)) rejected.push(...(await this.writeSplitting(chunk, signal)));
+    this.stats.rejected += rejected.length;
+    return { rejected };
+  }
+
+  async readiness(): Promise<Readiness> {
+    try {
+      await this.engine.probe(AbortSignal.timeout(this.options.probeTimeoutMs));
+      return { ready: true };
+    } catch (err) {
+      return { ready: false, reasons: [`${this.name} at ${this.engine.target}: ${describeError(err)}`] };
+    }
+  }
+
+  close(): Promise<void> {
+    return this.engine.close();
+  }
+
+  /** Consecutive runs of messages whose bodies add up to at most `maxRequestBytes`. */
+  private *chunks(prepared: readonly Prepared[]): Generator<Prepared[]> {
+    let chunk: Prepared[] = [];
+    let bytes = 0;
+    for (const p of prepared) {
+      const size = utf8Bytes(p.body) + 1;
+      if (chunk.length > 0 && bytes + size > this.options.maxRequestBytes) {
+        yield chunk;
+        chunk = [];
+        bytes = 0;
+      }
+      chunk.push(p);
+      bytes += size;
+    }
+    if (chunk.length > 0) yield chunk;
+  }
+
+  /**
+   * Writes `chunk`; if the server refuses it as bad data (or too large), writes each half in turn
+   * until single messages are left, and returns those it still refuses. Points of the good halves
+   * may already have been written by the refused request (a 1.x partial write): writing them again
+   * is a no-op. Throws InfluxUnavailableError for anything transient.
+   */
+  private async writeSplitting(chunk: readonly Prepared[], signal: AbortSignal): Promise<SinkRejection[]> {
+    try {
+      signal.throwIfAborted();
+      this.stats.requests++;
+      await this.engine.writeLines(chunk.map((p) => p.body).join('\n'), signal);
+      this.stats.pointsWritten += chunk.reduce((n, p) => n + p.points, 0);
+      return [];
+    } catch (err) {
+      const failure = failureClassOf(err);
+      if (failure === FailureClass.data || failure === FailureClass.tooLarge) {
+        const reason = err instanceof InfluxHttpError ? err.serverReason : describeError(err);
+        if (chunk.length === 1) {
+          this.log.warn({ seq: chunk[0]!.seq, reason }, 'the store refuses a message');
+          return [{ seq: chunk[0]!.seq, reason: `${this.name} refused the points: ${reason}` }];
+        }
+        this.stats.splits++;
+        const half = Math.ceil(chunk.length / 2);
+        return [
+          ...(await this.writeSplitting(chunk.slice(0, half), signal)),
+          ...(await this.writeSplitting(chunk.slice(half), signal)),
+        ];
+      }
+      if (failure === FailureClass.config) {
+        // Not bad data: a wrong token or a missing database refuses every message alike. Throwing
+        // keeps them all in the stream (nak, retry) instead of dead-lettering the lot.
+        this.log.error(
+          { err: describeError(err) },
+          'the store refuses every write: check the token, org and bucket, or database (retrying)',
+        );
+      }
+      throw new InfluxUnavailableError(
+        `${this.name} write to ${this.engine.target} failed: ${describeError(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+}
