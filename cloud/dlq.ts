@@ -1,0 +1,150 @@
+/**
+ * The dead-letter stream. A message a consumer will never write is published here — its payload
+ * bytes and headers unchanged, plus why, by whom and where from — and only after the PubAck is the
+ * original termed. Dead letters can be counted, inspected and redriven (republished to their
+ * original subject) by JetStream sequence.
+ *
+ * Layout: stream `BSU_DLQ`, subjects `dlq.>`, a dead letter of consumer `archive` for
+ * `bsu.s1.u7.telemetry` is `dlq.archive.bsu.s1.u7.telemetry`. Headers (schemas/headers.ts):
+ * `Switchyard-Dlq-Reason` (`<class>: <detail>`), `-Consumer`, `-Stream`, `-Seq` (stream sequence of
+ * the original), `-Subject`, `-Deliveries`.
+ */
+import {
+  DiscardPolicy,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamClient,
+  type JetStreamManager,
+  type PubAck,
+} from '@nats-io/jetstream';
+import { headers, nanos, type MsgHdrs } from '@nats-io/transport-node';
+import { Header } from '../schemas/headers.ts';
+
+/** Name of the dead-letter stream. */
+export const DLQ_STREAM = 'BSU_DLQ';
+/** First token of every dead-letter subject. */
+export const DLQ_SUBJECT_ROOT = 'dlq';
+
+/** Why a message was dead-lettered: the first word of `Switchyard-Dlq-Reason` and a metric label. */
+export const DeadLetterReason = {
+  /** The subject is not `bsu.<site>.<device>.<kind>`. */
+  badSubject: 'bad-subject',
+  /** The sink listed the message in `rejected`. */
+  rejected: 'rejected',
+  /** The sink threw PermanentSinkError for the batch. */
+  permanent: 'permanent',
+  /** Delivered `maxDeliver` times without being written. */
+  maxDeliveries: 'max-deliveries',
+} as const;
+export type DeadLetterReason = (typeof DeadLetterReason)[keyof typeof DeadLetterReason];
+
+/** Subject of a dead letter: `dlq.<consumer>.<original subject>`. */
+export const dlqSubject = (consumer: string, subject: string): string =>
+  `${DLQ_SUBJECT_ROOT}.${consumer}.${subject}`;
+
+/** De-duplication id of a dead letter: one per consumer and original sequence. */
+export const dlqMessageId = (consumer: string, seq: number): string => `${consumer}.${seq}`;
+
+export interface DlqStreamOptions {
+  stream?: string;
+  /** Window in which a second dead letter with the same id is dropped, in ms (default 1 h). */
+  duplicateWindowMs?: number;
+  /** Oldest dead letters are removed beyond this, in bytes (default 1 GiB). */
+  maxBytes?: number;
+}
+
+/**
+ * Creates the dead-letter stream if it is missing; an existing one is left as it is (an operator
+ * may have tuned its limits).
+ */
+export async function ensureDlqStream(jsm: JetStreamManager, options: DlqStreamOptions = {}): Promise<void> {
+  const name = options.stream ?? DLQ_STREAM;
+  try {
+    await jsm.streams.info(name);
+    return;
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
+  try {
+    await jsm.streams.add({
+      name,
+      subjects: [`${DLQ_SUBJECT_ROOT}.>`],
+      storage: StorageType.File,
+      retention: RetentionPolicy.Limits,
+      discard: DiscardPolicy.Old,
+      max_bytes: options.maxBytes ?? 1024 ** 3,
+      duplicate_window: nanos(options.duplicateWindowMs ?? 3_600_000),
+    });
+  } catch (err) {
+    // Another consumer created it between our info and add.
+    await jsm.streams.info(name).catch(() => {
+      throw err;
+    });
+  }
+}
+
+function isNotFound(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === 10059 || (err instanceof Error && /stream not found/i.test(err.message));
+}
+
+/** A message to dead-letter, as the runner knows it. */
+export interface DeadLetter {
+  consumer: string;
+  /** Stream the original came from (`BSU`). */
+  stream: string;
+  /** Stream sequence of the original. */
+  seq: number;
+  subject: string;
+  deliveries: number;
+  reason: DeadLetterReason;
+  /** One line for a person: what went wrong. */
+  detail: string;
+  payload: Uint8Array;
+  headers: MsgHdrs | undefined;
+}
+
+/** Header values are one line of printable text. */
+const oneLine = (text: string, max = 1000): string => {
+  const flat = text.replace(/[\r\n\t]+/g, ' ').trim();
+  return flat.length > max ? `${flat.slice(0, max - 3)}...` : flat;
+};
+
+/**
+ * Headers of a dead letter: the original's, except JetStream's own `Nats-*` controls (a copied
+ * `Nats-Msg-Id` would be taken for a duplicate, `Nats-Expected-*` would make the publish fail),
+ * plus the Switchyard-Dlq-* headers.
+ */
+export function deadLetterHeaders(letter: DeadLetter): MsgHdrs {
+  const h = headers();
+  if (letter.headers) {
+    for (const [key, values] of letter.headers) {
+      if (/^nats-/i.test(key)) continue;
+      for (const value of values) h.append(key, value);
+    }
+  }
+  h.set(Header.dlqReason, oneLine(`${letter.reason}: ${letter.detail}`));
+  h.set(Header.dlqConsumer, letter.consumer);
+  h.set(Header.dlqStream, letter.stream);
+  h.set(Header.dlqSeq, String(letter.seq));
+  h.set(Header.dlqSubject, letter.subject);
+  h.set(Header.dlqDeliveries, String(letter.deliveries));
+  return h;
+}
+
+/**
+ * Publishes one dead letter and resolves with the PubAck (a duplicate — the same consumer and
+ * sequence dead-lettered again after a lost term — resolves too, with `duplicate: true`).
+ * Rejects when the stream did not store it: the caller must not term the original then.
+ */
+export function publishDeadLetter(
+  js: JetStreamClient,
+  letter: DeadLetter,
+  options: { timeoutMs?: number } = {},
+): Promise<PubAck> {
+  return js.publish(dlqSubject(letter.consumer, letter.subject), letter.payload, {
+    msgID: dlqMessageId(letter.consumer, letter.seq),
+    headers: deadLetterHeaders(letter),
+    timeout: options.timeoutMs ?? 5_000,
+  });
+}

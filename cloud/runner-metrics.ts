@@ -1,0 +1,78 @@
+/**
+ * Metrics of the consumer runner, labelled by `consumer` (the durable). Several runners may share a
+ * registry (the `dev` command runs every consumer in one process), so each metric is created once
+ * per registry and reused.
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+type Metric<L extends string> = Counter<L> | Gauge<L> | Histogram<L>;
+
+function once<M extends Metric<string>>(registry: Registry, name: string, make: () => M): M {
+  return (registry.getSingleMetric(name) as M | undefined) ?? make();
+}
+
+/** Names of the runner's metrics (all labelled `consumer`). */
+export const RunnerMetric = {
+  processed: 'switchyard_consumer_messages_processed_total',
+  acked: 'switchyard_consumer_messages_acked_total',
+  retried: 'switchyard_consumer_messages_retried_total',
+  deadLettered: 'switchyard_consumer_messages_dead_lettered_total',
+  skipped: 'switchyard_consumer_messages_skipped_total',
+  writeSeconds: 'switchyard_consumer_batch_write_seconds',
+  lag: 'switchyard_consumer_lag_messages',
+  ackPending: 'switchyard_consumer_ack_pending_messages',
+  inFlight: 'switchyard_consumer_in_flight_messages',
+  sinkUp: 'switchyard_consumer_sink_up',
+} as const;
+
+export interface RunnerMetrics {
+  processed: Counter<'consumer'>;
+  acked: Counter<'consumer'>;
+  retried: Counter<'consumer'>;
+  deadLettered: Counter<'consumer' | 'reason'>;
+  skipped: Counter<'consumer'>;
+  writeSeconds: Histogram<'consumer' | 'outcome'>;
+  lag: Gauge<'consumer'>;
+  ackPending: Gauge<'consumer'>;
+  inFlight: Gauge<'consumer'>;
+  sinkUp: Gauge<'consumer'>;
+}
+
+export function runnerMetrics(registry: Registry): RunnerMetrics {
+  const registers = [registry];
+  const counter = <L extends string>(name: string, help: string, labelNames: L[]) =>
+    once(registry, name, () => new Counter<L>({ name, help, labelNames, registers }));
+  const gauge = (name: string, help: string) =>
+    once(registry, name, () => new Gauge<'consumer'>({ name, help, labelNames: ['consumer'], registers }));
+  return {
+    processed: counter(RunnerMetric.processed, 'Messages fetched and handled (each delivery)', ['consumer']),
+    acked: counter(RunnerMetric.acked, 'Messages acked after the sink made them durable', ['consumer']),
+    retried: counter(RunnerMetric.retried, 'Messages nak-ed for redelivery after a transient failure', [
+      'consumer',
+    ]),
+    deadLettered: counter(
+      RunnerMetric.deadLettered,
+      'Messages published to the dead-letter stream and termed, by reason class',
+      ['consumer', 'reason'],
+    ),
+    skipped: counter(RunnerMetric.skipped, 'Messages outside the filter subjects, acked unwritten', [
+      'consumer',
+    ]),
+    writeSeconds: once(
+      registry,
+      RunnerMetric.writeSeconds,
+      () =>
+        new Histogram<'consumer' | 'outcome'>({
+          name: RunnerMetric.writeSeconds,
+          help: 'Duration of sink.write per batch, by outcome (ok, rejected, permanent, transient, aborted)',
+          labelNames: ['consumer', 'outcome'],
+          buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+          registers,
+        }),
+    ),
+    lag: gauge(RunnerMetric.lag, 'Messages in the stream not yet delivered to the consumer (num_pending)'),
+    ackPending: gauge(RunnerMetric.ackPending, 'Messages delivered and not yet acked (num_ack_pending)'),
+    inFlight: gauge(RunnerMetric.inFlight, 'Messages fetched and not yet settled'),
+    sinkUp: gauge(RunnerMetric.sinkUp, '1 when the sink answered its last readiness check or write'),
+  };
+}

@@ -1,0 +1,388 @@
+/**
+ * The consumer runner against a real nats-server, with a tiny in-test sink (it tests the runner,
+ * not a store). Every test has its own site token, durable and filter in one stream `BSU`.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
+import { Registry } from 'prom-client';
+import { DLQ_STREAM } from '../cloud/dlq.ts';
+import { runConsumer, type ConsumerRun, type RunnerOptions } from '../cloud/runner.ts';
+import { retryDelayMs } from '../cloud/runner-backoff.ts';
+import { consumerFilter, coveringFilter, subjectMatches } from '../cloud/runner-filters.ts';
+import { RunnerMetric } from '../cloud/runner-metrics.ts';
+import { PermanentSinkError, type Sink, type SinkMessage, type WriteResult } from '../cloud/sink.ts';
+import { silentLogger } from '../lib/log.ts';
+import type { Readiness } from '../lib/ops.ts';
+import { Header } from '../schemas/headers.ts';
+import { TestServers, waitFor } from './support/servers.ts';
+
+/** A sink whose every write is decided by the test. */
+class ScriptedSink implements Sink {
+  readonly name = 'scripted';
+  readonly writes: { at: number; batch: SinkMessage[] }[] = [];
+  ready = true;
+  opened = 0;
+  closed = 0;
+  constructor(
+    private readonly behave: (batch: SinkMessage[], n: number, signal: AbortSignal) => Promise<WriteResult>,
+  ) {}
+  async open(): Promise<void> {
+    this.opened++;
+  }
+  write(batch: readonly SinkMessage[], signal: AbortSignal): Promise<WriteResult> {
+    this.writes.push({ at: Date.now(), batch: [...batch] });
+    return this.behave([...batch], this.writes.length, signal);
+  }
+  async readiness(): Promise<Readiness> {
+    return this.ready ? { ready: true } : { ready: false, reasons: ['down in this test'] };
+  }
+  async close(): Promise<void> {
+    this.closed++;
+  }
+  deliveriesOf(seq: number): SinkMessage[] {
+    return this.writes.flatMap((w) => w.batch.filter((m) => m.seq === seq));
+  }
+}
+
+const ok = async (): Promise<WriteResult> => ({ rejected: [] });
+
+describe('runner helpers', () => {
+  test('retry delays grow along backoffMs, capped by its last entry, jittered ±20%', () => {
+    const backoff = [100, 200, 400];
+    assert.deepEqual(
+      [1, 2, 3, 4, 10].map((n) => retryDelayMs(backoff, n, 0.5)),
+      [100, 200, 400, 400, 400],
+    );
+    assert.equal(retryDelayMs(backoff, 1, 0), 80);
+    assert.equal(retryDelayMs(backoff, 1, 0.999999), 120);
+  });
+
+  test('several filters become one covering filter on nats-server 2.9, or are rejected', () => {
+    assert.equal(coveringFilter(['bsu.*.*.telemetry', 'bsu.*.*.status']), 'bsu.*.*.*');
+    assert.equal(coveringFilter(['bsu.s1.>', 'bsu.s2.>']), 'bsu.>');
+    assert.equal(coveringFilter(['bsu.s1.a.telemetry', 'bsu.s1.>']), 'bsu.s1.>');
+    assert.throws(() => coveringFilter(['bsu.>', 'other.>']), /share no leading token/);
+    assert.deepEqual(consumerFilter(['bsu.>'], '2.9.10'), { server: { filter_subject: 'bsu.>' } });
+    assert.deepEqual(consumerFilter(['a.b', 'a.c'], '2.10.4'), {
+      server: { filter_subjects: ['a.b', 'a.c'] },
+    });
+    assert.equal(subjectMatches('bsu.*.*.telemetry', 'bsu.s.d.telemetry'), true);
+    assert.equal(subjectMatches('bsu.>', 'bsu'), false);
+    assert.equal(subjectMatches('bsu.s.>', 'bsu.s.d.event'), true);
+    assert.equal(subjectMatches('bsu.*.d', 'bsu.s.d.event'), false);
+  });
+});
+
+describe('consumer runner', () => {
+  const servers = new TestServers('runner');
+  let nc: NatsConnection;
+  let jsm: JetStreamManager;
+  const running: { controller: AbortController; run: ConsumerRun }[] = [];
+
+  before(async () => {
+    const nats = await servers.nats();
+    nc = await connect({ servers: nats.url });
+    jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: 'BSU', subjects: ['bsu.>'] });
+  });
+
+  after(async () => {
+    for (const r of running) r.controller.abort();
+    await Promise.allSettled(running.map((r) => r.run.done));
+    await nc?.close();
+    await servers.stopAll();
+  });
+
+  /** Starts a runner for site token `site` (durable `t-<site>`); stop it with the returned controller. */
+  function start(site: string, sink: Sink, extra: Partial<RunnerOptions> = {}) {
+    const controller = new AbortController();
+    const registry = new Registry();
+    const run = runConsumer({
+      nc,
+      durable: `t-${site}`,
+      filterSubjects: [`bsu.${site}.>`],
+      ackWaitMs: 5_000,
+      backoffMs: [200, 400, 800],
+      batchSize: 50,
+      maxAckPending: 200,
+      fetchExpiresMs: 1_000,
+      lagRefreshMs: 200,
+      sink,
+      log: silentLogger,
+      registry,
+      signal: controller.signal,
+      ...extra,
+    });
+    running.push({ controller, run });
+    return { controller, run, registry };
+  }
+
+  async function publish(site: string, count: number, kind = 'telemetry'): Promise<number[]> {
+    const js = jetstream(nc);
+    const seqs: number[] = [];
+    for (let i = 1; i <= count; i++) {
+      const h = headers();
+      h.set(Header.site, site);
+      h.set('X-Test', `n${i}`);
+      const ack = await js.publish(`bsu.${site}.unit-${i % 3}.${kind}`, JSON.stringify({ n: i }), {
+        headers: h,
+      });
+      seqs.push(ack.seq);
+    }
+    return seqs;
+  }
+
+  const consumerInfo = (site: string) => jsm.consumers.info('BSU', `t-${site}`);
+
+  async function deadLetters(durable: string) {
+    const info = await jsm.streams.info(DLQ_STREAM);
+    const out = [];
+    for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+      const m = await jsm.streams.getMessage(DLQ_STREAM, { seq }).catch(() => null);
+      if (m && m.subject.startsWith(`dlq.${durable}.`)) out.push(m);
+    }
+    return out;
+  }
+
+  test('acks only after the write resolved', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const sink = new ScriptedSink(async () => {
+      await gate;
+      return { rejected: [] };
+    });
+    await publish('ack', 5);
+    const { controller, run } = start('ack', sink);
+    await waitFor('the write to start', () => sink.writes.length === 1);
+    await new Promise((r) => setTimeout(r, 300));
+    let info = await consumerInfo('ack');
+    assert.equal(info.num_ack_pending, 5, 'all five are in hand, unacked, while the write runs');
+    assert.equal(info.ack_floor.stream_seq, 0);
+    release();
+    await waitFor('the acks', async () => (await consumerInfo('ack')).num_ack_pending === 0);
+    info = await consumerInfo('ack');
+    assert.equal(info.num_redelivered, 0);
+    assert.equal(sink.writes.length, 1);
+    assert.equal(sink.writes[0]!.batch.length, 5);
+    const first = sink.writes[0]!.batch[0]!;
+    assert.equal(first.site, 'ack');
+    assert.equal(first.kind, 'telemetry');
+    assert.equal(first.headers['X-Test'], 'n1');
+    assert.equal(first.deliveryCount, 1);
+    assert.deepEqual(JSON.parse(Buffer.from(first.payload).toString()), { n: 1 });
+    controller.abort();
+    await run.done;
+    assert.equal(sink.opened, 1);
+    assert.equal(sink.closed, 1);
+  });
+
+  test('naks with a growing delay when the sink fails transiently, then acks', async () => {
+    const sink = new ScriptedSink(async (_batch, n) => {
+      if (n <= 3) throw new Error(`store hiccup ${n}`);
+      return { rejected: [] };
+    });
+    const [seq] = await publish('retry', 1);
+    const { registry } = start('retry', sink);
+    await waitFor('the fourth delivery', () => sink.writes.length >= 4, 30_000);
+    await waitFor('the ack', async () => (await consumerInfo('retry')).num_ack_pending === 0);
+    const deliveries = sink.deliveriesOf(seq!);
+    assert.deepEqual(
+      deliveries.map((d) => d.deliveryCount),
+      [1, 2, 3, 4],
+    );
+    const gaps = sink.writes.slice(1).map((w, i) => w.at - sink.writes[i]!.at);
+    // backoffMs 200, 400, 800 with ±20% jitter (the runner waits at least as long as the nak).
+    assert.ok(gaps[0]! >= 150 && gaps[1]! >= 300 && gaps[2]! >= 600, `gaps ${gaps.join(', ')} ms`);
+    assert.ok(gaps[2]! > gaps[0]!, `delays grow: ${gaps.join(', ')} ms`);
+    const retried = await registry.getSingleMetric(RunnerMetric.retried)!.get();
+    assert.equal(retried.values[0]!.value, 3);
+    assert.equal((await deadLetters('t-retry')).length, 0);
+  });
+
+  test('dead-letters rejected messages with reason, consumer and original sequence, terms them, acks the rest', async () => {
+    const seqs = await publish('reject', 6);
+    const rejectSeqs = new Set([seqs[1]!, seqs[4]!]);
+    const sink = new ScriptedSink(async (batch) => ({
+      rejected: batch
+        .filter((m) => rejectSeqs.has(m.seq))
+        .map((m) => ({ seq: m.seq, reason: `no room for ${m.seq}` })),
+    }));
+    const { registry } = start('reject', sink);
+    await waitFor('the dead letters', async () => (await deadLetters('t-reject')).length === 2);
+    await waitFor('everything settled', async () => (await consumerInfo('reject')).num_ack_pending === 0);
+    const letters = await deadLetters('t-reject');
+    for (const letter of letters) {
+      const seq = Number(letter.header.get(Header.dlqSeq));
+      assert.ok(rejectSeqs.has(seq), `dead letter for seq ${seq}`);
+      assert.equal(letter.header.get(Header.dlqReason), `rejected: no room for ${seq}`);
+      assert.equal(letter.header.get(Header.dlqConsumer), 't-reject');
+      assert.equal(letter.header.get(Header.dlqStream), 'BSU');
+      assert.equal(letter.header.get(Header.dlqDeliveries), '1');
+      const original = (await jsm.streams.getMessage('BSU', { seq }))!;
+      assert.equal(letter.header.get(Header.dlqSubject), original.subject);
+      assert.equal(letter.subject, `dlq.t-reject.${original.subject}`);
+      assert.deepEqual(Buffer.from(letter.data), Buffer.from(original.data), 'payload bytes unchanged');
+      assert.equal(letter.header.get('X-Test'), original.header.get('X-Test'), 'original headers kept');
+    }
+    // Termed, not redelivered; the rest acked.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(sink.writes.length, 1);
+    const info = await consumerInfo('reject');
+    assert.equal(info.num_pending, 0);
+    assert.equal(info.num_redelivered, 0);
+    const dead = await registry.getSingleMetric(RunnerMetric.deadLettered)!.get();
+    assert.deepEqual(
+      dead.values.map((v) => [v.labels.reason, v.value]),
+      [['rejected', 2]],
+    );
+    const acked = await registry.getSingleMetric(RunnerMetric.acked)!.get();
+    assert.equal(acked.values[0]!.value, 4);
+  });
+
+  test('dead-letters the whole batch on PermanentSinkError, and an unparseable subject without writing it', async () => {
+    const js = jetstream(nc);
+    await js.publish('bsu.perm.not-a-kind', 'x');
+    await publish('perm', 3);
+    const sink = new ScriptedSink(async () => {
+      throw new PermanentSinkError('schema will never fit', { cause: new Error('column type') });
+    });
+    start('perm', sink);
+    await waitFor('four dead letters', async () => (await deadLetters('t-perm')).length === 4);
+    const reasons = (await deadLetters('t-perm')).map((l) => l.header.get(Header.dlqReason)).sort();
+    assert.equal(reasons[0], 'bad-subject: subject bsu.perm.not-a-kind is not bsu.<site>.<device>.<kind>');
+    assert.deepEqual(reasons.slice(1), Array(3).fill('permanent: schema will never fit: column type'));
+    assert.equal(sink.writes.length, 1);
+    assert.equal(sink.writes[0]!.batch.length, 3, 'the bad subject never reached the sink');
+  });
+
+  test('dead-letters a message that reached maxDeliver deliveries instead of retrying it', async () => {
+    const sink = new ScriptedSink(async () => {
+      throw new Error('always failing');
+    });
+    const [seq] = await publish('maxdel', 1);
+    start('maxdel', sink, { maxDeliver: 3, backoffMs: [100] });
+    await waitFor('the dead letter', async () => (await deadLetters('t-maxdel')).length === 1, 20_000);
+    const [letter] = await deadLetters('t-maxdel');
+    assert.equal(letter!.header.get(Header.dlqDeliveries), '3');
+    assert.match(
+      letter!.header.get(Header.dlqReason),
+      /^max-deliveries: failed 3 deliveries, last: always failing/,
+    );
+    assert.equal(Number(letter!.header.get(Header.dlqSeq)), seq);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(sink.deliveriesOf(seq!).length, 3);
+    assert.equal((await consumerInfo('maxdel')).num_ack_pending, 0);
+  });
+
+  test('waits, without fetching, while the sink is down, then catches up', async () => {
+    let down = true;
+    const sink = new ScriptedSink(async () => {
+      if (down) throw new Error('connection refused');
+      return { rejected: [] };
+    });
+    await publish('down', 20);
+    const { run } = start('down', sink, { backoffMs: [100, 200] });
+    await waitFor('the first failure', () => sink.writes.length >= 1);
+    sink.ready = false;
+    const ready = await run.readiness();
+    assert.equal(ready.ready, false);
+    assert.deepEqual(ready.reasons, ['scripted: down in this test']);
+    const before = sink.writes.length;
+    await new Promise((r) => setTimeout(r, 2_000));
+    assert.ok(
+      sink.writes.length <= before + 1,
+      `no spinning: ${sink.writes.length - before} writes while down`,
+    );
+    down = false;
+    sink.ready = true;
+    await waitFor('all acked', async () => {
+      const info = await consumerInfo('down');
+      return info.num_pending === 0 && info.num_ack_pending === 0 && info.ack_floor.stream_seq > 0;
+    });
+    const maxDeliveries = Math.max(...sink.writes.flatMap((w) => w.batch.map((m) => m.deliveryCount)));
+    assert.ok(maxDeliveries <= 3, `deliveries stay low during an outage: ${maxDeliveries}`);
+    assert.equal((await deadLetters('t-down')).length, 0);
+  });
+
+  test('on stop, finishes the write in hand, acks it and closes the sink', async () => {
+    const sink = new ScriptedSink(async () => {
+      await new Promise((r) => setTimeout(r, 600));
+      return { rejected: [] };
+    });
+    await publish('stop', 10);
+    const { controller, run } = start('stop', sink);
+    await waitFor('the write to start', () => sink.writes.length === 1);
+    controller.abort();
+    await run.done;
+    assert.equal(sink.writes.length, 1);
+    assert.equal(sink.closed, 1);
+    const info = await consumerInfo('stop');
+    assert.equal(info.num_ack_pending, 0);
+    assert.equal(info.ack_floor.stream_seq > 0, true);
+  });
+
+  test('on stop, gives a write that outlives the grace back at once (nak, no delay)', async () => {
+    const sink = new ScriptedSink(
+      (_batch, _n, signal) =>
+        new Promise((_, reject) =>
+          signal.addEventListener('abort', () => reject(signal.reason), { once: true }),
+        ),
+    );
+    await publish('grace', 4);
+    const first = start('grace', sink, { shutdownGraceMs: 100, ackWaitMs: 30_000 });
+    await waitFor('the write to start', () => sink.writes.length === 1);
+    first.controller.abort();
+    await first.run.done;
+    const again = new ScriptedSink(ok);
+    const started = Date.now();
+    start('grace', again);
+    await waitFor('the redelivery', () => again.writes.length > 0);
+    assert.ok(Date.now() - started < 5_000, 'redelivered long before ackWait');
+    assert.equal(again.writes[0]!.batch[0]!.deliveryCount, 2);
+    await waitFor('the acks', async () => (await consumerInfo('grace')).num_ack_pending === 0);
+  });
+
+  test('with several filters on nats-server 2.9, writes only what they match and acks the rest unwritten', async () => {
+    await publish('multi', 3, 'telemetry');
+    await publish('multi', 2, 'event');
+    await publish('multi', 2, 'status');
+    const sink = new ScriptedSink(ok);
+    const { registry } = start('multi', sink, {
+      filterSubjects: ['bsu.multi.*.telemetry', 'bsu.multi.*.status'],
+    });
+    await waitFor('all settled', async () => {
+      const info = await consumerInfo('multi');
+      return info.num_pending === 0 && info.num_ack_pending === 0 && info.delivered.stream_seq > 0;
+    });
+    assert.equal((await consumerInfo('multi')).config.filter_subject, 'bsu.multi.*.*');
+    const kinds = sink.writes.flatMap((w) => w.batch.map((m) => m.kind)).sort();
+    assert.deepEqual(kinds, ['status', 'status', 'telemetry', 'telemetry', 'telemetry']);
+    const skipped = await registry.getSingleMetric(RunnerMetric.skipped)!.get();
+    assert.equal(skipped.values[0]!.value, 2);
+  });
+
+  test('reports the consumer lag and the messages in flight', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const sink = new ScriptedSink(async () => {
+      await gate;
+      return { rejected: [] };
+    });
+    await publish('lag', 120);
+    const { registry } = start('lag', sink, { batchSize: 50, fillBatch: true });
+    const value = async (name: string) => (await registry.getSingleMetric(name)!.get()).values[0]?.value;
+    await waitFor('lag 70', async () => (await value(RunnerMetric.lag)) === 70);
+    assert.equal(await value(RunnerMetric.inFlight), 50);
+    assert.equal(await value(RunnerMetric.ackPending), 50);
+    release();
+    await waitFor(
+      'lag 0',
+      async () => (await value(RunnerMetric.lag)) === 0 && (await value(RunnerMetric.ackPending)) === 0,
+    );
+    const text = await registry.metrics();
+    assert.match(text, /switchyard_consumer_batch_write_seconds_count\{consumer="t-lag",outcome="ok"\} 3/);
+    assert.match(text, /switchyard_consumer_messages_processed_total\{consumer="t-lag"\} 120/);
+  });
+});
