@@ -1,10 +1,8 @@
 import type { Command } from 'commander';
-import { registerEdge } from './edge.ts';
-import { registerSite } from './site.ts';
 import { registerStack } from './stack.ts';
 
 /** Adds one subcommand to the program. */
 export type RegisterCommand = (program: Command) => void;
 
 /** Every command, in the order `--help` lists them. */
-export const commands: RegisterCommand[] = [registerEdge, registerSite, registerStack];
+export const commands: RegisterCommand[] = [registerStack];
