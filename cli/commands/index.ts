@@ -1,8 +1,11 @@
 import type { Command } from 'commander';
+import { registerEdge } from './edge.ts';
+import { registerSimulate } from './simulate.ts';
+import { registerSite } from './site.ts';
 import { registerStack } from './stack.ts';
 
 /** Adds one subcommand to the program. */
 export type RegisterCommand = (program: Command) => void;
 
 /** Every command, in the order `--help` lists them. */
-export const commands: RegisterCommand[] = [registerStack];
+export const commands: RegisterCommand[] = [registerEdge, registerSite, registerStack, registerSimulate];

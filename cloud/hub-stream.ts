@@ -1,0 +1,144 @@
+/**
+ * The hub stream `BSU` and site onboarding. `BSU` has no subjects of its own: it *sources* every
+ * site's streams over the leaf link (`external.api = $JS.<site>.API`), so after an uplink outage
+ * JetStream itself catches up from the last sequence it sourced. Adding or removing a site is a
+ * stream update: the hub never restarts.
+ */
+import {
+  DiscardPolicy,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamManager,
+  type StreamConfig,
+  type StreamInfo,
+  type StreamSource,
+} from '@nats-io/jetstream';
+import Type, { type Static } from 'typebox';
+import { isNotFound } from '../edge/site-streams.ts';
+import {
+  HUB_STREAM,
+  siteApiPrefix,
+  siteDeliverPrefix,
+  siteOfStream,
+  siteStreamNames,
+} from '../schemas/streams.ts';
+
+const nanos = (seconds: number): number => seconds * 1_000_000_000;
+
+export const HubStreamConfigSchema = Type.Object({
+  natsUrl: Type.String({ default: 'nats://127.0.0.1:4222', description: 'The hub nats-server' }),
+  hubMaxAgeS: Type.Integer({
+    minimum: 60,
+    default: 90 * 24 * 3600,
+    description: 'Retention of the hub stream (s)',
+  }),
+  hubMaxBytes: Type.Integer({
+    minimum: -1,
+    default: -1,
+    description: "Disk budget of the hub stream (bytes; -1: the server's JetStream limit)",
+  }),
+  hubDuplicateWindowS: Type.Integer({
+    minimum: 1,
+    default: 900,
+    description: 'De-duplication window of the hub stream (s), by Nats-Msg-Id',
+  }),
+});
+export type HubStreamConfig = Static<typeof HubStreamConfigSchema>;
+
+/** The two sources that bring one site's streams into `BSU`. */
+export function siteSources(site: string): StreamSource[] {
+  const external = { api: siteApiPrefix(site), deliver: siteDeliverPrefix(site) };
+  return Object.values(siteStreamNames(site)).map((name) => ({ name, external }));
+}
+
+function hubStreamConfig(config: HubStreamConfig, sources: StreamSource[]): StreamConfig {
+  return {
+    name: HUB_STREAM,
+    description: 'Switchyard: every site, sourced over the leaf links',
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    max_age: nanos(config.hubMaxAgeS),
+    max_bytes: config.hubMaxBytes,
+    duplicate_window: nanos(config.hubDuplicateWindowS),
+    num_replicas: 1,
+    sources,
+  } as StreamConfig;
+}
+
+async function hubInfo(jsm: JetStreamManager): Promise<StreamInfo | undefined> {
+  try {
+    return await jsm.streams.info(HUB_STREAM);
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+/** Creates `BSU` (with no sites) or updates its limits, keeping its sources. */
+export async function ensureHubStream(jsm: JetStreamManager, config: HubStreamConfig): Promise<StreamInfo> {
+  const info = await hubInfo(jsm);
+  if (!info) return jsm.streams.add(hubStreamConfig(config, []));
+  return jsm.streams.update(HUB_STREAM, hubStreamConfig(config, info.config.sources ?? []));
+}
+
+/** Sources `site` into `BSU` (creating `BSU` if needed). Idempotent. */
+export async function addSite(
+  jsm: JetStreamManager,
+  site: string,
+  config: HubStreamConfig,
+): Promise<StreamInfo> {
+  const info = await ensureHubStream(jsm, config);
+  const current = info.config.sources ?? [];
+  const wanted = siteSources(site).filter((s) => !current.some((c) => c.name === s.name));
+  if (wanted.length === 0) return info;
+  return jsm.streams.update(HUB_STREAM, { ...info.config, sources: [...current, ...wanted] });
+}
+
+/** Stops sourcing `site`; what `BSU` already holds stays. Returns false if it was not sourced. */
+export async function removeSite(jsm: JetStreamManager, site: string): Promise<boolean> {
+  const info = await hubInfo(jsm);
+  const current = info?.config.sources ?? [];
+  const names = new Set(Object.values(siteStreamNames(site)));
+  const kept = current.filter((s) => !names.has(s.name));
+  if (!info || kept.length === current.length) return false;
+  await jsm.streams.update(HUB_STREAM, { ...info.config, sources: kept });
+  return true;
+}
+
+export interface SiteSourceStatus {
+  site: string;
+  /** Messages the hub has yet to source from the site's streams (as of the last contact). */
+  lag: number;
+  /** Milliseconds since the hub last heard from the site's streams; undefined if never. */
+  lastContactMs: number | undefined;
+  streams: { name: string; lag: number; lastContactMs: number | undefined; error?: string }[];
+}
+
+/** Every site `BSU` sources, with its lag and last contact. */
+export async function listSites(jsm: JetStreamManager): Promise<SiteSourceStatus[]> {
+  const info = await hubInfo(jsm);
+  if (!info) return [];
+  const bySite = new Map<string, SiteSourceStatus>();
+  for (const source of info.config.sources ?? []) {
+    const site = siteOfStream(source.name) ?? source.name;
+    if (!bySite.has(site)) bySite.set(site, { site, lag: 0, lastContactMs: undefined, streams: [] });
+  }
+  for (const s of info.sources ?? []) {
+    const site = siteOfStream(s.name) ?? s.name;
+    const entry = bySite.get(site) ?? { site, lag: 0, lastContactMs: undefined, streams: [] };
+    bySite.set(site, entry);
+    const lastContactMs = s.active >= 0 ? Math.round(s.active / 1e6) : undefined;
+    entry.streams.push({
+      name: s.name,
+      lag: s.lag,
+      lastContactMs,
+      ...(s.error ? { error: s.error.description } : {}),
+    });
+    entry.lag += s.lag;
+    // The site was last heard from by whichever of its streams spoke most recently.
+    if (lastContactMs !== undefined)
+      entry.lastContactMs = Math.min(entry.lastContactMs ?? Infinity, lastContactMs);
+  }
+  return [...bySite.values()].sort((a, b) => a.site.localeCompare(b.site, undefined, { numeric: true }));
+}

@@ -1,0 +1,280 @@
+/**
+ * The edge bridge: site MQTT broker → the site's JetStream streams.
+ *
+ * Every message the broker delivers is stored exactly once in the site's streams, and the broker
+ * gets its PUBACK only after JetStream's PubAck. A valid reading keeps its bytes untouched on
+ * `bsu.<site>.<device>.<kind>`; a payload that fails validation is kept byte for byte on
+ * `bsu.<site>.<device>.invalid` with the reason in a header, and counted. Bad input never stops
+ * the bridge.
+ */
+import { createHash } from 'node:crypto';
+import { jetstream, jetstreamManager, type JetStreamManager, type PubAck } from '@nats-io/jetstream';
+import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Logger } from '../lib/log.ts';
+import { connectNats } from '../lib/nats.ts';
+import type { Readiness } from '../lib/ops.ts';
+import {
+  decodePayload,
+  Header,
+  isValidId,
+  MessageKind,
+  messageId,
+  schemaTag,
+  subjectFor,
+  type DeviceKind,
+} from '../schemas/index.ts';
+import { siteStreamNames } from '../schemas/streams.ts';
+import type { EdgeConfig } from './config.ts';
+import { MqttSource } from './mqtt-source.ts';
+import { OrderedPublisher } from './ordered-publisher.ts';
+import { ensureSiteStreams } from './site-streams.ts';
+import { TopicMapper } from './topics.ts';
+
+/** Device id used when the topic's device level is not a usable id. */
+export const UNKNOWN_DEVICE = '_unknown';
+
+/** Why a payload was kept aside, as a small set of metric labels. */
+export const InvalidReason = {
+  unknownKind: 'unknown_kind',
+  tooLarge: 'too_large',
+  notUtf8: 'not_utf8',
+  malformedJson: 'malformed_json',
+  schema: 'schema',
+  badDeviceId: 'bad_device_id',
+  clockSkew: 'clock_skew',
+} as const;
+export type InvalidReason = (typeof InvalidReason)[keyof typeof InvalidReason];
+
+function classify(reason: string): InvalidReason {
+  if (reason.startsWith('unknown kind')) return InvalidReason.unknownKind;
+  if (/^payload is \d+ bytes/.test(reason)) return InvalidReason.tooLarge;
+  if (reason.includes('UTF-8')) return InvalidReason.notUtf8;
+  if (reason.startsWith('malformed JSON')) return InvalidReason.malformedJson;
+  return InvalidReason.schema;
+}
+
+export class EdgeMetrics {
+  readonly received: Counter<'kind'>;
+  readonly published: Counter<'kind'>;
+  readonly invalid: Counter<'reason'>;
+  readonly duplicates: Counter;
+  readonly publishRetries: Counter;
+  readonly inFlight: Gauge;
+  readonly publishSeconds: Histogram;
+  readonly streamMessages: Gauge<'stream'>;
+  readonly streamBytes: Gauge<'stream'>;
+  readonly streamBudgetBytes: Gauge<'stream'>;
+  readonly streamOldestAgeSeconds: Gauge<'stream'>;
+  readonly streamEvicted: Gauge<'stream'>;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.received = new Counter({
+      name: 'switchyard_edge_received_total',
+      help: 'MQTT messages received, by the kind their topic names',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.published = new Counter({
+      name: 'switchyard_edge_published_total',
+      help: 'Messages stored in the site streams (PubAck received), by stored kind',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.invalid = new Counter({
+      name: 'switchyard_edge_invalid_total',
+      help: 'Payloads kept aside as kind invalid, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.duplicates = new Counter({
+      name: 'switchyard_edge_duplicates_total',
+      help: 'Publishes JetStream recognised as already stored (redelivered MQTT messages)',
+      registers,
+    });
+    this.publishRetries = new Counter({
+      name: 'switchyard_edge_publish_retries_total',
+      help: 'Failed JetStream publish attempts (retried)',
+      registers,
+    });
+    this.inFlight = new Gauge({
+      name: 'switchyard_edge_in_flight',
+      help: 'Messages received and not yet acknowledged to the broker',
+      registers,
+    });
+    this.publishSeconds = new Histogram({
+      name: 'switchyard_edge_publish_seconds',
+      help: 'From MQTT receipt to JetStream PubAck',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30],
+      registers,
+    });
+    const streamGauge = (name: string, help: string): Gauge<'stream'> =>
+      new Gauge({ name, help, labelNames: ['stream'], registers });
+    this.streamMessages = streamGauge('switchyard_edge_stream_messages', 'Messages held in the site stream');
+    this.streamBytes = streamGauge('switchyard_edge_stream_bytes', 'Bytes held in the site stream');
+    this.streamBudgetBytes = streamGauge(
+      'switchyard_edge_stream_budget_bytes',
+      'Disk budget of the site stream',
+    );
+    this.streamOldestAgeSeconds = streamGauge(
+      'switchyard_edge_stream_oldest_age_seconds',
+      'Age of the oldest message the site stream holds',
+    );
+    this.streamEvicted = streamGauge(
+      'switchyard_edge_stream_evicted_messages',
+      'Messages the site stream dropped to stay within its budget or age (oldest first)',
+    );
+  }
+}
+
+export interface EdgeBridgeOptions {
+  config: EdgeConfig;
+  log: Logger;
+  registry: Registry;
+}
+
+export class EdgeBridge {
+  readonly metrics: EdgeMetrics;
+  private readonly topics: TopicMapper;
+  private readonly stopController = new AbortController();
+  private nc?: NatsConnection;
+  private jsm?: JetStreamManager;
+  private source?: MqttSource;
+  private publisher?: OrderedPublisher;
+  private statsTimer?: NodeJS.Timeout;
+
+  constructor(private readonly options: EdgeBridgeOptions) {
+    this.metrics = new EdgeMetrics(options.registry);
+    this.topics = new TopicMapper(options.config.topics);
+  }
+
+  /** Connects to JetStream, creates or updates the site streams, then starts taking messages. */
+  async start(): Promise<void> {
+    const { config, log } = this.options;
+    this.nc = await connectNats({ url: config.natsUrl, name: `switchyard-edge-${config.site}` });
+    this.jsm = await jetstreamManager(this.nc);
+    const streams = await ensureSiteStreams(this.jsm, config);
+    log.info({ streams: Object.values(streams).map((s) => s.config.name) }, 'site streams ready');
+
+    this.publisher = new OrderedPublisher(jetstream(this.nc), {
+      log,
+      signal: this.stopController.signal,
+      onRetry: () => this.metrics.publishRetries.inc(),
+    });
+    await this.sampleStreams();
+    this.statsTimer = setInterval(() => void this.sampleStreams(), config.statsIntervalMs);
+    this.statsTimer.unref();
+
+    this.source = new MqttSource({
+      url: config.mqttUrl,
+      clientId: config.mqttClientId || `switchyard-edge-${config.site}`,
+      ...(config.mqttUsername ? { username: config.mqttUsername, password: config.mqttPassword } : {}),
+      filters: this.topics.filters,
+      windowSize: config.windowSize,
+      log,
+    });
+    await this.source.start((topic, payload) => this.handle(topic, payload));
+  }
+
+  /** Hands one MQTT message over to JetStream; resolves once it is stored. */
+  private async handle(topic: string, payload: Buffer): Promise<void> {
+    const { config } = this.options;
+    const receivedAtMs = Date.now();
+    const route = this.topics.match(topic);
+    const claimedKind = route?.kind ?? 'unknown';
+    this.metrics.received.inc({ kind: claimedKind });
+    this.metrics.inFlight.inc();
+    try {
+      const h = natsHeaders();
+      h.set(Header.site, config.site);
+      h.set(Header.gateway, config.gateway);
+      h.set(Header.receivedAt, new Date(receivedAtMs).toISOString());
+      h.set(Header.mqttTopic, topic);
+
+      let device = route?.device ?? UNKNOWN_DEVICE;
+      let invalid: { reason: string; label: InvalidReason } | undefined;
+      let msgID: string;
+      let kind: string;
+      if (!isValidId(device)) {
+        invalid = {
+          reason: `device id ${JSON.stringify(device)} is not usable: use letters, digits, - and _`,
+          label: InvalidReason.badDeviceId,
+        };
+        device = UNKNOWN_DEVICE;
+      }
+      const decoded = invalid
+        ? undefined
+        : decodePayload(claimedKind, payload, { maxBytes: config.maxPayloadBytes });
+      if (decoded && !decoded.ok) invalid = { reason: decoded.reason, label: classify(decoded.reason) };
+      if (decoded?.ok && decoded.tsMs > receivedAtMs + config.maxClockSkewMs) {
+        const aheadS = Math.round((decoded.tsMs - receivedAtMs) / 1000);
+        invalid = {
+          reason: `${claimedKind}.ts: device clock is ${aheadS} s ahead of the gateway (limit ${config.maxClockSkewMs / 1000} s)`,
+          label: InvalidReason.clockSkew,
+        };
+      }
+
+      if (decoded?.ok && !invalid) {
+        kind = decoded.kind;
+        h.set(Header.schema, schemaTag(decoded.kind as DeviceKind));
+        msgID = messageId(config.site, device, kind, decoded.seq, decoded.tsMs);
+      } else {
+        kind = MessageKind.invalid;
+        h.set(Header.invalidReason, invalid!.reason);
+        h.set(Header.claimedKind, claimedKind);
+        // Byte-identical evidence on the same topic is the same evidence: a redelivery is stored once.
+        msgID = `${config.site}.invalid.${createHash('sha256').update(topic).update('\0').update(payload).digest('base64url')}`;
+        this.metrics.invalid.inc({ reason: invalid!.label });
+      }
+      h.set(Header.msgId, msgID);
+
+      const ack: PubAck = await this.publisher!.publish({
+        subject: subjectFor(config.site, device, kind as MessageKind),
+        payload,
+        options: { msgID, headers: h, timeout: config.publishTimeoutMs },
+      });
+      if (ack.duplicate) this.metrics.duplicates.inc();
+      else this.metrics.published.inc({ kind });
+      this.metrics.publishSeconds.observe((Date.now() - receivedAtMs) / 1000);
+    } finally {
+      this.metrics.inFlight.dec();
+    }
+  }
+
+  /** Samples depth, age and evictions of the site streams into the metrics. */
+  private async sampleStreams(): Promise<void> {
+    if (!this.jsm) return;
+    const names = siteStreamNames(this.options.config.site);
+    for (const stream of Object.values(names)) {
+      try {
+        const { state, config } = await this.jsm.streams.info(stream);
+        this.metrics.streamMessages.set({ stream }, state.messages);
+        this.metrics.streamBytes.set({ stream }, state.bytes);
+        this.metrics.streamBudgetBytes.set({ stream }, config.max_bytes);
+        const firstMs = state.messages > 0 ? Date.parse(state.first_ts) : Date.now();
+        this.metrics.streamOldestAgeSeconds.set({ stream }, Math.max(0, (Date.now() - firstMs) / 1000));
+        // Nothing else deletes from a site stream: every sequence before the first was evicted.
+        this.metrics.streamEvicted.set({ stream }, Math.max(0, state.first_seq - 1));
+      } catch (err) {
+        this.options.log.debug({ err: (err as Error).message, stream }, 'stream info unavailable');
+      }
+    }
+  }
+
+  readiness(): Readiness {
+    const reasons: string[] = [];
+    if (!this.source?.connected) reasons.push('MQTT broker not connected');
+    if (!this.nc || this.nc.isClosed()) reasons.push('NATS not connected');
+    if (this.publisher?.degraded) reasons.push('JetStream is not storing messages: retrying');
+    return reasons.length ? { ready: false, reasons } : { ready: true };
+  }
+
+  /** Stops reading, settles the messages in hand, then closes both connections. */
+  async stop(): Promise<void> {
+    clearInterval(this.statsTimer);
+    await this.source?.stop();
+    this.stopController.abort();
+    await this.nc?.drain().catch(() => undefined);
+  }
+}

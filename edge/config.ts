@@ -1,0 +1,90 @@
+/** Configuration of `switchyard edge` (flags, SWITCHYARD_* environment, or a YAML/JSON file). */
+import { hostname } from 'node:os';
+import Type, { type Static } from 'typebox';
+
+const GiB = 1024 ** 3;
+
+/** Settings of the site streams, shared by `switchyard edge` and `switchyard site init`. */
+export const SiteStreamConfigSchema = Type.Object({
+  site: Type.String({
+    pattern: '^[A-Za-z0-9_-]{1,128}$',
+    description: 'Site id, one NATS token (e.g. site-1)',
+  }),
+  natsUrl: Type.String({ default: 'nats://127.0.0.1:4222', description: "The site's nats-server" }),
+  telemetryMaxBytes: Type.Integer({
+    minimum: 1024 * 1024,
+    default: 8 * GiB,
+    description: 'Disk budget of the telemetry stream (bytes); oldest telemetry is evicted first',
+  }),
+  eventsMaxBytes: Type.Integer({
+    minimum: 1024 * 1024,
+    default: 1 * GiB,
+    description: 'Disk budget of the status/events stream (bytes), separate so alarms outlive a flood',
+  }),
+  maxAgeS: Type.Integer({
+    minimum: 60,
+    default: 30 * 24 * 3600,
+    description: 'Oldest message a site stream keeps (s)',
+  }),
+  duplicateWindowS: Type.Integer({
+    minimum: 1,
+    default: 900,
+    description: 'JetStream de-duplication window (s): a redelivered MQTT message inside it is stored once',
+  }),
+});
+export type SiteStreamConfig = Static<typeof SiteStreamConfigSchema>;
+
+export const EdgeConfigSchema = Type.Object({
+  ...SiteStreamConfigSchema.properties,
+  gateway: Type.String({
+    default: hostname(),
+    description: 'Name of this gateway, stamped on every message',
+  }),
+  mqttUrl: Type.String({ default: 'mqtt://127.0.0.1:1883', description: "The site's MQTT broker" }),
+  mqttClientId: Type.String({
+    default: '',
+    description: 'MQTT client id (default switchyard-edge-<site>); fixed, for a persistent session',
+  }),
+  mqttUsername: Type.String({ default: '', description: 'MQTT user name (empty: anonymous)' }),
+  mqttPassword: Type.String({ default: '', description: 'MQTT password' }),
+  topics: Type.Array(Type.String({ minLength: 1 }), {
+    minItems: 1,
+    default: ['bsu/{device}/{kind}'],
+    description: 'MQTT topic patterns with {device} and {kind} (comma-separated)',
+  }),
+  windowSize: Type.Integer({
+    minimum: 1,
+    maximum: 65535,
+    default: 1000,
+    description: 'Messages in flight (received, not yet PUBACKed); a full window pushes back on the broker',
+  }),
+  maxPayloadBytes: Type.Integer({
+    minimum: 64,
+    default: 65536,
+    description: 'Larger payloads are kept as invalid',
+  }),
+  maxClockSkewMs: Type.Integer({
+    minimum: 0,
+    default: 300_000,
+    description: 'A reading stamped further than this ahead of the gateway clock is kept as invalid (ms)',
+  }),
+  publishTimeoutMs: Type.Integer({
+    minimum: 100,
+    default: 5000,
+    description: 'Wait for a JetStream PubAck (ms)',
+  }),
+  statsIntervalMs: Type.Integer({
+    minimum: 100,
+    default: 5000,
+    description: 'How often stream depth is sampled (ms)',
+  }),
+  opsHost: Type.String({ default: '127.0.0.1', description: 'Address of /metrics, /healthz, /readyz' }),
+  opsPort: Type.Integer({
+    minimum: 0,
+    maximum: 65535,
+    default: 9460,
+    description: 'Port of /metrics, /healthz, /readyz (0: any)',
+  }),
+  logLevel: Type.String({ default: 'info', description: 'Log level (trace, debug, info, warn, error)' }),
+});
+export type EdgeConfig = Static<typeof EdgeConfigSchema>;

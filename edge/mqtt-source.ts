@@ -1,0 +1,182 @@
+/**
+ * The site broker as a source of messages with at-least-once hand-over.
+ *
+ * Contract: every QoS 1 message is given to `handler`; its PUBACK goes to the broker only after the
+ * handler resolved for it *and* for every message received before it (MQTT requires PUBACKs in
+ * receive order). Until then the broker keeps the message in our persistent session and redelivers
+ * it if we disconnect. At most `windowSize` messages are in flight: a full window stops reading the
+ * socket, which pushes back on the broker instead of growing memory.
+ *
+ * Why this reaches into MQTT.js: MQTT.js hands messages over one at a time and sends the PUBACK as
+ * soon as `handleMessage` calls back, so waiting there serializes the bridge on one JetStream
+ * round trip per message. Instead `handleMessage` calls back at once (the next message is read) and
+ * the PUBACK that MQTT.js then sends is held here until the handler resolved, then released in
+ * order. This relies on MQTT.js 5's private `_sendPacket`; the version is pinned and
+ * test/edge-bridge.test.ts proves the behaviour (no message acknowledged before it is stored).
+ */
+import mqtt, { type IPublishPacket, type MqttClient, type Packet } from 'mqtt';
+import type { Logger } from '../lib/log.ts';
+
+export interface MqttSourceOptions {
+  url: string;
+  /** Fixed client id: the broker keeps the session (subscriptions, queued messages) under it. */
+  clientId: string;
+  username?: string;
+  password?: string;
+  /** Subscription filters (QoS 1). */
+  filters: string[];
+  /** Most messages received and not yet PUBACKed. */
+  windowSize: number;
+  log: Logger;
+}
+
+/** Resolves once the message is safe downstream; the PUBACK follows. Should not reject. */
+export type MessageHandler = (topic: string, payload: Buffer) => Promise<void>;
+
+interface InFlight {
+  /** The connection it came in on: a PUBACK is only valid on that connection. */
+  connection: number;
+  settled: boolean;
+  /** The PUBACK MQTT.js wanted to send, held until it may go. */
+  puback?: Packet;
+}
+
+type SendPacket = (
+  packet: Packet,
+  cb?: (err?: Error) => void,
+  cbStorePut?: unknown,
+  noStore?: boolean,
+) => void;
+/** The private part of MQTT.js's client this module relies on. */
+interface ClientInternals {
+  _sendPacket: SendPacket;
+}
+
+export class MqttSource {
+  private client?: MqttClient;
+  private sendPacket?: SendPacket;
+  private readonly queue: InFlight[] = [];
+  private readonly awaitingPuback = new Map<number, InFlight>();
+  private heldCallback: (() => void) | undefined;
+  private connection = 0;
+  private stopping = false;
+
+  constructor(private readonly options: MqttSourceOptions) {}
+
+  /** Messages received and not yet acknowledged. */
+  get inFlight(): number {
+    return this.queue.length;
+  }
+
+  get connected(): boolean {
+    return this.client?.connected ?? false;
+  }
+
+  /** Connects, subscribes and starts handing messages to `handler`; resolves once subscribed. */
+  async start(handler: MessageHandler): Promise<void> {
+    const { log } = this.options;
+    const client = mqtt.connect(this.options.url, {
+      clientId: this.options.clientId,
+      clean: false,
+      protocolVersion: 4,
+      keepalive: 30,
+      reconnectPeriod: 1000,
+      connectTimeout: 10_000,
+      manualConnect: true,
+      resubscribe: true,
+      ...(this.options.username ? { username: this.options.username, password: this.options.password } : {}),
+    });
+    this.client = client;
+
+    const internals = client as unknown as ClientInternals;
+    const send = internals._sendPacket.bind(client);
+    this.sendPacket = send;
+    internals._sendPacket = (packet, cb, cbStorePut, noStore) => {
+      if (packet.cmd !== 'puback') return send(packet, cb, cbStorePut, noStore);
+      const entry = this.awaitingPuback.get(packet.messageId ?? -1);
+      if (entry) {
+        this.awaitingPuback.delete(packet.messageId!);
+        entry.puback = packet;
+      }
+      // Either held for later, or belonging to a closed connection: never sent from here.
+      cb?.();
+      this.drain();
+    };
+
+    // Installed before connecting: a persistent session's queued messages arrive with the CONNACK.
+    client.handleMessage = (packet: IPublishPacket, callback) => {
+      const entry: InFlight = { connection: this.connection, settled: false };
+      if (packet.qos > 0 && packet.messageId !== undefined) {
+        this.queue.push(entry);
+        this.awaitingPuback.set(packet.messageId, entry);
+      }
+      handler(packet.topic, packet.payload as Buffer).then(
+        () => {
+          entry.settled = true;
+          this.drain();
+        },
+        (err: unknown) =>
+          log.warn({ err, topic: packet.topic }, 'message not handed over; the broker will redeliver it'),
+      );
+      if (this.queue.length < this.options.windowSize && !this.stopping) callback();
+      else this.heldCallback = callback;
+    };
+
+    client.on('close', () => {
+      // PUBACKs of this connection can no longer be sent: the broker redelivers those messages.
+      this.connection++;
+      this.queue.length = 0;
+      this.awaitingPuback.clear();
+      const held = this.heldCallback;
+      this.heldCallback = undefined;
+      held?.();
+    });
+    client.on('error', (err) => log.warn({ err: err.message }, 'mqtt error'));
+    client.on('reconnect', () => log.info({ url: this.options.url }, 'mqtt reconnecting'));
+    client.on('connect', (connack) =>
+      log.info({ url: this.options.url, sessionPresent: connack.sessionPresent }, 'mqtt connected'),
+    );
+
+    const connected = new Promise<void>((resolve, reject) => {
+      client.once('connect', () => resolve());
+      client.once('error', reject);
+    });
+    client.connect();
+    await connected;
+    await client.subscribeAsync(
+      Object.fromEntries(this.options.filters.map((f) => [f, { qos: 1 as const }])),
+    );
+    log.info({ filters: this.options.filters }, 'subscribed');
+  }
+
+  /** Sends the PUBACKs that may go now, in receive order, and resumes reading if there is room. */
+  private drain(): void {
+    while (this.queue.length > 0) {
+      const head = this.queue[0]!;
+      if (!head.settled || !head.puback) break;
+      this.queue.shift();
+      if (head.connection === this.connection && this.client?.connected) this.sendPacket?.(head.puback);
+    }
+    if (this.heldCallback && !this.stopping && this.queue.length < this.options.windowSize) {
+      const held = this.heldCallback;
+      this.heldCallback = undefined;
+      held();
+    }
+  }
+
+  /**
+   * Stops reading, waits (up to `timeoutMs`) until every message in hand is handed over and
+   * acknowledged, then disconnects. A message read but not acknowledged is redelivered by the broker
+   * on the next start (and stored once, by its message id).
+   */
+  async stop(timeoutMs = 10_000): Promise<void> {
+    const client = this.client;
+    if (!client) return;
+    this.stopping = true;
+    const deadline = Date.now() + timeoutMs;
+    while (this.queue.some((e) => !e.settled) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    this.drain();
+    await client.endAsync();
+  }
+}

@@ -1,0 +1,27 @@
+/** NATS connections with the settings every Switchyard process shares. */
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+
+export interface NatsOptions {
+  /** One or more server URLs, comma-separated. */
+  url: string;
+  /** Connection name shown in the server's monitor (`/connz`). */
+  name: string;
+  /** Give up the first connection after this long (ms); reconnects after that are unbounded. */
+  connectTimeoutMs?: number;
+}
+
+/**
+ * Connects and keeps reconnecting forever: a service outlives any outage of its server, and reports
+ * the outage through `/readyz` rather than by exiting.
+ */
+export function connectNats(options: NatsOptions): Promise<NatsConnection> {
+  return connect({
+    servers: options.url.split(',').map((s) => s.trim()),
+    name: options.name,
+    timeout: options.connectTimeoutMs ?? 10_000,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+    waitOnFirstConnect: true,
+    pingInterval: 10_000,
+  });
+}

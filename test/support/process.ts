@@ -1,0 +1,55 @@
+/** Running `switchyard` commands as real child processes, the way operators run them. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { childEnv } from '../../lib/env.ts';
+
+export const SWITCHYARD_BIN = fileURLToPath(new URL('../../bin/switchyard.mjs', import.meta.url));
+
+export interface SwitchyardProcess {
+  child: ChildProcess;
+  /** Everything it printed so far (stdout and stderr). */
+  output(): string;
+  /** Resolves with the exit code (or signal name) once it exited. */
+  exited: Promise<number | string>;
+  /** Sends `signal` and waits for the exit. */
+  stop(signal?: NodeJS.Signals): Promise<number | string>;
+}
+
+/** Starts `switchyard <args>` with `env` added to this process's environment. */
+export function startSwitchyard(args: string[], env: Record<string, string> = {}): SwitchyardProcess {
+  const child = spawn(process.execPath, [SWITCHYARD_BIN, ...args], {
+    env: childEnv(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let text = '';
+  child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (text += d.toString()));
+  const exited = new Promise<number | string>((resolve) =>
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)),
+  );
+  return {
+    child,
+    output: () => text,
+    exited,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** Runs `switchyard <args>` to completion. */
+export async function runSwitchyard(args: string[], env: Record<string, string> = {}) {
+  const p = startSwitchyard(args, env);
+  const code = await p.exited;
+  return { code, output: p.output() };
+}
+
+/** Value of one Prometheus sample (`name{labels}`) from a /metrics endpoint, 0 if absent. */
+export async function metricValue(opsUrl: string, sample: string): Promise<number> {
+  const text = await (await fetch(`${opsUrl}/metrics`)).text();
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${sample} `)) return Number(line.slice(sample.length + 1));
+  }
+  return 0;
+}
