@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { registerArchive } from './archive.ts';
 import { registerEdge } from './edge.ts';
 import { registerSimulate } from './simulate.ts';
 import { registerSite } from './site.ts';
@@ -8,4 +9,10 @@ import { registerStack } from './stack.ts';
 export type RegisterCommand = (program: Command) => void;
 
 /** Every command, in the order `--help` lists them. */
-export const commands: RegisterCommand[] = [registerEdge, registerSite, registerStack, registerSimulate];
+export const commands: RegisterCommand[] = [
+  registerEdge,
+  registerSite,
+  registerStack,
+  registerSimulate,
+  registerArchive,
+];

@@ -1,0 +1,321 @@
+/**
+ * `switchyard archive` against real servers: nats-server (a plain stream `BSU`) and s3rver. What
+ * reached S3 is read back through the manifests and counted by stream sequence.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Registry } from 'prom-client';
+import { archiveSpec } from '../cli/commands/archive.ts';
+import {
+  parseArchiveKey,
+  recordPayload,
+  type ArchiveManifest,
+  type ArchiveRecord,
+} from '../cloud/archive/layout.ts';
+import { createS3Client, listKeys, listManifests, readArchiveObject } from '../cloud/archive/s3.ts';
+import { loadConsumerConfig, startConsumer } from '../cloud/consumer-command.ts';
+import { childEnv } from '../lib/env.ts';
+import { silentLogger } from '../lib/log.ts';
+import { Header } from '../schemas/headers.ts';
+import { killServer, type RunningServer } from '../stack/servers.ts';
+import { TestServers, waitFor } from './support/servers.ts';
+
+const BUCKET = 'switchyard';
+const HOURS = ['2026-11-26T03:15:00.000Z', '2026-11-26T04:45:00.000Z'];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('archive to S3', () => {
+  const servers = new TestServers('archive');
+  let nats: RunningServer;
+  let s3server: RunningServer;
+  let nc: NatsConnection;
+  let jsm: JetStreamManager;
+  let s3: S3Client;
+  /** Payload bytes by stream sequence, as published. */
+  let sent: Map<number, Uint8Array>;
+
+  before(async () => {
+    nats = await servers.nats();
+    s3server = await servers.s3([BUCKET]);
+    nc = await connect({ servers: nats.url });
+    jsm = await jetstreamManager(nc);
+    s3 = createS3Client({
+      s3Endpoint: s3server.url,
+      s3Region: 'us-east-1',
+      s3AccessKeyId: 'S3RVER',
+      s3SecretAccessKey: 'S3RVER',
+      s3ForcePathStyle: true,
+    });
+  });
+
+  beforeEach(async () => {
+    // A fresh stream per test: sequences start at 1 and no durable carries over.
+    await jsm.streams.delete('BSU').catch(() => undefined);
+    await jsm.streams.add({ name: 'BSU', subjects: ['bsu.>'] });
+    sent = new Map();
+  });
+
+  after(async () => {
+    s3?.destroy();
+    await nc?.close();
+    await servers.stopAll();
+  });
+
+  /** Publishes `count` messages round-robin over sites s1..s3, two receive hours and three kinds. */
+  async function publish(count: number, from = 0): Promise<void> {
+    const js = jetstream(nc);
+    const kinds = ['telemetry', 'status', 'invalid'];
+    const pending = [];
+    for (let i = from; i < from + count; i++) {
+      const site = `s${(i % 3) + 1}`;
+      const h = headers();
+      h.set(Header.site, site);
+      h.set(Header.receivedAt, HOURS[Math.floor(i / 7) % 2]!);
+      const payload = new TextEncoder().encode(
+        JSON.stringify({ ts: 1_700_000_000_000 + i, seq: i, SoC: 50 }),
+      );
+      pending.push(
+        js
+          .publish(`bsu.${site}.unit-${i % 5}.${kinds[i % 3]}`, payload, { headers: h })
+          .then((ack) => sent.set(ack.seq, payload)),
+      );
+      if (pending.length >= 200) await Promise.all(pending.splice(0));
+    }
+    await Promise.all(pending);
+  }
+
+  function config(extra: Record<string, unknown>) {
+    return loadConsumerConfig(archiveSpec, {
+      env: {},
+      flags: {
+        natsUrl: nats.url,
+        s3Endpoint: s3server.url,
+        s3AccessKeyId: 'S3RVER',
+        s3SecretAccessKey: 'S3RVER',
+        batchSize: '400',
+        fetchExpiresMs: '1000',
+        backoffMs: '200,400,800',
+        lagRefreshMs: '200',
+        ...extra,
+      },
+    });
+  }
+
+  async function startArchive(extra: Record<string, unknown>) {
+    const controller = new AbortController();
+    const run = await startConsumer(archiveSpec, config(extra), {
+      log: silentLogger,
+      registry: new Registry(),
+      signal: controller.signal,
+    });
+    return {
+      run,
+      stop: async () => {
+        controller.abort();
+        await run.done;
+      },
+    };
+  }
+
+  const settled = async (durable: string, total: number) => {
+    const info = await jsm.consumers.info('BSU', durable).catch(() => undefined);
+    return info !== undefined && info.ack_floor.stream_seq === total && info.num_ack_pending === 0;
+  };
+
+  /** Everything under `prefix`, read back through the manifests (each verified). */
+  async function archived(prefix: string) {
+    const manifests: ArchiveManifest[] = [];
+    const records: ArchiveRecord[] = [];
+    for (const key of await listManifests(s3, BUCKET, prefix)) {
+      const object = await readArchiveObject(s3, BUCKET, key);
+      manifests.push(object.manifest);
+      records.push(...object.records);
+    }
+    const counts = new Map<number, number>();
+    for (const r of records) counts.set(r.seq, (counts.get(r.seq) ?? 0) + 1);
+    return { manifests, records, counts };
+  }
+
+  /** Asserts sequences 1..total are all archived (no gap) and returns the ones archived twice. */
+  function assertNoGap(counts: Map<number, number>, total: number): number[] {
+    const missing = [];
+    for (let seq = 1; seq <= total; seq++) if (!counts.has(seq)) missing.push(seq);
+    assert.deepEqual(missing, [], `missing sequences: ${missing.slice(0, 20).join(', ')}`);
+    assert.equal(Math.max(...counts.keys()), total);
+    return [...counts].filter(([, n]) => n > 1).map(([seq]) => seq);
+  }
+
+  /** Sequences that more than one manifest claims, from the manifests alone. */
+  function overlapFromManifests(manifests: ArchiveManifest[]): number[] {
+    const seen = new Map<number, number>();
+    for (const m of manifests)
+      for (const [from, to] of m.seqRanges)
+        for (let s = from; s <= to; s++) seen.set(s, (seen.get(s) ?? 0) + 1);
+    return [...seen].filter(([, n]) => n > 1).map(([seq]) => seq);
+  }
+
+  test('archives every message exactly once in verified objects by site and hour, bytes intact', async (t) => {
+    await publish(600);
+    const js = jetstream(nc);
+    // Not UTF-8, and UTF-8 with a byte-order mark: both must come back byte for byte.
+    const odd = [
+      new Uint8Array([0xff, 0xfe, 0x00, 0x41, 0xc3]),
+      new Uint8Array([0xef, 0xbb, 0xbf, 0x7b, 0x7d]),
+    ];
+    for (const payload of odd) {
+      const h = headers();
+      h.set(Header.receivedAt, HOURS[0]!);
+      h.set(Header.invalidReason, 'payload is not valid UTF-8');
+      sent.set((await js.publish('bsu.s1.unit-0.invalid', payload, { headers: h })).seq, payload);
+    }
+    const total = 602;
+    const started = Date.now();
+    const archive = await startArchive({ durable: 'arch-once', s3Prefix: 'once/' });
+    await waitFor('all acked', () => settled('arch-once', total), 60_000, 200);
+    t.diagnostic(`${total} messages archived in ${Date.now() - started} ms`);
+    await archive.stop();
+
+    const { manifests, records, counts } = await archived('once/');
+    assert.equal(records.length, total, 'no record twice');
+    assert.deepEqual(assertNoGap(counts, total), []);
+    for (const r of records) {
+      assert.deepEqual(
+        Buffer.from(recordPayload(r)),
+        Buffer.from(sent.get(r.seq)!),
+        `payload of seq ${r.seq}`,
+      );
+      assert.match(r.subject, /^bsu\.s[123]\.unit-\d\.(telemetry|status|invalid)$/);
+      assert.ok(r.headers[Header.receivedAt]);
+    }
+    const base64 = records.filter((r) => r.payloadEncoding === 'base64');
+    assert.equal(base64.length, 1, 'only the non-UTF-8 payload is base64');
+
+    const keys = await listKeys(s3, BUCKET, 'once/');
+    assert.equal(keys.length, manifests.length * 2, 'one manifest per data object');
+    const sites = new Set<string>();
+    const hours = new Set<string>();
+    for (const m of manifests) {
+      const key = parseArchiveKey(m.object)!;
+      assert.match(m.object, /^once\/site=s[123]\/hour=2026-11-26T0[34]\/\d{20}-\d{20}\.ndjson\.gz$/);
+      assert.deepEqual(key, { site: m.site, hour: m.hour, firstSeq: m.firstSeq, lastSeq: m.lastSeq });
+      assert.equal(m.consumer, 'arch-once');
+      assert.equal(m.seqRanges[0]![0], m.firstSeq);
+      assert.equal(m.seqRanges.at(-1)![1], m.lastSeq);
+      assert.equal(
+        Object.values(m.byKind).reduce((a, b) => a + b, 0),
+        m.count,
+      );
+      assert.ok(m.firstReceivedAt.startsWith(m.hour) && m.lastReceivedAt.startsWith(m.hour));
+      sites.add(m.site);
+      hours.add(m.hour);
+    }
+    assert.deepEqual([...sites].sort(), ['s1', 's2', 's3']);
+    assert.deepEqual([...hours].sort(), ['2026-11-26T03', '2026-11-26T04']);
+    const meta = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: manifests[0]!.object }));
+    assert.equal(meta.Metadata?.['switchyard-sha256'], manifests[0]!.sha256);
+    await meta.Body?.transformToByteArray();
+  });
+
+  test('waits while S3 is down under load, then archives everything without a gap', async (t) => {
+    const total = 2_000;
+    const archive = await startArchive({ durable: 'arch-outage', s3Prefix: 'outage/', batchSize: '200' });
+    const load = (async () => {
+      for (let i = 0; i < total; i += 100) {
+        await publish(100, i);
+        await sleep(40);
+      }
+    })();
+    await waitFor('the first objects', async () => (await listManifests(s3, BUCKET, 'outage/')).length > 0);
+    await killServer(s3server);
+    await waitFor('readiness to drop', async () => !(await archive.run.readiness()).ready, 10_000);
+    await sleep(2_500);
+    s3server = await servers.restart(s3server);
+    await load;
+    await waitFor('all acked', () => settled('arch-outage', total), 90_000, 250);
+    assert.equal((await archive.run.readiness()).ready, true);
+    await archive.stop();
+
+    const { counts, manifests } = await archived('outage/');
+    const twice = assertNoGap(counts, total);
+    assert.deepEqual(
+      twice.sort(),
+      overlapFromManifests(manifests).sort(),
+      'every overlap shows in the manifests',
+    );
+    t.diagnostic(`${manifests.length} objects, ${twice.length} sequences archived twice after the outage`);
+    const dlq = await jsm.streams.info('BSU_DLQ');
+    assert.equal(dlq.state.messages, 0, 'nothing dead-lettered');
+  });
+
+  test('a consumer killed mid-batch and restarted leaves no gap; any overlap shows in the manifests', async (t) => {
+    const total = 3_000;
+    await publish(total);
+    const args = [
+      'bin/switchyard.mjs',
+      'archive',
+      '--nats-url',
+      nats.url,
+      '--s3-endpoint',
+      s3server.url,
+      '--s3-prefix',
+      'crash/',
+      '--batch-size',
+      '500',
+      '--fetch-expires-ms',
+      '1000',
+      '--ack-wait-ms',
+      '3000',
+      '--ops-port',
+      '0',
+      '--durable',
+      'arch-crash',
+    ];
+    const env = childEnv({
+      SWITCHYARD_S3_ACCESS_KEY_ID: 'S3RVER',
+      SWITCHYARD_S3_SECRET_ACCESS_KEY: 'S3RVER',
+    });
+    const startChild = (): { child: ChildProcess; exit: Promise<number | null> } => {
+      const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exit = new Promise<number | null>((resolve) =>
+        child.once('exit', (code) => {
+          if (code) process.stderr.write(stderr);
+          resolve(code);
+        }),
+      );
+      return { child, exit };
+    };
+    const first = startChild();
+    await waitFor(
+      'the first object',
+      async () => (await listManifests(s3, BUCKET, 'crash/')).length > 0,
+      30_000,
+      20,
+    );
+    first.child.kill('SIGKILL');
+    await first.exit;
+    const info = await jsm.consumers.info('BSU', 'arch-crash');
+    assert.ok(info.ack_floor.stream_seq < total, 'killed before the end');
+
+    const second = startChild();
+    await waitFor('all acked', () => settled('arch-crash', total), 60_000, 250);
+    second.child.kill('SIGTERM');
+    assert.equal(await second.exit, 0, 'exits 0 on SIGTERM');
+
+    const { counts, manifests } = await archived('crash/');
+    const twice = assertNoGap(counts, total);
+    t.diagnostic(
+      `killed at ack floor ${info.ack_floor.stream_seq}; ${twice.length} sequences archived twice`,
+    );
+    assert.deepEqual(
+      twice.sort(),
+      overlapFromManifests(manifests).sort(),
+      'every overlap shows in the manifests',
+    );
+  });
+});
