@@ -2,6 +2,7 @@
  * Configuration of `switchyard ingest`'s sink, and the factory that builds the chosen engine. The
  * property names are the ones the local stack writes to cloud.env (stack/env-vars.ts).
  */
+import type { Registry } from 'prom-client';
 import Type, { type Static } from 'typebox';
 import { ConfigError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
@@ -49,13 +50,20 @@ export const IngestSinkConfigSchema = Type.Object({
 });
 export type IngestSinkConfig = Static<typeof IngestSinkConfigSchema>;
 
-/** The sink `config.sink` names; ConfigError (exit 2) if that engine's URL is missing. */
-export function createIngestSink(config: IngestSinkConfig, log: Logger): InfluxSink {
+/**
+ * The sink `config.sink` names; ConfigError (exit 2) if that engine's URL is missing. Its metrics
+ * go to `registry`, labelled with `consumer` (the durable).
+ */
+export function createIngestSink(
+  config: IngestSinkConfig,
+  log: Logger,
+  metrics: { registry?: Registry; consumer?: string } = {},
+): InfluxSink {
   const common = {
     requestTimeoutMs: config.influxRequestTimeoutMs,
     gzipMinBytes: config.influxGzip ? GZIP_MIN_BYTES : Number.POSITIVE_INFINITY,
   };
-  const options = { maxRequestBytes: config.influxMaxRequestBytes };
+  const options = { maxRequestBytes: config.influxMaxRequestBytes, ...metrics };
   if (config.sink === IngestEngine.influx1) {
     if (!config.influx1Url) throw new ConfigError(['influx1Url: required when sink is influx1']);
     return createInflux1Sink(

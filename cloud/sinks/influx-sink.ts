@@ -12,6 +12,7 @@
  * - every other failure throws (transient): the runner naks and the batch comes back, which is
  *   safe because a replayed point lands on the same series and timestamp.
  */
+import type { Registry } from 'prom-client';
 import type { Logger } from '../../lib/log.ts';
 import type { Readiness } from '../../lib/ops.ts';
 import { messagePoints } from '../line-protocol.ts';
@@ -19,6 +20,7 @@ import { toLine } from '../line-protocol.ts';
 import type { Sink, SinkMessage, SinkRejection, WriteResult } from '../sink.ts';
 import { describeError } from '../../lib/errors.ts';
 import { FailureClass, failureClassOf, InfluxHttpError, InfluxUnavailableError } from './influx-errors.ts';
+import { ingestMetrics, type IngestMetrics } from './influx-metrics.ts';
 
 /** What an engine provides: one write endpoint and one probe. */
 export interface InfluxEngine {
@@ -43,6 +45,10 @@ export interface InfluxSinkOptions {
   /** Timeout of the readiness probe, ms. */
   probeTimeoutMs: number;
   log: Logger;
+  /** Where the sink's metrics go (cloud/sinks/influx-metrics.ts); none when omitted. */
+  registry?: Registry;
+  /** The `consumer` label of those metrics: the durable. */
+  consumer?: string;
 }
 
 export const DEFAULT_INFLUX_SINK_OPTIONS = {
@@ -78,6 +84,8 @@ export class InfluxSink implements Sink {
   readonly name: string;
   readonly stats: InfluxSinkStats = { pointsWritten: 0, requests: 0, skipped: 0, rejected: 0, splits: 0 };
   private readonly log: Logger;
+  private readonly metrics: IngestMetrics | undefined;
+  private readonly labels: { consumer: string };
 
   constructor(
     private readonly engine: InfluxEngine,
@@ -85,6 +93,8 @@ export class InfluxSink implements Sink {
   ) {
     this.name = engine.name;
     this.log = options.log.child({ sink: engine.name, target: engine.target });
+    this.metrics = options.registry ? ingestMetrics(options.registry) : undefined;
+    this.labels = { consumer: options.consumer ?? engine.name };
   }
 
   /** Checks that the server answers and would take writes; throws InfluxUnavailableError if not. */
@@ -105,9 +115,11 @@ export class InfluxSink implements Sink {
       const result = messagePoints(message);
       if (result.outcome === 'skip') {
         this.stats.skipped++;
+        this.metrics?.skipped.inc(this.labels);
         this.log.debug({ seq: message.seq, subject: message.subject, reason: result.reason }, 'skipped');
       } else if (result.outcome === 'reject') {
         rejected.push({ seq: message.seq, reason: result.reason });
+        this.metrics?.rejected.inc({ ...this.labels, reason: 'undecodable' });
       } else if (result.points.length > 0) {
         prepared.push({
           seq: message.seq,
@@ -162,23 +174,30 @@ export class InfluxSink implements Sink {
       signal.throwIfAborted();
       this.stats.requests++;
       await this.engine.writeLines(chunk.map((p) => p.body).join('\n'), signal);
-      this.stats.pointsWritten += chunk.reduce((n, p) => n + p.points, 0);
+      const points = chunk.reduce((n, p) => n + p.points, 0);
+      this.stats.pointsWritten += points;
+      this.metrics?.points.inc(this.labels, points);
+      this.metrics?.requests.inc({ ...this.labels, outcome: 'ok' });
       return [];
     } catch (err) {
       const failure = failureClassOf(err);
       if (failure === FailureClass.data || failure === FailureClass.tooLarge) {
+        this.metrics?.requests.inc({ ...this.labels, outcome: 'refused' });
         const reason = err instanceof InfluxHttpError ? err.serverReason : describeError(err);
         if (chunk.length === 1) {
           this.log.warn({ seq: chunk[0]!.seq, reason }, 'the store refuses a message');
+          this.metrics?.rejected.inc({ ...this.labels, reason: 'refused' });
           return [{ seq: chunk[0]!.seq, reason: `${this.name} refused the points: ${reason}` }];
         }
         this.stats.splits++;
+        this.metrics?.splits.inc(this.labels);
         const half = Math.ceil(chunk.length / 2);
         return [
           ...(await this.writeSplitting(chunk.slice(0, half), signal)),
           ...(await this.writeSplitting(chunk.slice(half), signal)),
         ];
       }
+      this.metrics?.requests.inc({ ...this.labels, outcome: 'failed' });
       if (failure === FailureClass.config) {
         // Not bad data: a wrong token or a missing database refuses every message alike. Throwing
         // keeps them all in the stream (nak, retry) instead of dead-lettering the lot.
