@@ -1,0 +1,30 @@
+/**
+ * `switchyard monitor`: the latest state of every unit in Redis, per-site online/offline/faulted
+ * counts and a stream of changes (docs/consumers.md).
+ */
+import { consumerCommand, type ConsumerCommandSpec } from '../../cloud/consumer-command.ts';
+import { MonitorConfigSchema, RedisMonitorSink } from '../../cloud/sinks/redis-monitor.ts';
+
+/** The monitor consumer: its settings, defaults and sink (also run in-process by `dev` and tests). */
+export const monitorSpec = {
+  name: 'monitor',
+  summary: 'keep the latest state of every unit in Redis (dashboards, alerting)',
+  description:
+    'Consumes the hub stream BSU with its own durable and keeps, per unit, the latest telemetry, status and ' +
+    'active alarms in Redis, moving only forward in device time; counts units online, offline and faulted per ' +
+    'site, and announces every change on the Redis stream bsu:changes.',
+  sinkConfigSchema: MonitorConfigSchema,
+  // Low latency: take what is pending rather than wait for a full batch.
+  runnerDefaults: {
+    batchSize: 500,
+    fillBatch: false,
+    fetchExpiresMs: 5_000,
+    ackWaitMs: 30_000,
+    maxAckPending: 5_000,
+    opsPort: 9465,
+  },
+  createSink: (config, log, registry) =>
+    new RedisMonitorSink({ ...config, consumer: config.durable, log, registry }),
+} satisfies ConsumerCommandSpec<typeof MonitorConfigSchema>;
+
+export const registerMonitor = consumerCommand(monitorSpec);

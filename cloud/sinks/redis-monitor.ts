@@ -1,0 +1,369 @@
+/**
+ * The monitor sink: the latest state of every unit in Redis, for dashboards and alerting (keys:
+ * cloud/monitor/keys.ts; update rules: cloud/monitor/scripts.ts).
+ *
+ * A batch is one pipeline of EVALSHA calls (one round trip, no MULTI: each script is atomic on its
+ * own, and every one is idempotent, so a batch that is cut short and retried is harmless). A
+ * periodic sweep marks units offline after `offlineAfterMs` of silence. Every change (health,
+ * State, ChaSt, firmware, an alarm raised or cleared) is announced on the stream `bsu:changes`.
+ *
+ * Payloads of kind `invalid`, and payloads that do not decode, are counted and only mark the unit
+ * as heard from: the archive keeps them, and dead-lettering each would only copy them again.
+ * While Redis is unreachable every write fails fast (no offline queue) and the runner waits.
+ */
+import { Counter, type Registry } from 'prom-client';
+import { createClient, ErrorReply, MultiErrorReply, type RedisClientType } from 'redis';
+import Type, { type Static } from 'typebox';
+import { describeError } from '../../lib/errors.ts';
+import type { Logger } from '../../lib/log.ts';
+import type { Readiness } from '../../lib/ops.ts';
+import { sleep } from '../../lib/shutdown.ts';
+import { decodePayload, severityOf, type Evt1Alarm } from '../../schemas/index.ts';
+import { receivedAtMs } from '../archive/layout.ts';
+import {
+  DEFAULT_KEY_PREFIX,
+  monitorKeys,
+  STATUS_FIELDS,
+  TELEMETRY_FIELDS,
+  type MonitorKeys,
+} from '../monitor/keys.ts';
+import { APPLY_SCRIPT, SWEEP_SCRIPT } from '../monitor/scripts.ts';
+import type { Sink, SinkMessage, SinkRejection, WriteResult } from '../sink.ts';
+
+/** Settings of the monitor sink (the runner's come from cloud/consumer-command.ts). */
+export const MonitorConfigSchema = Type.Object({
+  redisUrl: Type.String({ minLength: 1, default: 'redis://127.0.0.1:6379', description: 'Redis URL' }),
+  redisKeyPrefix: Type.String({ default: DEFAULT_KEY_PREFIX, description: 'prefix of every monitor key' }),
+  offlineAfterMs: Type.Integer({
+    minimum: 1000,
+    default: 120_000,
+    description: 'a unit not heard from for this long is offline (ms)',
+  }),
+  sweepIntervalMs: Type.Integer({
+    minimum: 100,
+    default: 5_000,
+    description: 'how often to look for offline units (ms)',
+  }),
+  changesMaxLen: Type.Integer({
+    minimum: 100,
+    default: 100_000,
+    description: 'entries kept in the changes stream, about',
+  }),
+});
+export type MonitorConfig = Static<typeof MonitorConfigSchema>;
+
+export interface RedisMonitorOptions extends MonitorConfig {
+  /** Durable name, for metric labels. */
+  consumer: string;
+  log: Logger;
+  registry: Registry;
+  /** The clock, in epoch ms (tests move it). */
+  now?: () => number;
+}
+
+/** Names of the monitor's own metrics (labelled `consumer`). */
+export const MonitorMetric = {
+  applied: 'switchyard_monitor_updates_total',
+  stale: 'switchyard_monitor_stale_total',
+  invalid: 'switchyard_monitor_invalid_total',
+  offline: 'switchyard_monitor_units_gone_offline_total',
+} as const;
+
+const SWEEP_LIMIT = 1_000;
+
+type Client = RedisClientType;
+
+/** What one message becomes: the script's kind and fields, or why it only marks the unit seen. */
+type Update = {
+  kind: 'telemetry' | 'status' | 'event' | 'seen';
+  tsMs: number;
+  fields: Record<string, string>;
+};
+
+/** The fields the monitor keeps of a message, as strings (stored verbatim). */
+export function updateOf(
+  message: SinkMessage,
+): Update | { invalid: 'kind-invalid' | 'undecodable'; reason: string } {
+  if (message.kind === 'invalid') return { invalid: 'kind-invalid', reason: 'kept aside by the bridge' };
+  const decoded = decodePayload(message.kind, message.payload);
+  if (!decoded.ok) return { invalid: 'undecodable', reason: decoded.reason };
+  const fields: Record<string, string> = {};
+  const pick = (value: Record<string, unknown>, names: readonly string[]): void => {
+    for (const name of names) {
+      const v = value[name];
+      if (typeof v === 'number' || typeof v === 'string') fields[name] = String(v);
+    }
+  };
+  switch (decoded.kind) {
+    case 'telemetry':
+      pick(decoded.value, TELEMETRY_FIELDS);
+      return { kind: 'telemetry', tsMs: decoded.tsMs, fields };
+    case 'status':
+      pick(decoded.value, STATUS_FIELDS);
+      return { kind: 'status', tsMs: decoded.tsMs, fields };
+    case 'event':
+      return {
+        kind: 'event',
+        tsMs: decoded.tsMs,
+        fields: {
+          alarm: decoded.value.alarm,
+          action: decoded.value.action,
+          severity: decoded.value.severity ?? severityOf(decoded.value.alarm as Evt1Alarm),
+        },
+      };
+  }
+}
+
+function counter<L extends string>(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: L[],
+): Counter<L> {
+  return (
+    (registry.getSingleMetric(name) as Counter<L> | undefined) ??
+    new Counter<L>({ name, help, labelNames, registers: [registry] })
+  );
+}
+
+export class RedisMonitorSink implements Sink {
+  readonly name = 'redis';
+  private client: Client | undefined;
+  private readonly keys: MonitorKeys;
+  private readonly now: () => number;
+  private applySha = '';
+  private sweepSha = '';
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sweeping = false;
+  private lastError = '';
+  private readonly applied: Counter<'consumer' | 'kind'>;
+  private readonly stale: Counter<'consumer' | 'kind'>;
+  private readonly invalid: Counter<'consumer' | 'reason'>;
+  private readonly offline: Counter<'consumer'>;
+
+  constructor(private readonly options: RedisMonitorOptions) {
+    this.keys = monitorKeys(options.redisKeyPrefix);
+    this.now = options.now ?? Date.now;
+    const r = options.registry;
+    this.applied = counter(r, MonitorMetric.applied, 'Messages that moved a unit forward', [
+      'consumer',
+      'kind',
+    ]);
+    this.stale = counter(r, MonitorMetric.stale, 'Messages older than the state held (late or replayed)', [
+      'consumer',
+      'kind',
+    ]);
+    this.invalid = counter(
+      r,
+      MonitorMetric.invalid,
+      'Invalid or undecodable payloads (only mark the unit seen)',
+      ['consumer', 'reason'],
+    );
+    this.offline = counter(r, MonitorMetric.offline, 'Units the sweep marked offline', ['consumer']);
+  }
+
+  async open(): Promise<void> {
+    if (!this.client) {
+      const client: Client = createClient({
+        url: this.options.redisUrl,
+        // Fail fast while disconnected: the runner is the one retry layer, and a queue here would
+        // hold a batch (and its acks) for as long as Redis is away.
+        disableOfflineQueue: true,
+        socket: {
+          connectTimeout: 5_000,
+          reconnectStrategy: (retries: number) => Math.min(100 * 2 ** retries, 5_000),
+        },
+      });
+      client.on('error', (err: Error) => {
+        // node-redis reconnects by itself; log each distinct problem once.
+        if (err.message !== this.lastError)
+          this.options.log.warn({ err: err.message }, 'redis connection problem');
+        this.lastError = err.message;
+      });
+      client.on('ready', () => {
+        if (this.lastError) this.options.log.info('redis connection is back');
+        this.lastError = '';
+      });
+      client.connect().catch(() => undefined);
+      this.client = client;
+    }
+    const deadline = Date.now() + 5_000;
+    while (!this.client.isReady && Date.now() < deadline) await sleep(50);
+    if (!this.client.isReady)
+      throw new Error(`redis at ${this.options.redisUrl} is not reachable: ${this.lastError}`);
+    await this.loadScripts(this.client);
+    this.sweepTimer = setInterval(() => void this.sweep(), this.options.sweepIntervalMs);
+    this.sweepTimer.unref();
+    this.options.log.info({ prefix: this.options.redisKeyPrefix }, 'monitoring into redis');
+  }
+
+  private async loadScripts(client: Client): Promise<void> {
+    this.applySha = await client.scriptLoad(APPLY_SCRIPT);
+    this.sweepSha = await client.scriptLoad(SWEEP_SCRIPT);
+  }
+
+  async write(batch: readonly SinkMessage[], signal: AbortSignal): Promise<WriteResult> {
+    const client = this.client;
+    if (!client?.isReady)
+      throw new Error(`redis is not connected${this.lastError ? `: ${this.lastError}` : ''}`);
+    const now = this.now();
+    const calls: { message: SinkMessage; kind: Update['kind']; keys: string[]; args: string[] }[] = [];
+    for (const message of batch) {
+      const update = updateOf(message);
+      const seen = receivedAtMs(message);
+      let kind: Update['kind'] = 'seen';
+      let tsMs = 0;
+      let fields: Record<string, string> = {};
+      if ('invalid' in update) {
+        this.invalid.inc({ consumer: this.options.consumer, reason: update.invalid });
+        this.options.log.debug({ seq: message.seq, reason: update.reason }, 'payload not applied');
+      } else {
+        ({ kind, tsMs, fields } = update);
+      }
+      const { site, device } = message;
+      calls.push({
+        message,
+        kind,
+        keys: [
+          this.keys.unit(site, device),
+          this.keys.alarms(site, device),
+          this.keys.site(site),
+          this.keys.sites,
+          this.keys.lastSeen,
+          this.keys.siteLastSeen(site),
+          this.keys.online,
+          this.keys.changes,
+        ],
+        args: [
+          kind,
+          site,
+          device,
+          String(message.seq),
+          String(tsMs),
+          String(seen),
+          String(now),
+          String(this.options.offlineAfterMs),
+          String(this.options.changesMaxLen),
+          JSON.stringify(fields),
+        ],
+      });
+    }
+    const run = async (): Promise<unknown[]> => {
+      const pipeline = client.multi();
+      for (const c of calls) pipeline.evalSha(this.applySha, { keys: c.keys, arguments: c.args });
+      return pipeline.execAsPipeline();
+    };
+    let replies: unknown[];
+    try {
+      replies = await run();
+    } catch (err) {
+      if (!isNoScript(err)) return this.perMessage(err, calls);
+      // Redis restarted and lost its script cache: load again and apply the batch once more.
+      signal.throwIfAborted();
+      await this.loadScripts(client);
+      try {
+        replies = await run();
+      } catch (again) {
+        return this.perMessage(again, calls);
+      }
+    }
+    this.count(calls, replies);
+    return { rejected: [] };
+  }
+
+  /**
+   * A pipeline with failed calls: a script error is about that message and will not change on
+   * retry (rejected → dead letter); anything else (connection lost, OOM, read-only replica) is
+   * transient and fails the batch.
+   */
+  private perMessage(err: unknown, calls: { message: SinkMessage; kind: Update['kind'] }[]): WriteResult {
+    if (!(err instanceof MultiErrorReply)) throw err;
+    const rejected: SinkRejection[] = [];
+    for (const index of err.errorIndexes) {
+      const reply = err.replies[index];
+      const message = calls[index]?.message;
+      const text = reply instanceof ErrorReply ? reply.message : String(reply);
+      if (!message || !/user_script|Error running script/i.test(text)) throw err;
+      rejected.push({ seq: message.seq, reason: `monitor script failed: ${text}` });
+    }
+    this.count(calls, err.replies);
+    return { rejected };
+  }
+
+  private count(calls: { kind: Update['kind'] }[], replies: unknown[]): void {
+    const consumer = this.options.consumer;
+    calls.forEach((c, i) => {
+      if (c.kind === 'seen') return;
+      if (replies[i] === 1) this.applied.inc({ consumer, kind: c.kind });
+      else if (replies[i] === 0) this.stale.inc({ consumer, kind: c.kind });
+    });
+  }
+
+  /** Marks silent units offline; runs on its own timer, and is safe to run from several monitors. */
+  async sweep(): Promise<number> {
+    const client = this.client;
+    if (this.sweeping || !client?.isReady || !this.sweepSha) return 0;
+    this.sweeping = true;
+    let total = 0;
+    try {
+      for (;;) {
+        const seen = (await client.evalSha(this.sweepSha, {
+          keys: [this.keys.online, this.keys.changes],
+          arguments: [
+            String(this.now()),
+            String(this.options.offlineAfterMs),
+            String(SWEEP_LIMIT),
+            String(this.options.changesMaxLen),
+            this.options.redisKeyPrefix,
+          ],
+        })) as number;
+        total += seen;
+        if (seen < SWEEP_LIMIT) break;
+      }
+      if (total > 0) this.offline.inc({ consumer: this.options.consumer }, total);
+    } catch (err) {
+      if (isNoScript(err)) await this.loadScripts(client).catch(() => undefined);
+      else this.options.log.debug({ err: describeError(err) }, 'offline sweep failed; next round will retry');
+    } finally {
+      this.sweeping = false;
+    }
+    return total;
+  }
+
+  async readiness(): Promise<Readiness> {
+    if (!this.client?.isReady)
+      return {
+        ready: false,
+        reasons: [`not connected to ${this.options.redisUrl}${this.lastError ? `: ${this.lastError}` : ''}`],
+      };
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.client.ping(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error('PING timed out')), 2_000);
+        }),
+      ]);
+      return { ready: true };
+    } catch (err) {
+      return { ready: false, reasons: [describeError(err)] };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweepTimer);
+    const client = this.client;
+    this.client = undefined;
+    if (!client) return;
+    // Every write already resolved: nothing to flush, drop the connection.
+    client.destroy();
+  }
+}
+
+function isNoScript(err: unknown): boolean {
+  if (err instanceof MultiErrorReply)
+    return err.replies.some((r) => /^NOSCRIPT/.test(String(r?.message ?? r)));
+  return err instanceof Error && /^NOSCRIPT/.test(err.message);
+}

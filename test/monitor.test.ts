@@ -1,0 +1,267 @@
+/**
+ * `switchyard monitor` against real servers: nats-server (a plain stream `BSU`) and redis-server.
+ * Each test has its own site token, durable and key prefix; assertions read Redis itself.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
+import { Registry } from 'prom-client';
+import { createClient, type RedisClientType } from 'redis';
+import { monitorSpec } from '../cli/commands/monitor.ts';
+import { loadConsumerConfig, startConsumer } from '../cloud/consumer-command.ts';
+import { MonitorMetric } from '../cloud/sinks/redis-monitor.ts';
+import { silentLogger } from '../lib/log.ts';
+import { Header } from '../schemas/headers.ts';
+import { killServer, type RunningServer } from '../stack/servers.ts';
+import { TestServers, waitFor } from './support/servers.ts';
+
+const T0 = Date.UTC(2026, 10, 26, 3, 0, 0);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const telemetry = (ts: number, seq: number, SoC: number, W = 1000) =>
+  JSON.stringify({ ts, seq, SoC, V: 780.5, A: 1.25, W, SoH: 97.5 });
+const status = (ts: number, seq: number, State: string, ChaSt = 'HOLDING', firmware = '1.4.2') =>
+  JSON.stringify({ ts: new Date(ts).toISOString(), seq, State, ChaSt, firmware, uptimeS: seq * 10 });
+const event = (ts: number, seq: number, alarm: string, action: 'raised' | 'cleared') =>
+  JSON.stringify({ ts, seq, alarm, action });
+
+describe('monitor to Redis', () => {
+  const servers = new TestServers('monitor');
+  let nats: RunningServer;
+  let redisServer: RunningServer;
+  let nc: NatsConnection;
+  let jsm: JetStreamManager;
+  let redis: RedisClientType;
+  const stops: (() => Promise<void>)[] = [];
+
+  before(async () => {
+    nats = await servers.nats();
+    redisServer = await servers.redis();
+    nc = await connect({ servers: nats.url });
+    jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: 'BSU', subjects: ['bsu.>'] });
+    redis = createClient({ url: redisServer.url });
+    redis.on('error', () => undefined);
+    await redis.connect();
+  });
+
+  after(async () => {
+    await Promise.allSettled(stops.map((stop) => stop()));
+    redis?.destroy();
+    await nc?.close();
+    await servers.stopAll();
+  });
+
+  async function publish(site: string, device: string, kind: string, payload: string | Uint8Array) {
+    const h = headers();
+    h.set(Header.site, site);
+    h.set(Header.receivedAt, new Date().toISOString());
+    return (await jetstream(nc).publish(`bsu.${site}.${device}.${kind}`, payload, { headers: h })).seq;
+  }
+
+  /** Starts a monitor reading site `site` into keys `<site>:`. */
+  async function startMonitor(site: string, extra: Record<string, string> = {}) {
+    const controller = new AbortController();
+    const registry = new Registry();
+    const config = loadConsumerConfig(monitorSpec, {
+      env: {},
+      flags: {
+        natsUrl: nats.url,
+        redisUrl: redisServer.url,
+        redisKeyPrefix: `${site}:`,
+        durable: `mon-${site}`,
+        filterSubjects: `bsu.${site}.>`,
+        fetchExpiresMs: '1000',
+        backoffMs: '200,400,800',
+        lagRefreshMs: '200',
+        ...extra,
+      },
+    });
+    const run = await startConsumer(monitorSpec, config, {
+      log: silentLogger,
+      registry,
+      signal: controller.signal,
+    });
+    const stop = async () => {
+      controller.abort();
+      await run.done;
+    };
+    stops.push(stop);
+    return { run, registry, stop, durable: config.durable };
+  }
+
+  const settled = async (durable: string) => {
+    const info = await jsm.consumers.info('BSU', durable).catch(() => undefined);
+    return (
+      info !== undefined &&
+      info.num_pending === 0 &&
+      info.num_ack_pending === 0 &&
+      info.delivered.stream_seq > 0
+    );
+  };
+  const unit = (site: string, device: string) => redis.hGetAll(`${site}:unit:${site}:${device}`);
+  const siteCounts = async (site: string) =>
+    Object.fromEntries(
+      Object.entries(await redis.hGetAll(`${site}:site:${site}`)).map(([k, v]) => [k, Number(v)]),
+    );
+  const metric = async (registry: Registry, name: string, labels: Record<string, string>) =>
+    (await registry.getSingleMetric(name)!.get()).values.find((v) =>
+      Object.entries(labels).every(([k, x]) => v.labels[k] === x),
+    )?.value ?? 0;
+
+  test('keeps the exact latest state of each unit, an index by last-seen time and per-site counts', async () => {
+    const site = 'latest';
+    let lastSeq = 0;
+    for (let n = 1; n <= 20; n++)
+      for (const device of ['u1', 'u2', 'u3'])
+        lastSeq = await publish(site, device, 'telemetry', telemetry(T0 + n * 1000, n, 40 + n, n * 10));
+    await publish(site, 'u1', 'status', status(T0 + 500, 1, 'CONNECTED', 'CHARGING', '2.0.1'));
+    await publish(site, 'u2', 'status', status(T0 + 500, 1, 'FAULT', 'OFF'));
+    await publish(site, 'u3', 'event', event(T0 + 700, 1, 'OVER_TEMP_WARNING', 'raised'));
+    lastSeq = await publish(site, 'u3', 'event', event(T0 + 800, 2, 'GROUND_FAULT', 'raised'));
+    const monitor = await startMonitor(site);
+    await waitFor('the monitor to settle', () => settled(monitor.durable));
+
+    const u1 = await unit(site, 'u1');
+    assert.equal(u1.SoC, '60');
+    assert.equal(u1.W, '200');
+    assert.equal(u1.SoH, '97.5');
+    assert.equal(u1.V, '780.5');
+    assert.equal(u1.telemetryTsMs, String(T0 + 20_000));
+    assert.equal(u1.telemetrySeq !== undefined, true);
+    assert.equal(u1.State, 'CONNECTED');
+    assert.equal(u1.ChaSt, 'CHARGING');
+    assert.equal(u1.firmware, '2.0.1');
+    assert.equal(u1.uptimeS, '10');
+    assert.equal(u1.statusTsMs, String(T0 + 500));
+    assert.equal(u1.health, 'online');
+    assert.equal(u1.site, site);
+    assert.equal(u1.device, 'u1');
+    assert.equal((await unit(site, 'u2')).health, 'faulted');
+    const u3 = await unit(site, 'u3');
+    assert.deepEqual(JSON.parse(u3.alarms!), ['GROUND_FAULT', 'OVER_TEMP_WARNING']);
+    assert.equal(u3.activeAlarms, '2');
+    assert.equal(u3.severeAlarms, '1');
+    assert.equal(u3.health, 'faulted');
+    assert.equal(u3.lastSeq, String(lastSeq));
+    assert.deepEqual(await siteCounts(site), { units: 3, online: 1, offline: 0, faulted: 2 });
+
+    const index = await redis.zRangeWithScores(`${site}:lastseen`, 0, -1);
+    assert.deepEqual(index.map((e) => e.value).sort(), ['latest:u1', 'latest:u2', 'latest:u3']);
+    for (const e of index) assert.ok(Math.abs(e.score - Date.now()) < 60_000, 'scored by receive time');
+    assert.deepEqual((await redis.zRange(`${site}:lastseen:${site}`, 0, -1)).sort(), ['u1', 'u2', 'u3']);
+    assert.deepEqual(await redis.sMembers(`${site}:sites`), [site]);
+    assert.equal(await metric(monitor.registry, MonitorMetric.applied, { kind: 'telemetry' }), 60);
+  });
+
+  test('never moves state backwards: late, out-of-order and replayed messages', async () => {
+    const site = 'order';
+    await publish(site, 'u1', 'telemetry', telemetry(T0 + 1000, 1, 50));
+    await publish(site, 'u1', 'telemetry', telemetry(T0 + 3000, 3, 70));
+    await publish(site, 'u1', 'telemetry', telemetry(T0 + 2000, 2, 60)); // late
+    await publish(site, 'u1', 'telemetry', telemetry(T0 + 1000, 1, 50)); // replayed
+    await publish(site, 'u1', 'status', status(T0 + 5000, 5, 'FAULT'));
+    await publish(site, 'u1', 'status', status(T0 + 4000, 4, 'CONNECTED')); // late
+    await publish(site, 'u1', 'event', event(T0 + 5000, 6, 'OVER_VOLT_ALARM', 'raised'));
+    await publish(site, 'u1', 'event', event(T0 + 4500, 5, 'OVER_VOLT_ALARM', 'cleared')); // late
+    await publish(site, 'u1', 'event', event(T0 + 5000, 7, 'UNDER_TEMP_WARNING', 'raised'));
+    await publish(site, 'u1', 'event', event(T0 + 6000, 8, 'UNDER_TEMP_WARNING', 'cleared'));
+    const monitor = await startMonitor(site);
+    await waitFor('the monitor to settle', () => settled(monitor.durable));
+    const state = await unit(site, 'u1');
+    assert.equal(state.SoC, '70');
+    assert.equal(state.telemetryTsMs, String(T0 + 3000));
+    assert.equal(state.State, 'FAULT');
+    assert.deepEqual(JSON.parse(state.alarms!), ['OVER_VOLT_ALARM']);
+    assert.equal(await metric(monitor.registry, MonitorMetric.stale, { kind: 'telemetry' }), 2);
+    assert.equal(await metric(monitor.registry, MonitorMetric.stale, { kind: 'status' }), 1);
+    assert.equal(await metric(monitor.registry, MonitorMetric.stale, { kind: 'event' }), 1);
+
+    // A second durable replays the whole history into the same keys: nothing changes.
+    const before = { ...state, lastSeenMs: undefined };
+    const changesBefore = await redis.xLen(`${site}:changes`);
+    const replay = await startMonitor(site, { durable: 'mon-order-replay' });
+    await waitFor('the replay to settle', () => settled(replay.durable));
+    assert.deepEqual({ ...(await unit(site, 'u1')), lastSeenMs: undefined }, before);
+    assert.equal(await redis.xLen(`${site}:changes`), changesBefore, 'a replay announces nothing');
+    assert.deepEqual(await siteCounts(site), { units: 1, online: 0, offline: 0, faulted: 1 });
+  });
+
+  test('marks units offline after silence, counts per site and announces every change', async () => {
+    const site = 'silence';
+    const monitor = await startMonitor(site, { offlineAfterMs: '1500', sweepIntervalMs: '200' });
+    await publish(site, 'u1', 'status', status(T0, 1, 'CONNECTED'));
+    await publish(site, 'u2', 'status', status(T0, 1, 'FAULT'));
+    await waitFor('two units', async () => (await siteCounts(site)).units === 2);
+    assert.deepEqual(await siteCounts(site), { units: 2, online: 1, offline: 0, faulted: 1 });
+    await waitFor('both offline', async () => (await siteCounts(site)).offline === 2, 10_000);
+    assert.deepEqual(await siteCounts(site), { units: 2, online: 0, offline: 2, faulted: 0 });
+    await publish(site, 'u1', 'telemetry', telemetry(T0 + 1000, 2, 55));
+    await waitFor('u1 back online', async () => (await siteCounts(site)).online === 1);
+    assert.equal((await unit(site, 'u1')).health, 'online');
+    assert.equal(await metric(monitor.registry, MonitorMetric.offline, {}), 2);
+
+    const changes = (await redis.xRange(`${site}:changes`, '-', '+')).map((e) => e.message);
+    const health = changes.filter((c) => c.change === 'health').map((c) => `${c.device} ${c.from}→${c.to}`);
+    assert.deepEqual(
+      health.sort(),
+      ['u1 offline→online', 'u1 online→offline', 'u1 →online', 'u2 faulted→offline', 'u2 →faulted'].sort(),
+    );
+    const states = changes.filter((c) => c.change === 'State').map((c) => `${c.device} ${c.from}→${c.to}`);
+    assert.deepEqual(states.sort(), ['u1 →CONNECTED', 'u2 →FAULT']);
+    const first = changes.find((c) => c.change === 'State' && c.device === 'u2')!;
+    assert.equal(first.unit, 'silence:u2');
+    assert.equal(first.tsMs, String(T0));
+  });
+
+  test('counts invalid and undecodable payloads and moves on, without dead letters', async () => {
+    const site = 'junk';
+    await publish(site, 'u1', 'invalid', new Uint8Array([0xff, 0x00]));
+    await publish(site, 'u1', 'telemetry', '{"ts": "yesterday", "seq": 1}');
+    await publish(site, 'u1', 'telemetry', telemetry(T0, 2, 42));
+    const monitor = await startMonitor(site);
+    await waitFor('the monitor to settle', () => settled(monitor.durable));
+    assert.equal(await metric(monitor.registry, MonitorMetric.invalid, { reason: 'kind-invalid' }), 1);
+    assert.equal(await metric(monitor.registry, MonitorMetric.invalid, { reason: 'undecodable' }), 1);
+    const state = await unit(site, 'u1');
+    assert.equal(state.SoC, '42');
+    assert.ok(Number(state.lastSeenMs) > 0);
+    const dlq = await jsm.streams.info('BSU_DLQ');
+    assert.equal(dlq.state.messages, 0);
+  });
+
+  test('loses nothing when Redis is killed and restarted under load', async (t) => {
+    const site = 'outage';
+    const devices = Array.from({ length: 20 }, (_, i) => `u${i + 1}`);
+    const rounds = 100;
+    const monitor = await startMonitor(site, { batchSize: '100' });
+    const load = (async () => {
+      for (let n = 1; n <= rounds; n++) {
+        await Promise.all(
+          devices.map((d) => publish(site, d, 'telemetry', telemetry(T0 + n * 1000, n, n % 100, n))),
+        );
+        await sleep(20);
+      }
+    })();
+    await waitFor('some state', async () => (await siteCounts(site)).units === devices.length);
+    await killServer(redisServer);
+    await waitFor('readiness to drop', async () => !(await monitor.run.readiness()).ready, 10_000);
+    await sleep(2_000);
+    redisServer = await servers.restart(redisServer);
+    await load;
+    await waitFor('all settled', () => settled(monitor.durable), 60_000, 250);
+    await waitFor('ready again', async () => (await monitor.run.readiness()).ready, 10_000);
+    for (const d of devices) {
+      const state = await unit(site, d);
+      assert.equal(state.telemetryTsMs, String(T0 + rounds * 1000), `${d} holds its last reading`);
+      assert.equal(state.SoC, String(rounds % 100));
+      assert.equal(state.W, String(rounds));
+    }
+    assert.deepEqual(await siteCounts(site), { units: 20, online: 20, offline: 0, faulted: 0 });
+    const retried = (
+      await monitor.registry.getSingleMetric('switchyard_consumer_messages_retried_total')!.get()
+    ).values[0]?.value;
+    t.diagnostic(`${retried ?? 0} messages retried across the Redis outage`);
+  });
+});
