@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { registerArchive } from './archive.ts';
 import { registerEdge } from './edge.ts';
+import { registerMonitor } from './monitor.ts';
 import { registerIngest } from './ingest.ts';
 import { registerSimulate } from './simulate.ts';
 import { registerSite } from './site.ts';
@@ -16,5 +17,6 @@ export const commands: RegisterCommand[] = [
   registerStack,
   registerSimulate,
   registerArchive,
+  registerMonitor,
   registerIngest,
 ];
