@@ -13,12 +13,11 @@
  *   safe because a replayed point lands on the same series and timestamp.
  */
 import type { Registry } from 'prom-client';
+import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Readiness } from '../../lib/ops.ts';
-import { messagePoints } from '../line-protocol.ts';
-import { toLine } from '../line-protocol.ts';
+import { messagePoints, toLine } from '../line-protocol.ts';
 import type { Sink, SinkMessage, SinkRejection, WriteResult } from '../sink.ts';
-import { describeError } from '../../lib/errors.ts';
 import { FailureClass, failureClassOf, InfluxHttpError, InfluxUnavailableError } from './influx-errors.ts';
 import { ingestMetrics, type IngestMetrics } from './influx-metrics.ts';
 
