@@ -19,9 +19,10 @@ import {
 } from '@nats-io/jetstream';
 import { headers, nanos, type MsgHdrs } from '@nats-io/transport-node';
 import { Header } from '../schemas/headers.ts';
+import { DLQ_STREAM } from '../schemas/streams.ts';
 
-/** Name of the dead-letter stream. */
-export const DLQ_STREAM = 'BSU_DLQ';
+/** Name of the dead-letter stream (schemas/streams.ts). */
+export { DLQ_STREAM };
 /** First token of every dead-letter subject. */
 export const DLQ_SUBJECT_ROOT = 'dlq';
 

@@ -34,12 +34,14 @@ import {
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream';
-import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
+import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import type { Registry } from 'prom-client';
 import { describeError, UsageError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Readiness } from '../lib/ops.ts';
+import { connectNats } from '../lib/nats.ts';
 import { sleep } from '../lib/shutdown.ts';
+import { HUB_STREAM } from '../schemas/streams.ts';
 import { parseSubject } from '../schemas/subjects.ts';
 import { DeadLetterReason, DLQ_STREAM, ensureDlqStream, publishDeadLetter } from './dlq.ts';
 import { DEFAULT_BACKOFF_MS, retryDelayMs } from './runner-backoff.ts';
@@ -83,7 +85,7 @@ export interface RunnerSettings {
 }
 
 export const DEFAULT_RUNNER_SETTINGS: Readonly<RunnerSettings> = {
-  stream: 'BSU',
+  stream: HUB_STREAM,
   filterSubjects: ['bsu.>'],
   ackWaitMs: 60_000,
   maxAckPending: 10_000,
@@ -321,15 +323,9 @@ class Runner {
   }
 
   private async connect(): Promise<NatsConnection | undefined> {
-    const servers = this.options.natsUrl!.split(',').map((s) => s.trim());
-    const attempt = connect({
-      servers,
-      name: `switchyard-${this.options.durable}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 500,
-      waitOnFirstConnect: true,
-      pingInterval: 10_000,
-    });
+    // Keeps trying until the first connection succeeds (and reconnects forever after): a consumer
+    // started before its NATS server waits for it rather than exiting.
+    const attempt = connectNats({ url: this.options.natsUrl!, name: `switchyard-${this.options.durable}` });
     const aborted = new Promise<undefined>((resolve) =>
       this.signal.addEventListener('abort', () => resolve(undefined), { once: true }),
     );

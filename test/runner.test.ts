@@ -16,6 +16,7 @@ import { PermanentSinkError, type Sink, type SinkMessage, type WriteResult } fro
 import { silentLogger } from '../lib/log.ts';
 import type { Readiness } from '../lib/ops.ts';
 import { Header } from '../schemas/headers.ts';
+import { stopServer, type RunningServer } from '../stack/servers.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
 /** A sink whose every write is decided by the test. */
@@ -77,13 +78,14 @@ describe('runner helpers', () => {
 
 describe('consumer runner', () => {
   const servers = new TestServers('runner');
+  let nats: RunningServer;
   let nc: NatsConnection;
   let jsm: JetStreamManager;
   const running: { controller: AbortController; run: ConsumerRun }[] = [];
 
   before(async () => {
-    const nats = await servers.nats();
-    nc = await connect({ servers: nats.url });
+    nats = await servers.nats();
+    nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
     jsm = await jetstreamManager(nc);
     await jsm.streams.add({ name: 'BSU', subjects: ['bsu.>'] });
   });
@@ -384,5 +386,25 @@ describe('consumer runner', () => {
     const text = await registry.metrics();
     assert.match(text, /switchyard_consumer_batch_write_seconds_count\{consumer="t-lag",outcome="ok"\} 3/);
     assert.match(text, /switchyard_consumer_messages_processed_total\{consumer="t-lag"\} 120/);
+  });
+
+  test('is not ready while NATS is down, and carries on by itself once it is back', async () => {
+    const sink = new ScriptedSink(ok);
+    // Its own connection this time (natsUrl): the runner connects, reconnects and closes it.
+    const { run } = start('natsdown', sink, { nc: undefined, natsUrl: nats.url });
+    await publish('natsdown', 3);
+    await waitFor('the first batch', () => sink.writes.flatMap((w) => w.batch).length === 3);
+    assert.equal((await run.readiness()).ready, true);
+    await stopServer(nats);
+    await waitFor('readiness to drop', async () => !(await run.readiness()).ready, 10_000);
+    assert.ok((await run.readiness()).reasons?.includes('NATS is not connected'));
+    nats = await servers.restart(nats);
+    await waitFor('ready again', async () => (await run.readiness()).ready, 20_000);
+    await publish('natsdown', 3);
+    await waitFor('the new messages', () => sink.writes.flatMap((w) => w.batch).length >= 6, 20_000);
+    await waitFor('all acked', async () => {
+      const info = await consumerInfo('natsdown');
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    });
   });
 });
