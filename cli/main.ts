@@ -11,7 +11,17 @@ const program = new Command('switchyard')
   .showHelpAfterError('(add --help for usage)')
   .exitOverride();
 
-for (const register of commands) register(program);
+// Load just the command being run; for help (or a typo) list every command by its summary.
+const args = process.argv.slice(2);
+const wanted = args[0] === 'help' ? args[1] : args[0];
+const entry = commands.find((c) => c.name === wanted);
+if (entry) {
+  (await entry.load())(program);
+} else {
+  for (const c of commands) program.command(c.name).summary(c.summary);
+}
+// Subcommands do not inherit exitOverride: bad usage anywhere must exit 2, not commander's 1.
+for (const command of program.commands) command.exitOverride();
 
 try {
   await program.parseAsync(process.argv);

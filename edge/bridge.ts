@@ -8,7 +8,7 @@
  * the bridge.
  */
 import { createHash } from 'node:crypto';
-import { jetstream, jetstreamManager, type JetStreamManager, type PubAck } from '@nats-io/jetstream';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.ts';
@@ -26,6 +26,7 @@ import {
 } from '../schemas/index.ts';
 import { siteStreamNames } from '../schemas/streams.ts';
 import type { EdgeConfig } from './config.ts';
+import { AsyncPublisher } from './async-publisher.ts';
 import { MqttSource } from './mqtt-source.ts';
 import { OrderedPublisher } from './ordered-publisher.ts';
 import { ensureSiteStreams } from './site-streams.ts';
@@ -142,6 +143,7 @@ export class EdgeBridge {
   private jsm?: JetStreamManager;
   private source?: MqttSource;
   private publisher?: OrderedPublisher;
+  private asyncPublisher?: AsyncPublisher;
   private statsTimer?: NodeJS.Timeout;
 
   constructor(private readonly options: EdgeBridgeOptions) {
@@ -157,7 +159,8 @@ export class EdgeBridge {
     const streams = await ensureSiteStreams(this.jsm, config);
     log.info({ streams: Object.values(streams).map((s) => s.config.name) }, 'site streams ready');
 
-    this.publisher = new OrderedPublisher(jetstream(this.nc), {
+    this.asyncPublisher = new AsyncPublisher(this.nc, config.publishTimeoutMs);
+    this.publisher = new OrderedPublisher(this.asyncPublisher, {
       log,
       signal: this.stopController.signal,
       onRetry: () => this.metrics.publishRetries.inc(),
@@ -229,10 +232,10 @@ export class EdgeBridge {
       }
       h.set(Header.msgId, msgID);
 
-      const ack: PubAck = await this.publisher!.publish({
+      const ack = await this.publisher!.publish({
         subject: subjectFor(config.site, device, kind as MessageKind),
         payload,
-        options: { msgID, headers: h, timeout: config.publishTimeoutMs },
+        headers: h,
       });
       if (ack.duplicate) this.metrics.duplicates.inc();
       else this.metrics.published.inc({ kind });
@@ -275,6 +278,7 @@ export class EdgeBridge {
     clearInterval(this.statsTimer);
     await this.source?.stop();
     this.stopController.abort();
+    this.asyncPublisher?.close();
     await this.nc?.drain().catch(() => undefined);
   }
 }

@@ -151,12 +151,17 @@ export class MqttSource {
 
   /** Sends the PUBACKs that may go now, in receive order, and resumes reading if there is room. */
   private drain(): void {
+    // PubAcks come back in bursts; corked, a burst of PUBACKs leaves in one write.
+    const stream = (this.client as unknown as { stream?: { cork(): void; uncork(): void } } | undefined)
+      ?.stream;
+    stream?.cork();
     while (this.queue.length > 0) {
       const head = this.queue[0]!;
       if (!head.settled || !head.puback) break;
       this.queue.shift();
       if (head.connection === this.connection && this.client?.connected) this.sendPacket?.(head.puback);
     }
+    stream?.uncork();
     if (this.heldCallback && !this.stopping && this.queue.length < this.options.windowSize) {
       const held = this.heldCallback;
       this.heldCallback = undefined;

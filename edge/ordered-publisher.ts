@@ -5,19 +5,21 @@
  * at a time, in arrival order, with backoff, until the server takes them: a device's readings are
  * stored in the order they arrived, and nothing is given up on.
  */
-import type { JetStreamClient, JetStreamPublishOptions, PubAck } from '@nats-io/jetstream';
+import type { MsgHdrs } from '@nats-io/transport-node';
 import type { Logger } from '../lib/log.ts';
 import { sleep } from '../lib/shutdown.ts';
+import type { AsyncPublisher, StoredAck } from './async-publisher.ts';
 
 export interface PublishRequest {
   subject: string;
   payload: Uint8Array;
-  options: Partial<JetStreamPublishOptions>;
+  /** Including `Nats-Msg-Id`, which makes a retry of a stored message harmless. */
+  headers: MsgHdrs;
 }
 
 interface Waiting {
   request: PublishRequest;
-  resolve: (ack: PubAck) => void;
+  resolve: (ack: StoredAck) => void;
   reject: (err: Error) => void;
 }
 
@@ -37,7 +39,7 @@ export class OrderedPublisher {
   private recovering = false;
 
   constructor(
-    private readonly js: JetStreamClient,
+    private readonly target: Pick<AsyncPublisher, 'publish'>,
     private readonly options: OrderedPublisherOptions,
   ) {}
 
@@ -47,16 +49,16 @@ export class OrderedPublisher {
   }
 
   /** Resolves with the PubAck once stored; rejects only when stopped. */
-  publish(request: PublishRequest): Promise<PubAck> {
+  publish(request: PublishRequest): Promise<StoredAck> {
     if (this.recovering) return this.enqueue(request);
-    return this.js.publish(request.subject, request.payload, request.options).catch((err: unknown) => {
+    return this.target.publish(request.subject, request.payload, request.headers).catch((err: unknown) => {
       this.options.onRetry?.(err);
       return this.enqueue(request, err);
     });
   }
 
-  private enqueue(request: PublishRequest, cause?: unknown): Promise<PubAck> {
-    return new Promise<PubAck>((resolve, reject) => {
+  private enqueue(request: PublishRequest, cause?: unknown): Promise<StoredAck> {
+    return new Promise<StoredAck>((resolve, reject) => {
       this.recovery.push({ request, resolve, reject });
       if (!this.recovering) {
         this.recovering = true;
@@ -82,7 +84,11 @@ export class OrderedPublisher {
         break;
       }
       try {
-        const ack = await this.js.publish(head.request.subject, head.request.payload, head.request.options);
+        const ack = await this.target.publish(
+          head.request.subject,
+          head.request.payload,
+          head.request.headers,
+        );
         this.recovery.shift();
         head.resolve(ack);
         delayMs = minMs;

@@ -8,6 +8,11 @@ export interface NatsOptions {
   name: string;
   /** Give up the first connection after this long (ms); reconnects after that are unbounded. */
   connectTimeoutMs?: number;
+  /**
+   * Services (true) keep trying to make the first connection, so they outlive a server that starts
+   * after them; one-shot commands (false) fail at once with a clear error.
+   */
+  waitForServer?: boolean;
 }
 
 /**
@@ -21,7 +26,7 @@ export function connectNats(options: NatsOptions): Promise<NatsConnection> {
     timeout: options.connectTimeoutMs ?? 10_000,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 500,
-    waitOnFirstConnect: true,
+    waitOnFirstConnect: options.waitForServer ?? true,
     pingInterval: 10_000,
   });
 }

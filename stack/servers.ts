@@ -47,6 +47,8 @@ export interface ServerSpec {
   url: string;
   /** nats-server's HTTP monitor. */
   monitorUrl?: string;
+  /** nats-server's own MQTT listener, when it has one. */
+  mqttUrl?: string;
   dataDir: string;
   logFile: string;
   /** For a link: where it forwards to. */
@@ -183,6 +185,7 @@ export function natsSpec(o: NatsOptions): ServerSpec {
     args: ['-c', configFile],
     url: `nats://${HOST}:${o.port}`,
     monitorUrl: `http://${HOST}:${o.monitorPort}`,
+    ...(o.mqttPort !== undefined ? { mqttUrl: `mqtt://${HOST}:${o.mqttPort}` } : {}),
     dataDir,
     logFile: join(o.dir, 'nats-server.log'),
     ...(o.leafRemoteUrl ? { waitForLeaf: true } : {}),

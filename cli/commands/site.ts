@@ -25,7 +25,14 @@ async function withHub<T>(
   config: HubStreamConfig,
   work: (jsm: Awaited<ReturnType<typeof jetstreamManager>>) => Promise<T>,
 ) {
-  const nc = await connectNats({ url: config.natsUrl, name: 'switchyard-site', connectTimeoutMs: 5000 });
+  const nc = await connectNats({
+    url: config.natsUrl,
+    name: 'switchyard-site',
+    connectTimeoutMs: 5000,
+    waitForServer: false,
+  }).catch((err: unknown) => {
+    throw new Error(`cannot reach the hub at ${config.natsUrl}`, { cause: err });
+  });
   try {
     return await work(await jetstreamManager(nc));
   } finally {
@@ -51,7 +58,8 @@ export const registerSite: RegisterCommand = (program) => {
     HubStreamConfigSchema,
   ).action(async (name: string, flags: Record<string, unknown>) => {
     const config = loadConfig(HubStreamConfigSchema, { flags });
-    const info = await withHub(config, (jsm) => addSite(jsm, checkSite(name), config));
+    checkSite(name);
+    const info = await withHub(config, (jsm) => addSite(jsm, name, config));
     process.stdout.write(`${name}: sourced into BSU (${info.config.sources?.length ?? 0} sources in all)\n`);
   });
 
@@ -63,7 +71,8 @@ export const registerSite: RegisterCommand = (program) => {
     HubStreamConfigSchema,
   ).action(async (name: string, flags: Record<string, unknown>) => {
     const config = loadConfig(HubStreamConfigSchema, { flags });
-    const removed = await withHub(config, (jsm) => removeSite(jsm, checkSite(name)));
+    checkSite(name);
+    const removed = await withHub(config, (jsm) => removeSite(jsm, name));
     if (!removed) throw new UsageError(`${name} is not sourced by BSU`);
     process.stdout.write(`${name}: no longer sourced\n`);
   });
@@ -75,7 +84,7 @@ export const registerSite: RegisterCommand = (program) => {
       .description("Every site BSU sources, with its sourcing lag and the hub's last contact."),
     HubStreamConfigSchema,
   ).action(async (flags: Record<string, unknown>) => {
-    const config = loadConfig(HubStreamConfigSchema, { flags: { ...flags, json: undefined } });
+    const config = loadConfig(HubStreamConfigSchema, { flags });
     const sites = await withHub(config, listSites);
     if (flags.json) {
       process.stdout.write(`${JSON.stringify(sites)}\n`);

@@ -15,18 +15,24 @@ export async function startBridge(options: {
   natsUrl: string;
   opsPort?: number;
   env?: Record<string, string>;
+  /** Run the build in dist/ (benchmarks measure the bridge as deployed). */
+  compiled?: boolean;
 }): Promise<BridgeProcess> {
   const opsPort = options.opsPort ?? (await freePort());
-  const p = startSwitchyard(['edge'], {
-    SWITCHYARD_SITE: options.site,
-    SWITCHYARD_MQTT_URL: options.mqttUrl,
-    SWITCHYARD_NATS_URL: options.natsUrl,
-    SWITCHYARD_OPS_PORT: String(opsPort),
-    SWITCHYARD_GATEWAY: `gw-${options.site}`,
-    SWITCHYARD_STATS_INTERVAL_MS: '200',
-    SWITCHYARD_LOG_LEVEL: 'warn',
-    ...options.env,
-  });
+  const p = startSwitchyard(
+    ['edge'],
+    {
+      SWITCHYARD_SITE: options.site,
+      SWITCHYARD_MQTT_URL: options.mqttUrl,
+      SWITCHYARD_NATS_URL: options.natsUrl,
+      SWITCHYARD_OPS_PORT: String(opsPort),
+      SWITCHYARD_GATEWAY: `gw-${options.site}`,
+      SWITCHYARD_STATS_INTERVAL_MS: '200',
+      SWITCHYARD_LOG_LEVEL: 'warn',
+      ...options.env,
+    },
+    { compiled: options.compiled ?? false },
+  );
   const opsUrl = `http://127.0.0.1:${opsPort}`;
   await waitFor(
     `bridge for ${options.site} ready`,

@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { childEnv } from '../../lib/env.ts';
 
 export const SWITCHYARD_BIN = fileURLToPath(new URL('../../bin/switchyard.mjs', import.meta.url));
+/** The compiled entry point (`npm run build`), as production runs it. */
+export const SWITCHYARD_DIST = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 
 export interface SwitchyardProcess {
   child: ChildProcess;
@@ -15,12 +17,24 @@ export interface SwitchyardProcess {
   stop(signal?: NodeJS.Signals): Promise<number | string>;
 }
 
-/** Starts `switchyard <args>` with `env` added to this process's environment. */
-export function startSwitchyard(args: string[], env: Record<string, string> = {}): SwitchyardProcess {
-  const child = spawn(process.execPath, [SWITCHYARD_BIN, ...args], {
+/**
+ * Starts `switchyard <args>` with `env` added to this process's environment; `compiled` runs the
+ * build in dist/ (as deployed) instead of the sources.
+ */
+export function startSwitchyard(
+  args: string[],
+  env: Record<string, string> = {},
+  options: { compiled?: boolean; nodeOptions?: string[] } = {},
+): SwitchyardProcess {
+  const entry = options.compiled ? SWITCHYARD_DIST : SWITCHYARD_BIN;
+  const child = spawn(process.execPath, [...(options.nodeOptions ?? []), entry, ...args], {
     env: childEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // A test process that dies early must not leave the command running.
+  const reap = (): void => void child.kill('SIGKILL');
+  process.once('exit', reap);
+  child.once('exit', () => process.off('exit', reap));
   let text = '';
   child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (text += d.toString()));

@@ -28,6 +28,16 @@ export class TestServers {
 
   constructor(label: string) {
     this.dir = mkdtempSync(join(tmpdir(), `switchyard-${label}-`));
+    // If the test process dies before `after` runs (a runner timeout), take the servers with it.
+    process.once('exit', () => {
+      for (const s of this.running) {
+        try {
+          process.kill(s.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    });
   }
 
   private sub(name: string): string {

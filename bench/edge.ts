@@ -1,0 +1,238 @@
+/**
+ * Edge benchmarks, each against the raw limit of the server behind it, in the same run:
+ * - bridge throughput ÷ the same mosquitto's delivery rate to a bare QoS 1 subscriber;
+ * - nats-server's own MQTT listener storing the same messages into a stream, side by side;
+ * - hub catch-up rate after a 60 s uplink cut at 1,000 msgs/s;
+ * - bridge resident memory at 5,000 msgs/s.
+ */
+import { jetstreamManager } from '@nats-io/jetstream';
+import mqtt from 'mqtt';
+import { addSite } from '../cloud/hub-stream.ts';
+import { HUB_STREAM, siteStreamNames } from '../schemas/streams.ts';
+import { runSimulator } from '../simulate/simulator.ts';
+import { simulateConfig } from '../simulate/config.ts';
+import { SimClock } from '../simulate/traffic.ts';
+import { startBridge } from '../test/support/edge.ts';
+import { natsConnect, streamCount } from '../test/support/jetstream.ts';
+import { TestServers } from '../test/support/servers.ts';
+import {
+  createSession,
+  perSecond,
+  publishAll,
+  rssBytes,
+  sleepMs,
+  telemetryMessages,
+  timeUntil,
+  type Figure,
+} from './support.ts';
+
+export interface EdgeBenchOptions {
+  /** Messages for the throughput runs. */
+  messages: number;
+  /** Length of the uplink cut (s). */
+  cutS: number;
+  /** Length of the memory run (s). */
+  memoryS: number;
+  log: (line: string) => void;
+}
+
+/** Rate at which mosquitto delivers `messages`, queued for a persistent session, to a bare QoS 1 subscriber. */
+async function bareSubscriberRate(
+  mqttUrl: string,
+  messages: { topic: string; payload: Buffer }[],
+): Promise<number> {
+  const clientId = 'bench-bare-subscriber';
+  await createSession(mqttUrl, clientId, 'bsu/+/+');
+  await publishAll(mqttUrl, messages);
+  let received = 0;
+  let firstMs = NaN;
+  let lastMs = NaN;
+  const done = new Promise<void>((resolve) => {
+    const client = mqtt.connect(mqttUrl, { clientId, clean: false, manualConnect: true });
+    client.on('message', () => {
+      const now = performance.now();
+      if (received++ === 0) firstMs = now;
+      lastMs = now;
+      if (received === messages.length) {
+        client.end();
+        resolve();
+      }
+    });
+    client.connect();
+  });
+  await done;
+  return perSecond(messages.length - 1, lastMs - firstMs);
+}
+
+export async function benchEdge(options: EdgeBenchOptions): Promise<Figure[]> {
+  const figures: Figure[] = [];
+  const servers = new TestServers('bench-edge');
+  try {
+    const messages = telemetryMessages(options.messages);
+    const avgBytes = Math.round(messages.reduce((a, m) => a + m.payload.length, 0) / messages.length);
+    options.log(`edge: ${messages.length} telemetry payloads of ${avgBytes} bytes on average`);
+
+    // 1. The raw limit: mosquitto → bare QoS 1 subscriber.
+    const mosquitto = await servers.mosquitto();
+    const bareRate = await bareSubscriberRate(mosquitto.url, messages);
+    options.log(`edge: bare subscriber ${bareRate.toFixed(0)} msgs/s`);
+
+    // 2. The bridge, draining the same queued messages into the site stream, PUBACK after PubAck.
+    const site = await servers.nats({ domain: 'bench-site' });
+    const siteNc = await natsConnect(site.url);
+    const streams = siteStreamNames('bench-site');
+    let bridge = await startBridge({
+      site: 'bench-site',
+      mqttUrl: mosquitto.url,
+      natsUrl: site.url,
+      compiled: true,
+    });
+    await bridge.stop();
+    const publishRate = await publishAll(mosquitto.url, messages);
+    bridge = await startBridge({
+      site: 'bench-site',
+      mqttUrl: mosquitto.url,
+      natsUrl: site.url,
+      compiled: true,
+    });
+    const t = await timeUntil('bridge drain', () => streamCount(siteNc, streams.telemetry), messages.length);
+    const bridgeRate = perSecond(messages.length, t.doneMs - t.firstMs);
+    await bridge.stop();
+    options.log(`edge: bridge ${bridgeRate.toFixed(0)} msgs/s`);
+    figures.push({
+      stage: 'edge',
+      name: 'bridge throughput (stored in site stream, PUBACK after PubAck)',
+      value: Math.round(bridgeRate),
+      unit: 'msgs/s',
+      baseline: { name: 'same mosquitto → bare QoS 1 subscriber', value: Math.round(bareRate) },
+      ratio: bridgeRate / bareRate,
+      target: { op: '>=', value: 0.9, of: 'ratio' },
+      note: `${messages.length} queued messages of ${avgBytes} B; device publish rate into mosquitto ${Math.round(publishRate)} msgs/s`,
+    });
+
+    // 3. The peer: nats-server's own MQTT listener, storing the same messages into a stream.
+    const natsMqtt = await servers.nats({ domain: 'bench-mqtt', mqtt: true });
+    const peerNc = await natsConnect(natsMqtt.url);
+    await (await jetstreamManager(peerNc)).streams.add({ name: 'MQTT_PEER', subjects: ['bsu.>'] });
+    const peerStart = performance.now();
+    const peerDone = timeUntil('nats-server MQTT', () => streamCount(peerNc, 'MQTT_PEER'), messages.length);
+    await publishAll(natsMqtt.mqttUrl!, messages);
+    const peer = await peerDone;
+    const peerRate = perSecond(messages.length, peer.doneMs - peerStart);
+    figures.push({
+      stage: 'edge',
+      name: "nats-server's own MQTT listener → JetStream stream (peer, for comparison)",
+      value: Math.round(peerRate),
+      unit: 'msgs/s',
+      note: 'publish → stored, QoS 1 pipelined publisher; nats-server 2.9 sends the PUBACK without waiting for the stream',
+    });
+    await peerNc.close();
+
+    // 4. Memory at 5,000 msgs/s, sampled from /proc while the simulator publishes.
+    bridge = await startBridge({
+      site: 'bench-site',
+      mqttUrl: mosquitto.url,
+      natsUrl: site.url,
+      compiled: true,
+    });
+    const before = await streamCount(siteNc, streams.telemetry);
+    const samples: number[] = [];
+    const sampler = setInterval(() => samples.push(rssBytes(bridge.child.pid!)), 250);
+    const report = await runSimulator(
+      simulateConfig({
+        mqtt: mosquitto.url,
+        devices: 500,
+        rate: 5000,
+        duration: options.memoryS,
+        clock: SimClock.wall,
+        statusEveryMs: 60_000,
+      }),
+      new AbortController().signal,
+    );
+    await timeUntil(
+      'bridge keeps up',
+      () => streamCount(siteNc, streams.telemetry),
+      before + report.byKind.telemetry,
+      { timeoutMs: 60_000 },
+    );
+    clearInterval(sampler);
+    await bridge.stop();
+    const maxRss = Math.max(...samples);
+    figures.push({
+      stage: 'edge',
+      name: 'bridge resident memory at 5,000 msgs/s',
+      value: Math.round(maxRss / 1024 / 1024),
+      unit: 'MB',
+      target: { op: '<=', value: 100, of: 'value' },
+      note: `max of ${samples.length} samples over ${options.memoryS} s; simulator achieved ${Math.round(report.sent / (report.elapsedMs / 1000))} msgs/s`,
+    });
+    await siteNc.close();
+
+    // 5. Catch-up after an uplink cut: hub ← link ← site ← bridge, 1,000 msgs/s during the cut.
+    const topo = await servers.hubAndSite('site-1');
+    const siteMqtt = await servers.mosquitto();
+    const hubNc = await natsConnect(topo.hub.url);
+    await addSite(await jetstreamManager(hubNc), 'site-1', {
+      natsUrl: topo.hub.url,
+      hubMaxAgeS: 3600,
+      hubMaxBytes: -1,
+      hubDuplicateWindowS: 900,
+    });
+    bridge = await startBridge({
+      site: 'site-1',
+      mqttUrl: siteMqtt.url,
+      natsUrl: topo.site.url,
+      compiled: true,
+    });
+    process.kill(topo.link.pid, 'SIGUSR1');
+    await sleepMs(500);
+    const atCut = await streamCount(hubNc, HUB_STREAM);
+    options.log(`edge: uplink cut, publishing 1,000 msgs/s for ${options.cutS} s`);
+    const cut = await runSimulator(
+      simulateConfig({
+        mqtt: siteMqtt.url,
+        devices: 200,
+        rate: 1000,
+        duration: options.cutS,
+        clock: SimClock.wall,
+        statusEveryMs: 60_000,
+      }),
+      new AbortController().signal,
+    );
+    const siteNc2 = await natsConnect(topo.site.url);
+    const backlogTarget = cut.sent;
+    await timeUntil(
+      'site stream holds the backlog',
+      async () =>
+        (await streamCount(siteNc2, siteStreamNames('site-1').telemetry)) +
+        (await streamCount(siteNc2, siteStreamNames('site-1').events)),
+      backlogTarget,
+    );
+    const healedAt = performance.now();
+    process.kill(topo.link.pid, 'SIGUSR2');
+    const drain = await timeUntil(
+      'hub catch-up',
+      () => streamCount(hubNc, HUB_STREAM),
+      atCut + backlogTarget,
+      {
+        from: atCut,
+        everyMs: 5,
+      },
+    );
+    const drainRate = perSecond(backlogTarget, drain.doneMs - drain.firstMs);
+    figures.push({
+      stage: 'edge',
+      name: `hub catch-up after a ${options.cutS} s uplink cut at 1,000 msgs/s`,
+      value: Math.round(drainRate),
+      unit: 'msgs/s',
+      target: { op: '>=', value: 10_000, of: 'value' },
+      note: `${backlogTarget} messages; from first sourced message to the last; ${((drain.firstMs - healedAt) / 1000).toFixed(1)} s from heal to first (nats-server re-creates the source consumer), ${((drain.doneMs - healedAt) / 1000).toFixed(1)} s from heal to done`,
+    });
+    await bridge.stop();
+    await siteNc2.close();
+    await hubNc.close();
+  } finally {
+    await servers.stopAll();
+  }
+  return figures;
+}

@@ -1,0 +1,63 @@
+/**
+ * `npm run bench [-- SUITE ...]`: runs the benchmarks against real servers on this machine and
+ * writes the figures to bench/results.json (and a table to stdout). Suites: edge.
+ */
+import { writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+import { benchEdge } from './edge.ts';
+import { met, type Figure } from './support.ts';
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    out: { type: 'string', default: new URL('./results.json', import.meta.url).pathname },
+    quick: { type: 'boolean', default: false },
+  },
+});
+const suites = positionals.length > 0 ? positionals : ['edge'];
+const log = (line: string): void => void process.stderr.write(`${line}\n`);
+
+const figures: Figure[] = [];
+const started = new Date();
+for (const suite of suites) {
+  if (suite === 'edge') {
+    figures.push(
+      ...(await benchEdge({
+        messages: values.quick ? 10_000 : 40_000,
+        cutS: values.quick ? 10 : 60,
+        memoryS: values.quick ? 5 : 20,
+        log,
+      })),
+    );
+  } else {
+    log(`unknown suite ${suite}: use edge`);
+    process.exit(2);
+  }
+}
+
+const machine = {
+  cpus: cpus().length,
+  cpuModel: cpus()[0]?.model,
+  memoryGiB: Math.round(totalmem() / 1024 ** 3),
+  node: process.version,
+};
+writeFileSync(
+  values.out!,
+  `${JSON.stringify({ started: started.toISOString(), machine, quick: values.quick, figures }, null, 2)}\n`,
+);
+
+const rows = figures.map((f) => [
+  f.stage,
+  f.name,
+  `${f.value} ${f.unit}`,
+  f.baseline ? `${f.baseline.value} (${f.baseline.name})` : '',
+  f.ratio !== undefined ? f.ratio.toFixed(2) : '',
+  f.target ? `${f.target.op} ${f.target.value}${f.target.of === 'ratio' ? ' ×' : ` ${f.unit}`}` : '',
+  met(f) === undefined ? '' : met(f) ? 'met' : 'NOT MET',
+]);
+const header = ['stage', 'figure', 'value', 'baseline', 'ratio', 'target', ''];
+process.stdout.write(`| ${header.join(' | ')} |\n|${header.map(() => '---').join('|')}|\n`);
+for (const r of rows) process.stdout.write(`| ${r.join(' | ')} |\n`);
+for (const f of figures) if (f.note) process.stdout.write(`- ${f.name}: ${f.note}\n`);
+log(`figures written to ${values.out}`);

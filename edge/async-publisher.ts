@@ -1,0 +1,124 @@
+/**
+ * Pipelined JetStream publishing: many publishes in flight on one connection, PubAcks matched by
+ * reply subject on a single inbox subscription, timeouts swept by one timer.
+ *
+ * Why not `js.publish()`: it is a full request per message (a reply subscription entry, a timer,
+ * and two pre-built Error objects with stack traces for a possible failure). At the bridge's rates
+ * that was a third of the CPU it spent per message; this does the same protocol with one
+ * subscription and one timer for all messages.
+ */
+import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+
+/** What the stream answered. */
+export interface StoredAck {
+  stream: string;
+  seq: number;
+  /** The message id was seen within the duplicate window: stored earlier, not again. */
+  duplicate: boolean;
+}
+
+/** JetStream refused or did not answer a publish. */
+export class JetStreamPublishError extends Error {
+  override name = 'JetStreamPublishError';
+  constructor(
+    message: string,
+    /** JetStream's error code, `503` for no responders, `timeout` when no answer came. */
+    readonly code: number | 'timeout' | 'closed',
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+interface Pending {
+  resolve: (ack: StoredAck) => void;
+  reject: (err: Error) => void;
+  deadlineMs: number;
+}
+
+export class AsyncPublisher {
+  private readonly inbox: string;
+  private readonly prefixLength: number;
+  private readonly pending = new Map<number, Pending>();
+  private readonly sub: Subscription;
+  private readonly sweeper: NodeJS.Timeout;
+  private next = 0;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly timeoutMs: number,
+  ) {
+    this.inbox = createInbox();
+    this.prefixLength = this.inbox.length + 1;
+    this.sub = nc.subscribe(`${this.inbox}.*`, {
+      callback: (err, msg) => {
+        if (err) return;
+        const id = Number(msg.subject.slice(this.prefixLength));
+        const waiting = this.pending.get(id);
+        if (!waiting) return;
+        this.pending.delete(id);
+        if (msg.headers?.code === 503) {
+          waiting.reject(new JetStreamPublishError('no stream answered (no responders)', 503));
+          return;
+        }
+        try {
+          const body = msg.json<{
+            stream?: string;
+            seq?: number;
+            duplicate?: boolean;
+            error?: { code: number; description: string };
+          }>();
+          if (body.error) waiting.reject(new JetStreamPublishError(body.error.description, body.error.code));
+          else
+            waiting.resolve({
+              stream: body.stream ?? '',
+              seq: body.seq ?? 0,
+              duplicate: body.duplicate === true,
+            });
+        } catch (cause) {
+          waiting.reject(new JetStreamPublishError('unreadable PubAck', 500, { cause }));
+        }
+      },
+    });
+    this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.floor(timeoutMs / 4)));
+    this.sweeper.unref();
+  }
+
+  /** Publishes and resolves with the stream's PubAck; rejects with JetStreamPublishError. */
+  publish(subject: string, payload: Uint8Array, headers: MsgHdrs): Promise<StoredAck> {
+    return new Promise<StoredAck>((resolve, reject) => {
+      const id = ++this.next;
+      this.pending.set(id, { resolve, reject, deadlineMs: Date.now() + this.timeoutMs });
+      try {
+        this.nc.publish(subject, payload, { reply: `${this.inbox}.${id}`, headers });
+      } catch (cause) {
+        this.pending.delete(id);
+        reject(new JetStreamPublishError('connection refused the publish', 'closed', { cause }));
+      }
+    });
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    // Map iteration follows insertion order, which is publish order: stop at the first live one.
+    for (const [id, p] of this.pending) {
+      if (p.deadlineMs > now) break;
+      this.pending.delete(id);
+      p.reject(new JetStreamPublishError(`no PubAck within ${this.timeoutMs} ms`, 'timeout'));
+    }
+  }
+
+  /** Rejects everything in flight and stops listening. */
+  close(): void {
+    clearInterval(this.sweeper);
+    this.sub.unsubscribe();
+    for (const [id, p] of this.pending) {
+      this.pending.delete(id);
+      p.reject(new JetStreamPublishError('publisher closed', 'closed'));
+    }
+  }
+}
