@@ -70,8 +70,14 @@ export function runnerMetrics(registry: Registry): RunnerMetrics {
           registers,
         }),
     ),
-    lag: gauge(RunnerMetric.lag, 'Messages in the stream not yet delivered to the consumer (num_pending)'),
-    ackPending: gauge(RunnerMetric.ackPending, 'Messages delivered and not yet acked (num_ack_pending)'),
+    lag: gauge(
+      RunnerMetric.lag,
+      'Messages in the stream not yet delivered to the consumer (num_pending; from each delivery, or consumer info when idle)',
+    ),
+    ackPending: gauge(
+      RunnerMetric.ackPending,
+      'Messages delivered and not yet acked (num_ack_pending; from consumer info while no messages flow)',
+    ),
     inFlight: gauge(RunnerMetric.inFlight, 'Messages fetched and not yet settled'),
     sinkUp: gauge(RunnerMetric.sinkUp, '1 when the sink answered its last readiness check or write'),
   };

@@ -219,6 +219,8 @@ class Runner {
   private consecutiveFailures = 0;
   /** How many messages the next fetch may expect at once (fillBatch false). */
   private fetchHint = 1;
+  /** When the last fetch delivered something (epoch ms). */
+  private lastDeliveryAtMs = 0;
   private stopFetch: (() => void) | undefined;
   private writeController: AbortController | undefined;
   private graceExpired = false;
@@ -436,7 +438,14 @@ class Runner {
     }
   }
 
+  /**
+   * Consumer info on nats-server 2.9 is expensive for a filtered consumer and stalls its deliveries
+   * while it runs (measured: a 200 ms poll cut delivery from ~30k to ~1.3k msg/s). While messages
+   * flow, every delivery carries the lag (`info.pending`) for free; ask the server only when none
+   * came for `lagRefreshMs` (idle, or waiting for the sink).
+   */
   private async refreshLag(): Promise<void> {
+    if (Date.now() - this.lastDeliveryAtMs < this.s.lagRefreshMs) return;
     try {
       const info = await this.consumer?.info(false);
       if (!info) return;
@@ -504,6 +513,10 @@ class Runner {
     }
     const last = got.at(-1);
     this.fetchHint = last ? last.info.pending : 1;
+    if (last) {
+      this.lastDeliveryAtMs = Date.now();
+      this.metrics.lag.set(this.labels, last.info.pending);
+    }
     return got;
   }
 
