@@ -156,8 +156,13 @@ export async function startConsumer<S extends TObject>(
   config: ConsumerConfig<S>,
   context: { log: Logger; registry: Registry; signal: AbortSignal },
 ): Promise<ConsumerRun> {
-  const log = context.log.child({ consumer: config.durable });
-  const sink = await spec.createSink(config, log.child({ component: 'sink' }), context.registry);
+  const log = context.log;
+  // The runner stamps `consumer` on its own lines.
+  const sink = await spec.createSink(
+    config,
+    log.child({ component: 'sink', consumer: config.durable }),
+    context.registry,
+  );
   return runConsumer({
     ...runnerSettingsOf(config),
     durable: config.durable,

@@ -279,14 +279,12 @@ class Runner {
     this.signal.addEventListener('abort', onStop, { once: true });
     const heartbeat = setInterval(() => this.heartbeat(), Math.max(500, Math.floor(this.s.ackWaitMs / 3)));
     let lagTimer: NodeJS.Timeout | undefined;
-    let sinkOpened = false;
     try {
       this.nc = this.options.nc ?? (await this.connect());
       if (!this.nc) return;
       this.natsConnected = !this.nc.isClosed();
       void this.watchConnection(this.nc);
-      sinkOpened = await this.retrying(`open ${sink.name} sink`, () => sink.open());
-      if (!sinkOpened) return;
+      if (!(await this.retrying(`open ${sink.name} sink`, () => sink.open()))) return;
       this.metrics.sinkUp.set(this.labels, 1);
       if (!(await this.retrying('set up the durable', () => this.setUp()))) return;
       lagTimer = setInterval(() => void this.refreshLag(), this.s.lagRefreshMs);
@@ -298,7 +296,8 @@ class Runner {
       this.signal.removeEventListener('abort', onStop);
       clearInterval(heartbeat);
       clearInterval(lagTimer);
-      if (sinkOpened) await sink.close().catch((err) => this.log.warn({ err }, 'closing the sink failed'));
+      // Also after a failed open: it may have left a client reconnecting in the background.
+      await sink.close().catch((err) => this.log.warn({ err }, 'closing the sink failed'));
       if (this.nc && !this.options.nc) {
         await this.nc.flush().catch(() => undefined);
         await this.nc.close().catch(() => undefined);

@@ -11,11 +11,14 @@ import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Registry } from 'prom-client';
 import { archiveSpec } from '../cli/commands/archive.ts';
 import {
+  buildArchiveObjects,
   parseArchiveKey,
+  parseArchiveObject,
   recordPayload,
   type ArchiveManifest,
   type ArchiveRecord,
 } from '../cloud/archive/layout.ts';
+import type { SinkMessage } from '../cloud/sink.ts';
 import { createS3Client, listKeys, listManifests, readArchiveObject } from '../cloud/archive/s3.ts';
 import { loadConsumerConfig, startConsumer } from '../cloud/consumer-command.ts';
 import { childEnv } from '../lib/env.ts';
@@ -27,6 +30,48 @@ import { TestServers, waitFor } from './support/servers.ts';
 const BUCKET = 'switchyard';
 const HOURS = ['2026-11-26T03:15:00.000Z', '2026-11-26T04:45:00.000Z'];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('archive layout', () => {
+  const message = (seq: number, site: string, receivedAt: string): SinkMessage => ({
+    seq,
+    subject: `bsu.${site}.u1.telemetry`,
+    site,
+    device: 'u1',
+    kind: 'telemetry',
+    storedAtMs: Date.parse('2026-11-26T05:00:00Z') + seq,
+    headers: { [Header.receivedAt]: receivedAt },
+    payload: new TextEncoder().encode(`{"seq":${seq}}`),
+    deliveryCount: 1,
+  });
+  const options = { prefix: 'raw/', stream: 'BSU', consumer: 'archive' };
+
+  test('the same batch written again gives the same keys and the same bytes', async () => {
+    const batch = [1, 2, 3, 4, 5, 6].map((seq) =>
+      message(seq, seq % 2 ? 'a' : 'b', HOURS[seq % 3 === 0 ? 1 : 0]!),
+    );
+    const first = await buildArchiveObjects(batch, options);
+    // Redelivered in another order, one message twice: still the same objects.
+    const again = await buildArchiveObjects([...batch].reverse().concat(batch[0]!), options);
+    const view = (objects: typeof first) =>
+      objects.map((o) => [o.key, o.manifest.sha256, o.manifest.count, o.manifest.seqRanges]).sort();
+    assert.deepEqual(view(again), view(first));
+    assert.deepEqual(first.map((o) => o.key).sort(), [
+      'raw/site=a/hour=2026-11-26T03/00000000000000000001-00000000000000000005.ndjson.gz',
+      'raw/site=a/hour=2026-11-26T04/00000000000000000003-00000000000000000003.ndjson.gz',
+      'raw/site=b/hour=2026-11-26T03/00000000000000000002-00000000000000000004.ndjson.gz',
+      'raw/site=b/hour=2026-11-26T04/00000000000000000006-00000000000000000006.ndjson.gz',
+    ]);
+    const a03 = first.find((o) => o.key.includes('site=a/hour=2026-11-26T03'))!;
+    assert.deepEqual(a03.manifest.seqRanges, [
+      [1, 1],
+      [5, 5],
+    ]);
+    assert.deepEqual(
+      (await parseArchiveObject(a03.body)).map((r) => r.seq),
+      [1, 5],
+    );
+  });
+});
 
 describe('archive to S3', () => {
   const servers = new TestServers('archive');
