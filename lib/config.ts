@@ -8,11 +8,11 @@
  * exit 2).
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { Option, type Command } from 'commander';
 import type { Static, TObject, TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
 import Value from 'typebox/value';
-import { parse as parseYaml } from 'yaml';
 import { formatErrors } from '../schemas/format-errors.ts';
 import { ENV_PREFIX, switchyardEnv } from './env.ts';
 import { ConfigError } from './errors.ts';
@@ -56,6 +56,10 @@ export interface ConfigSources {
   /** Path of a YAML/JSON file; defaults to `flags.config` or `SWITCHYARD_CONFIG`. */
   file?: string;
 }
+
+// Loaded only when a file is given: a long-running bridge should not carry a YAML parser it never uses.
+const parseYaml = (text: string): unknown =>
+  (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse(text);
 
 function readFile(path: string, problems: string[]): Record<string, unknown> {
   try {
