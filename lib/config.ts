@@ -59,7 +59,7 @@ export interface ConfigSources {
 
 // Loaded only when a file is given: a long-running bridge should not carry a YAML parser it never uses.
 const parseYaml = (text: string): unknown =>
-  (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse(text);
+  (createRequire(import.meta.url)('yaml') as { parse: (text: string) => unknown }).parse(text);
 
 function readFile(path: string, problems: string[]): Record<string, unknown> {
   try {

@@ -32,7 +32,7 @@ export async function startBridge(options: {
       SWITCHYARD_LOG_LEVEL: 'warn',
       ...options.env,
     },
-    { compiled: options.compiled ?? false },
+    options.compiled ? { compiled: true, nodeOptions: [...EDGE_NODE_OPTIONS] } : {},
   );
   const opsUrl = `http://127.0.0.1:${opsPort}`;
   await waitFor(
