@@ -49,4 +49,9 @@ export const commands: CommandEntry[] = [
     summary: 'simulated BSUs publishing telemetry, status and events to an MQTT broker',
     load: async () => (await import('./simulate.ts')).registerSimulate,
   },
+  {
+    name: 'dev',
+    summary: 'everything at once on this machine: stack, bridges, devices, consumers, live view',
+    load: async () => (await import('./dev.ts')).registerDev,
+  },
 ];
