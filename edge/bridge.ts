@@ -12,6 +12,7 @@ import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.ts';
+import { LabelledCount } from '../lib/metrics.ts';
 import { connectNats } from '../lib/nats.ts';
 import type { Readiness } from '../lib/ops.ts';
 import {
@@ -28,7 +29,7 @@ import { siteStreamNames } from '../schemas/streams.ts';
 import type { EdgeConfig } from './config.ts';
 import { AsyncPublisher } from './async-publisher.ts';
 import { MqttSource } from './mqtt-source.ts';
-import { OrderedPublisher } from './ordered-publisher.ts';
+import { OrderedPublisher, type PublishRequest } from './ordered-publisher.ts';
 import { ensureSiteStreams } from './site-streams.ts';
 import { TopicMapper } from './topics.ts';
 
@@ -56,12 +57,11 @@ function classify(reason: string): InvalidReason {
 }
 
 export class EdgeMetrics {
-  readonly received: Counter<'kind'>;
-  readonly published: Counter<'kind'>;
-  readonly invalid: Counter<'reason'>;
+  readonly received: LabelledCount;
+  readonly published: LabelledCount;
+  readonly invalid: LabelledCount;
   readonly duplicates: Counter;
   readonly publishRetries: Counter;
-  readonly inFlight: Gauge;
   readonly publishSeconds: Histogram;
   readonly streamMessages: Gauge<'stream'>;
   readonly streamBytes: Gauge<'stream'>;
@@ -69,25 +69,25 @@ export class EdgeMetrics {
   readonly streamOldestAgeSeconds: Gauge<'stream'>;
   readonly streamEvicted: Gauge<'stream'>;
 
-  constructor(registry: Registry) {
+  constructor(registry: Registry, inFlight: () => number) {
     const registers = [registry];
-    this.received = new Counter({
+    this.received = new LabelledCount({
       name: 'switchyard_edge_received_total',
       help: 'MQTT messages received, by the kind their topic names',
-      labelNames: ['kind'],
-      registers,
+      labelName: 'kind',
+      registry,
     });
-    this.published = new Counter({
+    this.published = new LabelledCount({
       name: 'switchyard_edge_published_total',
       help: 'Messages stored in the site streams (PubAck received), by stored kind',
-      labelNames: ['kind'],
-      registers,
+      labelName: 'kind',
+      registry,
     });
-    this.invalid = new Counter({
+    this.invalid = new LabelledCount({
       name: 'switchyard_edge_invalid_total',
       help: 'Payloads kept aside as kind invalid, by reason',
-      labelNames: ['reason'],
-      registers,
+      labelName: 'reason',
+      registry,
     });
     this.duplicates = new Counter({
       name: 'switchyard_edge_duplicates_total',
@@ -99,16 +99,19 @@ export class EdgeMetrics {
       help: 'Failed JetStream publish attempts (retried)',
       registers,
     });
-    this.inFlight = new Gauge({
-      name: 'switchyard_edge_in_flight',
-      help: 'Messages received and not yet acknowledged to the broker',
-      registers,
-    });
     this.publishSeconds = new Histogram({
       name: 'switchyard_edge_publish_seconds',
       help: 'From MQTT receipt to JetStream PubAck',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30],
       registers,
+    });
+    new Gauge({
+      name: 'switchyard_edge_in_flight',
+      help: 'Messages received and not yet stored in JetStream',
+      registers,
+      collect() {
+        this.set(inFlight());
+      },
     });
     const streamGauge = (name: string, help: string): Gauge<'stream'> =>
       new Gauge({ name, help, labelNames: ['stream'], registers });
@@ -145,9 +148,10 @@ export class EdgeBridge {
   private publisher?: OrderedPublisher;
   private asyncPublisher?: AsyncPublisher;
   private statsTimer?: NodeJS.Timeout;
+  private inFlight = 0;
 
   constructor(private readonly options: EdgeBridgeOptions) {
-    this.metrics = new EdgeMetrics(options.registry);
+    this.metrics = new EdgeMetrics(options.registry, () => this.inFlight);
     this.topics = new TopicMapper(options.config.topics);
   }
 
@@ -181,68 +185,78 @@ export class EdgeBridge {
   }
 
   /** Hands one MQTT message over to JetStream; resolves once it is stored. */
-  private async handle(topic: string, payload: Buffer): Promise<void> {
-    const { config } = this.options;
+  private handle(topic: string, payload: Buffer): Promise<void> {
     const receivedAtMs = Date.now();
+    // Everything derived from the payload (its parsed JSON above all) is dropped before the wait for
+    // the PubAck: a thousand messages in flight then cost the garbage collector next to nothing.
+    const request = this.prepare(topic, payload, receivedAtMs);
+    this.inFlight++;
+    return this.publisher!.publish(request).then(
+      (ack) => {
+        this.inFlight--;
+        if (ack.duplicate) this.metrics.duplicates.inc();
+        else this.metrics.published.add(request.kind);
+        this.metrics.publishSeconds.observe((Date.now() - receivedAtMs) / 1000);
+      },
+      (err: unknown) => {
+        this.inFlight--;
+        throw err;
+      },
+    );
+  }
+
+  /** Validates a message and builds what is published: subject, headers, stored kind. */
+  private prepare(
+    topic: string,
+    payload: Buffer,
+    receivedAtMs: number,
+  ): PublishRequest & { kind: MessageKind } {
+    const { config } = this.options;
     const route = this.topics.match(topic);
     const claimedKind = route?.kind ?? 'unknown';
-    this.metrics.received.inc({ kind: claimedKind });
-    this.metrics.inFlight.inc();
-    try {
-      const h = natsHeaders();
-      h.set(Header.site, config.site);
-      h.set(Header.gateway, config.gateway);
-      h.set(Header.receivedAt, new Date(receivedAtMs).toISOString());
-      h.set(Header.mqttTopic, topic);
+    this.metrics.received.add(claimedKind);
+    const h = natsHeaders();
+    h.set(Header.site, config.site);
+    h.set(Header.gateway, config.gateway);
+    h.set(Header.receivedAt, new Date(receivedAtMs).toISOString());
+    h.set(Header.mqttTopic, topic);
 
-      let device = route?.device ?? UNKNOWN_DEVICE;
-      let invalid: { reason: string; label: InvalidReason } | undefined;
-      let msgID: string;
-      let kind: string;
-      if (!isValidId(device)) {
-        invalid = {
-          reason: `device id ${JSON.stringify(device)} is not usable: use letters, digits, - and _`,
-          label: InvalidReason.badDeviceId,
-        };
-        device = UNKNOWN_DEVICE;
-      }
-      const decoded = invalid
-        ? undefined
-        : decodePayload(claimedKind, payload, { maxBytes: config.maxPayloadBytes });
-      if (decoded && !decoded.ok) invalid = { reason: decoded.reason, label: classify(decoded.reason) };
-      if (decoded?.ok && decoded.tsMs > receivedAtMs + config.maxClockSkewMs) {
-        const aheadS = Math.round((decoded.tsMs - receivedAtMs) / 1000);
-        invalid = {
-          reason: `${claimedKind}.ts: device clock is ${aheadS} s ahead of the gateway (limit ${config.maxClockSkewMs / 1000} s)`,
-          label: InvalidReason.clockSkew,
-        };
-      }
-
-      if (decoded?.ok && !invalid) {
-        kind = decoded.kind;
-        h.set(Header.schema, schemaTag(decoded.kind as DeviceKind));
-        msgID = messageId(config.site, device, kind, decoded.seq, decoded.tsMs);
-      } else {
-        kind = MessageKind.invalid;
-        h.set(Header.invalidReason, invalid!.reason);
-        h.set(Header.claimedKind, claimedKind);
-        // Byte-identical evidence on the same topic is the same evidence: a redelivery is stored once.
-        msgID = `${config.site}.invalid.${createHash('sha256').update(topic).update('\0').update(payload).digest('base64url')}`;
-        this.metrics.invalid.inc({ reason: invalid!.label });
-      }
-      h.set(Header.msgId, msgID);
-
-      const ack = await this.publisher!.publish({
-        subject: subjectFor(config.site, device, kind as MessageKind),
-        payload,
-        headers: h,
-      });
-      if (ack.duplicate) this.metrics.duplicates.inc();
-      else this.metrics.published.inc({ kind });
-      this.metrics.publishSeconds.observe((Date.now() - receivedAtMs) / 1000);
-    } finally {
-      this.metrics.inFlight.dec();
+    let device = route?.device ?? UNKNOWN_DEVICE;
+    let invalid: { reason: string; label: InvalidReason } | undefined;
+    if (!isValidId(device)) {
+      invalid = {
+        reason: `device id ${JSON.stringify(device)} is not usable: use letters, digits, - and _`,
+        label: InvalidReason.badDeviceId,
+      };
+      device = UNKNOWN_DEVICE;
     }
+    const decoded = invalid
+      ? undefined
+      : decodePayload(claimedKind, payload, { maxBytes: config.maxPayloadBytes });
+    if (decoded && !decoded.ok) invalid = { reason: decoded.reason, label: classify(decoded.reason) };
+    if (decoded?.ok && decoded.tsMs > receivedAtMs + config.maxClockSkewMs) {
+      const aheadS = Math.round((decoded.tsMs - receivedAtMs) / 1000);
+      invalid = {
+        reason: `${claimedKind}.ts: device clock is ${aheadS} s ahead of the gateway (limit ${config.maxClockSkewMs / 1000} s)`,
+        label: InvalidReason.clockSkew,
+      };
+    }
+
+    let kind: MessageKind;
+    if (decoded?.ok && !invalid) {
+      kind = decoded.kind;
+      h.set(Header.schema, schemaTag(decoded.kind as DeviceKind));
+      h.set(Header.msgId, messageId(config.site, device, kind, decoded.seq, decoded.tsMs));
+    } else {
+      kind = MessageKind.invalid;
+      h.set(Header.invalidReason, invalid!.reason);
+      h.set(Header.claimedKind, claimedKind);
+      // Byte-identical evidence on the same topic is the same evidence: a redelivery is stored once.
+      const digest = createHash('sha256').update(topic).update('\0').update(payload).digest('base64url');
+      h.set(Header.msgId, `${config.site}.invalid.${digest}`);
+      this.metrics.invalid.add(invalid!.label);
+    }
+    return { subject: subjectFor(config.site, device, kind), payload, headers: h, kind };
   }
 
   /** Samples depth, age and evictions of the site streams into the metrics. */
