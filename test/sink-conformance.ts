@@ -4,32 +4,38 @@
  *
  * - a batch written twice changes nothing the second time (exact records and values),
  * - an empty batch resolves and writes nothing,
- * - a device payload that does not decode is rejected with a reason (or, for a sink that keeps
- *   everything, kept), and the rest of its batch is written,
+ * - a device payload that does not decode is rejected with a reason, and the rest of its batch is
+ *   written — or, for a sink that declares it has no bad data (`noBadData`, with the reason, which
+ *   becomes part of the test's name), kept with the rest of its batch, bytes that are not even
+ *   UTF-8 included,
  * - with the server killed mid-stream, writes throw transient errors (never PermanentSinkError)
  *   and readiness says not ready; once it is back, everything the sink acknowledged is there.
  *
  * Adding a sink: write an adapter and call `sinkConformance` from a `test/sinks-<name>.test.ts`:
  *
- *   sinkConformance('monitor sink (Redis)', async () => {
- *     const servers = new TestServers('sink-redis');
- *     let redis = await servers.redis();
- *     const sink = createMonitorSink({ redisUrl: redis.url }, silentLogger);
+ *   sinkConformance('influx2 sink (VictoriaMetrics)', async () => {
+ *     const servers = new TestServers('sink-influx2');
+ *     let vm = await servers.victoriaMetrics();
+ *     const sink = createInflux2Sink(settingsFor(vm), silentLogger);
  *     await sink.open();
  *     return {
  *       sink,
  *       // What the store holds for one site, canonical (sorted) and comparable with deepEqual.
- *       readBack: (site) => readRedisState(redis.url, site),
+ *       readBack: (site) => readVictoriaMetrics(vm.url, site),
  *       // What readBack must return once these (accepted) messages are durable.
- *       expected: (messages) => latestStatePerDevice(messages),
+ *       expected: (messages) => samplesOf(messages),
  *       rejectsUndecodable: true,
  *       kill: async () => {
- *         await killServer(redis);
- *         return async () => void (redis = await servers.restart(redis));
+ *         await stopServer(vm);
+ *         return async () => void (vm = await servers.restart(vm));
  *       },
  *       stop: () => servers.stopAll(),
  *     };
  *   });
+ *
+ * A sink for which no input is bad data says so, with why (test/sinks-archive-monitor.test.ts):
+ *
+ *   sinkConformance('archive sink (s3rver)', start, { noBadData: 'it archives every payload as sent' });
  *
  * Every test uses its own site id, so `readBack(site)` sees only that test's data. Messages are
  * real device payloads (fixture below) with device times within the last hour, which every store
@@ -49,7 +55,10 @@ export interface SinkUnderTest {
   readBack(site: string): Promise<unknown[]>;
   /** What `readBack` must return once `messages` (all accepted ones, in order) are durable. */
   expected(messages: readonly SinkMessage[]): unknown[];
-  /** True if a device payload that does not decode is rejected; false if the sink keeps it. */
+  /**
+   * True if a device payload that does not decode is rejected; false if the sink keeps it, which
+   * it must then declare with `noBadData` (ConformanceOptions) and the reason.
+   */
   rejectsUndecodable: boolean;
   /** Stops the server abruptly; resolves to a function that starts it again (same port, same data). */
   kill(): Promise<() => Promise<void>>;
@@ -156,8 +165,22 @@ async function writeUntilAccepted(
 let siteCounter = 0;
 const freshSite = (): string => `conf-${process.pid}-${++siteCounter}`;
 
+/** What a sink declares about itself when its suite is defined (test names depend on it). */
+export interface ConformanceOptions {
+  /**
+   * No input is bad data for this sink, and why (e.g. the archive keeps every payload as sent).
+   * The bad-data case then checks that payloads that do not decode, or are not UTF-8, are kept
+   * with the rest of their batch, instead of expecting a rejection.
+   */
+  noBadData?: string;
+}
+
 /** Defines the conformance tests of one sink; `start` runs once, before them. */
-export function sinkConformance(name: string, start: () => Promise<SinkUnderTest>): void {
+export function sinkConformance(
+  name: string,
+  start: () => Promise<SinkUnderTest>,
+  options: ConformanceOptions = {},
+): void {
   describe(`${name} keeps the Sink contract`, () => {
     let t: SinkUnderTest;
     before(async () => {
@@ -200,22 +223,41 @@ export function sinkConformance(name: string, start: () => Promise<SinkUnderTest
       assert.deepEqual(await t.readBack(site), []);
     });
 
-    test('a payload that does not decode is rejected with a reason; the rest of the batch is written', async () => {
-      const site = freshSite();
-      const good = deviceMessages(site, 6);
-      const bad = sinkMessage(site, 'bsu-1', 'telemetry', { ts: Date.now() - 1000, seq: 1, SoC: 'full' });
-      const batch = [...good.slice(0, 3), bad, ...good.slice(3)];
-      const result = await t.sink.write(batch, AbortSignal.timeout(10_000));
-      if (t.rejectsUndecodable) {
+    if (options.noBadData !== undefined) {
+      test(`has no bad data (${options.noBadData}): payloads that do not decode or are not UTF-8 are kept with their batch`, async () => {
+        assert.equal(t.rejectsUndecodable, false, 'a sink with no bad data rejects nothing');
+        const site = freshSite();
+        const good = deviceMessages(site, 6);
+        const wrongType = sinkMessage(site, 'bsu-1', 'telemetry', {
+          ts: Date.now() - 1000,
+          seq: 1,
+          SoC: 'full',
+        });
+        const notUtf8 = {
+          ...sinkMessage(site, 'bsu-2', 'status', ''),
+          payload: new Uint8Array([0xff, 0xfe, 0x7b, 0x00, 0xc3]),
+        };
+        const batch = [...good.slice(0, 3), wrongType, notUtf8, ...good.slice(3)];
+        assert.deepEqual(await t.sink.write(batch, AbortSignal.timeout(10_000)), { rejected: [] });
+        await settled(site, batch);
+      });
+    } else {
+      test('a payload that does not decode is rejected with a reason; the rest of the batch is written', async () => {
+        assert.ok(
+          t.rejectsUndecodable,
+          'a sink that keeps undecodable payloads declares it: sinkConformance(name, start, { noBadData: why })',
+        );
+        const site = freshSite();
+        const good = deviceMessages(site, 6);
+        const bad = sinkMessage(site, 'bsu-1', 'telemetry', { ts: Date.now() - 1000, seq: 1, SoC: 'full' });
+        const batch = [...good.slice(0, 3), bad, ...good.slice(3)];
+        const result = await t.sink.write(batch, AbortSignal.timeout(10_000));
         assert.equal(result.rejected.length, 1);
         assert.equal(result.rejected[0]!.seq, bad.seq);
         assert.match(result.rejected[0]!.reason, /SoC/);
         await settled(site, good);
-      } else {
-        assert.deepEqual(result.rejected, []);
-        await settled(site, batch);
-      }
-    });
+      });
+    }
 
     test('with the server killed mid-stream, writes fail transiently and nothing acknowledged is lost', async () => {
       const site = freshSite();
