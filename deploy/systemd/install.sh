@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Installs or upgrades the Switchyard site bridge on a gateway (docs/deploy.md):
+#   - system users switchyard (the bridge) and switchyard-nats (the site's nats-server);
+#   - /opt/switchyard: the release (dist/, package.json, node_modules/), owned by root;
+#   - /etc/switchyard: edge.env and nats-site.conf, written only when absent (yours after that);
+#   - switchyard-edge.service and switchyard-nats.service: installed, enabled, started.
+# Idempotent: run it again with the same release and it changes nothing and restarts nothing; with
+# a new release it swaps /opt/switchyard and restarts the bridge (SIGTERM: it settles what it holds).
+set -euo pipefail
+shopt -u patsub_replacement 2>/dev/null || true
+
+usage() {
+  cat <<'EOF'
+usage: install.sh [options]
+  --release DIR       release to install (default: the tree this script is in); it must hold
+                      dist/cli/main.js and package.json, and node_modules/ if made by make-release.sh
+  --site ID           the site id: SWITCHYARD_SITE of a new edge.env, domain of a new nats-site.conf
+  --hub-leaf-url URL  the hub's leaf-node URL for a new nats-site.conf (tls://host:7422)
+  --leaf-creds FILE   credentials of the site's account at the hub (-> /etc/switchyard/leaf.creds)
+  --max-file-store N  JetStream disk limit of a new nats-site.conf, bytes (default 10737418240)
+  --no-nats           leave out switchyard-nats.service (the site's nats-server is managed elsewhere)
+  --no-start          install and enable, but start or restart nothing
+  --prefix DIR        install into DIR as a root file system (an image, a test): users and units
+                      are set up there, nothing is started
+  --dry-run           print what would be done and change nothing
+  -h, --help          this text
+Exit codes: 0 done, 1 failed, 2 bad usage.
+EOF
+}
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+RELEASE="$(cd "$HERE/../.." && pwd)"
+SITE=""
+HUB_LEAF_URL=""
+LEAF_CREDS=""
+MAX_FILE_STORE=10737418240
+WITH_NATS=1
+START=1
+PREFIX=""
+DRY_RUN=0
+
+die() { echo "install.sh: $2" >&2; exit "$1"; }
+need_value() { [[ $# -ge 2 && -n $2 ]] || die 2 "$1 needs a value (see --help)"; }
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --release) need_value "$@"; RELEASE=$2; shift 2 ;;
+    --site) need_value "$@"; SITE=$2; shift 2 ;;
+    --hub-leaf-url) need_value "$@"; HUB_LEAF_URL=$2; shift 2 ;;
+    --leaf-creds) need_value "$@"; LEAF_CREDS=$2; shift 2 ;;
+    --max-file-store) need_value "$@"; MAX_FILE_STORE=$2; shift 2 ;;
+    --no-nats) WITH_NATS=0; shift ;;
+    --no-start) START=0; shift ;;
+    --prefix) need_value "$@"; PREFIX=$2; shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) die 2 "unknown argument '$1' (see --help)" ;;
+  esac
+done
+
+# The values go into config files through sed: only characters that need no escaping pass.
+[[ -z $SITE || $SITE =~ ^[A-Za-z0-9_-]{1,128}$ ]] || die 2 "invalid site id '$SITE': use letters, digits, - and _"
+[[ -z $HUB_LEAF_URL || $HUB_LEAF_URL =~ ^(nats-leaf|tls|ws|wss)://[A-Za-z0-9._~%:@/-]+$ ]] ||
+  die 2 "invalid hub leaf URL '$HUB_LEAF_URL': expected tls://host:port or nats-leaf://host:port"
+[[ $MAX_FILE_STORE =~ ^[1-9][0-9]*$ ]] || die 2 "--max-file-store takes a number of bytes, not '$MAX_FILE_STORE'"
+[[ -z $LEAF_CREDS || -f $LEAF_CREDS ]] || die 2 "no credentials file at $LEAF_CREDS"
+[[ -z $PREFIX ]] || PREFIX="$(cd "$PREFIX" 2>/dev/null && pwd)" || die 2 "--prefix: no directory $PREFIX"
+[[ -f $RELEASE/dist/cli/main.js && -f $RELEASE/package.json ]] ||
+  die 2 "no build in $RELEASE (dist/cli/main.js): run 'npm run build', or use a release made by deploy/make-release.sh"
+RELEASE="$(cd "$RELEASE" && pwd)"
+((DRY_RUN)) || [[ $(id -u) -eq 0 ]] || die 2 "run as root (or with --dry-run)"
+
+# Live paths (what the units name) and where they are written (under --prefix, if any).
+APP=/opt/switchyard
+ETC=/etc/switchyard
+UNIT_DIR=/etc/systemd/system
+SYSUSERS=/etc/sysusers.d/switchyard.conf
+NODE=/usr/bin/node
+NATS_SERVER=/usr/sbin/nats-server
+UNITS=(switchyard-edge.service)
+((WITH_NATS)) && UNITS+=(switchyard-nats.service)
+
+CHANGES=0
+say() { echo "install.sh: $*"; }
+# A change: done (and counted), or only printed in a dry run.
+change() {
+  CHANGES=$((CHANGES + 1))
+  if ((DRY_RUN)); then say "would $1"; else say "$1"; fi
+}
+# Runs a command, or prints it in a dry run.
+run() {
+  if ((DRY_RUN)); then say "would run: $*"; else "$@"; fi
+}
+
+# --- checks of the live system ---------------------------------------------------------------
+if [[ -z $PREFIX ]]; then
+  if [[ ! -x $NODE ]]; then
+    ((DRY_RUN)) || die 1 "no $NODE: install Node.js 20 or later"
+    say "warning: no $NODE (Node.js 20 or later is needed)"
+  elif ! "$NODE" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+    die 1 "$NODE is Node.js $("$NODE" --version); Switchyard needs 20 or later"
+  fi
+  if ((WITH_NATS)) && [[ ! -x $NATS_SERVER ]]; then
+    ((DRY_RUN)) || die 1 "no $NATS_SERVER: apt-get install nats-server (or use --no-nats)"
+    say "warning: no $NATS_SERVER (apt-get install nats-server)"
+  fi
+fi
+
+# Numeric id of a group in the target's /etc/group (the prefix's own, not the host's).
+gid_of() { [[ ! -f $PREFIX/etc/group ]] || awk -F: -v g="$1" '$1 == g { print $3 }' "$PREFIX/etc/group"; }
+
+# Installs SRC as DEST (a live path) with MODE and GROUP, if it is missing or differs.
+install_file() {
+  local src=$1 dest=$2 mode=$3 group=${4:-root} what=${5:-$2}
+  if [[ -f $PREFIX$dest ]] && cmp -s "$src" "$PREFIX$dest"; then
+    say "unchanged $what"
+    return 1
+  fi
+  if [[ -f $PREFIX$dest ]]; then change "update $what"; else change "install $what"; fi
+  ((DRY_RUN)) && return 0
+  local gid
+  gid=$(gid_of "$group")
+  install -D -m "$mode" -o 0 -g "${gid:-0}" "$src" "$PREFIX$dest"
+}
+
+# --- users -----------------------------------------------------------------------------------
+# The Switchyard users the target's /etc/passwd has, e.g. "switchyard switchyard-nats ".
+our_users() {
+  [[ -f $PREFIX/etc/passwd ]] || return 0
+  awk -F: '$1 ~ /^switchyard(-nats)?$/ { print $1 }' "$PREFIX/etc/passwd" | sort | tr '\n' ' '
+}
+users_before=$(our_users)
+install_file "$HERE/switchyard.sysusers" "$SYSUSERS" 0644 root || true
+if ((!DRY_RUN)); then
+  if command -v systemd-sysusers >/dev/null; then
+    root_arg=()
+    [[ -z $PREFIX ]] || root_arg=(--root="$PREFIX")
+    mkdir -p "$PREFIX/etc"
+    systemd-sysusers "${root_arg[@]}" "$PREFIX$SYSUSERS" >/dev/null 2>&1 ||
+      die 1 "systemd-sysusers failed on $SYSUSERS"
+  elif [[ -z $PREFIX ]]; then
+    for u in switchyard switchyard-nats; do
+      id -u "$u" >/dev/null 2>&1 || useradd --system --user-group --no-create-home --home-dir / \
+        --shell /usr/sbin/nologin "$u"
+    done
+  else
+    die 1 "systemd-sysusers is needed to create users under --prefix"
+  fi
+fi
+users_after=$(our_users)
+if ((DRY_RUN)); then
+  [[ $users_before == "switchyard switchyard-nats " ]] || change "create users switchyard, switchyard-nats"
+elif [[ $users_before != "$users_after" ]]; then
+  change "created users: ${users_after% }"
+else
+  say "unchanged users switchyard, switchyard-nats"
+fi
+
+# --- the release -----------------------------------------------------------------------------
+# Identifies a release by its content: the build and the dependency lock.
+release_id() {
+  local paths=(dist package.json)
+  [[ -f $1/package-lock.json ]] && paths+=(package-lock.json)
+  (cd "$1" && find "${paths[@]}" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+}
+NEW_ID=$(release_id "$RELEASE")
+OLD_ID=$(cat "$PREFIX$APP/.release-id" 2>/dev/null || true)
+VERSION=$(grep -o '"version": *"[^"]*"' "$RELEASE/package.json" | head -n1 | cut -d'"' -f4 || true)
+RELEASE_CHANGED=0
+if [[ $NEW_ID == "$OLD_ID" ]]; then
+  say "unchanged $APP (release $VERSION, $NEW_ID)"
+else
+  RELEASE_CHANGED=1
+  change "install $APP from $RELEASE (release $VERSION, $NEW_ID${OLD_ID:+, replacing $OLD_ID})"
+  if ((!DRY_RUN)); then
+    stage="$PREFIX$APP.new"
+    rm -rf "$stage"
+    mkdir -p "$stage"
+    cp -R "$RELEASE/dist" "$RELEASE/package.json" "$stage/"
+    [[ -f $RELEASE/package-lock.json ]] && cp "$RELEASE/package-lock.json" "$stage/"
+    if [[ -f $RELEASE/.switchyard-release && -d $RELEASE/node_modules ]]; then
+      # A release from make-release.sh carries its production dependencies: no registry needed.
+      cp -R "$RELEASE/node_modules" "$RELEASE/.switchyard-release" "$stage/"
+    else
+      # A checkout's node_modules holds development tools too: install the production ones only.
+      [[ -f $stage/package-lock.json ]] || die 1 "$RELEASE has no package-lock.json to install dependencies from"
+      say "running npm ci --omit=dev in $stage"
+      (cd "$stage" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error) ||
+        die 1 "npm ci failed in $stage"
+    fi
+    echo "$NEW_ID" >"$stage/.release-id"
+    # Root owns the code; the services only read it.
+    chown -R 0:0 "$stage"
+    chmod -R u=rwX,go=rX "$stage"
+    [[ -e $PREFIX$APP ]] && mv "$PREFIX$APP" "$PREFIX$APP.old"
+    mv "$stage" "$PREFIX$APP"
+    rm -rf "$PREFIX$APP.old"
+  fi
+fi
+
+# --- configuration ---------------------------------------------------------------------------
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+if ((!DRY_RUN)); then
+  install -d -m 0755 -o 0 -g 0 "$PREFIX$ETC"
+fi
+
+if [[ -f $PREFIX$ETC/edge.env ]]; then
+  say "kept $ETC/edge.env (exists: edit it, then systemctl restart switchyard-edge)"
+  if [[ -n $SITE ]] && ! grep -qx "SWITCHYARD_SITE=$SITE" "$PREFIX$ETC/edge.env"; then
+    say "warning: $ETC/edge.env does not set SWITCHYARD_SITE=$SITE"
+  fi
+else
+  sed "s|^SWITCHYARD_SITE=.*|SWITCHYARD_SITE=$SITE|" "$HERE/edge.env" >"$tmp/edge.env"
+  install_file "$tmp/edge.env" "$ETC/edge.env" 0640 switchyard || true
+  [[ -n $SITE ]] || say "warning: set SWITCHYARD_SITE in $ETC/edge.env: the bridge refuses to start without it"
+fi
+
+NATS_CHANGED=0
+if ((WITH_NATS)); then
+  if [[ -n $LEAF_CREDS ]]; then
+    install_file "$LEAF_CREDS" "$ETC/leaf.creds" 0640 switchyard-nats && NATS_CHANGED=1
+  fi
+  if [[ -f $PREFIX$ETC/nats-site.conf ]]; then
+    say "kept $ETC/nats-site.conf (exists: edit it, then systemctl restart switchyard-nats)"
+  else
+    [[ -n $SITE && -n $HUB_LEAF_URL ]] ||
+      die 2 "$ETC/nats-site.conf does not exist yet: give --site and --hub-leaf-url (or --no-nats)"
+    if [[ -n $LEAF_CREDS || -f $PREFIX$ETC/leaf.creds ]]; then
+      creds="credentials: \"$ETC/leaf.creds\""
+    else
+      creds="# no credentials: the hub takes this leaf unauthenticated"
+    fi
+    # Placeholders are replaced outside comments only: the header keeps documenting them.
+    sed -e "/^[[:space:]]*#/!{s|@SITE@|$SITE|g; s|@HUB_LEAF_URL@|$HUB_LEAF_URL|g; s|@LEAF_CREDENTIALS@|$creds|g;" \
+      -e "s|@MAX_FILE_STORE@|$MAX_FILE_STORE|g}" "$HERE/nats-site.conf" >"$tmp/nats-site.conf"
+    if grep -n '@[A-Z_]*@' "$tmp/nats-site.conf" | grep -v '^[0-9]*:[[:space:]]*#' >&2; then
+      die 1 "placeholders left in the rendered nats-site.conf"
+    fi
+    install_file "$tmp/nats-site.conf" "$ETC/nats-site.conf" 0640 switchyard-nats && NATS_CHANGED=1
+  fi
+fi
+
+# --- units -----------------------------------------------------------------------------------
+declare -A UNIT_CHANGED=()
+for unit in "${UNITS[@]}"; do
+  if install_file "$HERE/$unit" "$UNIT_DIR/$unit" 0644 root; then UNIT_CHANGED[$unit]=1; fi
+done
+
+if [[ -n $PREFIX ]]; then
+  # An offline root: enable (the [Install] symlinks); whoever boots it starts the units.
+  for unit in "${UNITS[@]}"; do
+    if [[ -L $PREFIX/etc/systemd/system/multi-user.target.wants/$unit ]]; then
+      say "unchanged: $unit enabled"
+    else
+      change "enable $unit under $PREFIX"
+      ((DRY_RUN)) || systemctl --root="$PREFIX" --quiet enable "$unit"
+    fi
+  done
+else
+  ((${#UNIT_CHANGED[@]} == 0)) || run systemctl daemon-reload
+  # Debian's nats-server package starts its own server on the same port at boot.
+  if ((WITH_NATS)) && [[ $(systemctl is-enabled nats-server.service 2>/dev/null || true) == enabled ]]; then
+    change "disable Debian's nats-server.service (switchyard-nats.service replaces it)"
+    run systemctl --quiet disable --now nats-server.service
+  fi
+  declare -A WAS_ACTIVE=()
+  for unit in "${UNITS[@]}"; do
+    if ((DRY_RUN)); then
+      if ((START)); then say "would run: systemctl enable --now $unit"; else say "would run: systemctl enable $unit"; fi
+      WAS_ACTIVE[$unit]=1
+      continue
+    fi
+    enabled=$(systemctl is-enabled "$unit" 2>/dev/null || true)
+    active=$(systemctl is-active "$unit" 2>/dev/null || true)
+    [[ $active == active ]] && WAS_ACTIVE[$unit]=1
+    if ((START)); then
+      [[ $enabled == enabled && $active == active ]] || change "enable and start $unit"
+      systemctl --quiet enable --now "$unit"
+    else
+      [[ $enabled == enabled ]] || change "enable $unit"
+      systemctl --quiet enable "$unit"
+    fi
+  done
+  if ((START)); then
+    # A service that was already running picks up a new release, unit or config only when
+    # restarted (one started just now has them). The bridge settles the messages in hand on
+    # SIGTERM; nats-server flushes its store.
+    if ((WITH_NATS && ${WAS_ACTIVE[switchyard-nats.service]:-0})) &&
+      ((NATS_CHANGED || ${UNIT_CHANGED[switchyard-nats.service]:-0})); then
+      run systemctl restart switchyard-nats.service
+    fi
+    if ((${WAS_ACTIVE[switchyard-edge.service]:-0})) &&
+      ((RELEASE_CHANGED || ${UNIT_CHANGED[switchyard-edge.service]:-0})); then
+      run systemctl restart switchyard-edge.service
+    fi
+  fi
+fi
+
+noun=changes
+((CHANGES == 1)) && noun=change
+if ((DRY_RUN)); then
+  say "dry run: $CHANGES $noun would be made"
+else
+  say "done: $CHANGES $noun"
+fi

@@ -1,0 +1,854 @@
+/**
+ * What deploy/ promises, checked against the code it deploys: every SWITCHYARD_* variable it sets
+ * is one the command really reads (names derived from the config schemas with envName()), the
+ * values parse through the commands' own config loader, every command it runs exists, probes and
+ * scrapes hit the ops port the command binds, the systemd units and install.sh work on a scratch
+ * root, and the site nats-server template is a config a real nats-server runs with: a leaf of a
+ * real hub whose stream sources the site.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import {
+  appendFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { Command } from 'commander';
+import type { TObject } from 'typebox';
+import { parseAllDocuments } from 'yaml';
+import { archiveSpec } from '../cli/commands/archive.ts';
+import { commands } from '../cli/commands/index.ts';
+import { ingestSpec } from '../cli/commands/ingest.ts';
+import { monitorSpec } from '../cli/commands/monitor.ts';
+import { consumerCommandSchema } from '../cloud/consumer-command.ts';
+import { addSite, HubStreamConfigSchema } from '../cloud/hub-stream.ts';
+import { DYNAMIC_DEFAULTS, envValue, renderEnvExample } from '../deploy/env-example.ts';
+import { EdgeConfigSchema, SiteStreamConfigSchema } from '../edge/config.ts';
+import { ensureSiteStreams } from '../edge/site-streams.ts';
+import { envName, kebab, loadConfig } from '../lib/config.ts';
+import { ENV_PREFIX } from '../lib/env.ts';
+import { HUB_STREAM } from '../schemas/streams.ts';
+import { findBinary, freePort, ServerRole, type ServerSpec } from '../stack/servers.ts';
+import { natsConnect, streamCount } from './support/jetstream.ts';
+import { TestServers, waitFor } from './support/servers.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const DEPLOY = join(ROOT, 'deploy');
+const SYSTEMD = join(DEPLOY, 'systemd');
+const K8S = join(DEPLOY, 'k8s');
+const INSTALL = join(SYSTEMD, 'install.sh');
+const read = (path: string): string => readFileSync(path, 'utf8');
+
+// ---------------------------------------------------------------------------------------------
+// Commands and the settings they read
+
+/** The config schema behind each command line that takes settings. */
+const SCHEMAS: Record<string, TObject> = {
+  edge: EdgeConfigSchema,
+  archive: consumerCommandSchema(archiveSpec),
+  monitor: consumerCommandSchema(monitorSpec),
+  ingest: consumerCommandSchema(ingestSpec),
+  'site add': HubStreamConfigSchema,
+  'site remove': HubStreamConfigSchema,
+  'site list': HubStreamConfigSchema,
+  'site init': SiteStreamConfigSchema,
+};
+/** Long-running consumers, each a Deployment. */
+const CONSUMERS = ['archive', 'monitor', 'ingest'];
+/** Read by every command besides its schema's settings (lib/config.ts). */
+const CONFIG_FILE_VAR = `${ENV_PREFIX}CONFIG`;
+
+const envNames = (schema: TObject): string[] => Object.keys(schema.properties).map(envName);
+const keyOfEnv = (schema: TObject, name: string): string | undefined =>
+  Object.keys(schema.properties).find((k) => envName(k) === name);
+const ALL_VARS = new Set([CONFIG_FILE_VAR, ...Object.values(SCHEMAS).flatMap(envNames)]);
+
+/**
+ * The command an argument list runs, as the CLI registers it: `['site', 'add', 'x']` → `site add`.
+ * Throws when the first argument is not a command. Also checks that the schema mapped to it is
+ * the one its flags come from.
+ */
+async function resolveCommand(args: string[]): Promise<string> {
+  const entry = commands.find((c) => c.name === args[0]);
+  assert.ok(entry, `${JSON.stringify(args)}: "${args[0]}" is not a switchyard command`);
+  const program = new Command('switchyard');
+  (await entry.load())(program);
+  let command = program.commands.find((c) => c.name() === args[0])!;
+  const path = [args[0]!];
+  for (const arg of args.slice(1)) {
+    const sub = command.commands.find((c) => c.name() === arg);
+    if (!sub) break;
+    command = sub;
+    path.push(arg);
+  }
+  assert.equal(command.commands.length, 0, `${path.join(' ')} needs a subcommand`);
+  const name = path.join(' ');
+  const schema = SCHEMAS[name];
+  assert.ok(schema, `no config schema known for "${name}"`);
+  const flags = new Set(command.options.map((o) => o.long));
+  for (const key of Object.keys(schema.properties))
+    assert.ok(flags.has(`--${kebab(key)}`), `${name} has no --${kebab(key)}: wrong schema mapped`);
+  return name;
+}
+
+/** Defaults of a schema as JSON text, per property. */
+function defaultOf(schema: TObject, key: string): string {
+  return JSON.stringify((schema.properties[key] as { default?: unknown }).default);
+}
+
+// ---------------------------------------------------------------------------------------------
+// File formats
+
+/** An env file's variables: set (`KEY=value`) and commented out (`#KEY=value`). */
+function parseEnvFile(text: string): { set: Map<string, string>; commented: Map<string, string> } {
+  const set = new Map<string, string>();
+  const commented = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^(#?)(SWITCHYARD_[A-Z0-9_]+)=(.*)$/.exec(line);
+    if (!m) continue;
+    const value = m[3]!.replace(/^'(.*)'$/, '$1');
+    (m[1] ? commented : set).set(m[2]!, value);
+  }
+  return { set, commented };
+}
+
+/** A systemd unit: section → key → values (a key may repeat). */
+function parseUnit(text: string): Map<string, Map<string, string[]>> {
+  const sections = new Map<string, Map<string, string[]>>();
+  let current: Map<string, string[]> | undefined;
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    const header = /^\[(.+)\]$/.exec(line);
+    if (header) {
+      current = new Map();
+      sections.set(header[1]!, current);
+      continue;
+    }
+    const eq = line.indexOf('=');
+    assert.ok(current && eq > 0, `not a unit file line: ${line}`);
+    const key = line.slice(0, eq).trim();
+    current.set(key, [...(current.get(key) ?? []), line.slice(eq + 1).trim()]);
+  }
+  return sections;
+}
+
+function unitValue(
+  unit: Map<string, Map<string, string[]>>,
+  section: string,
+  key: string,
+): string | undefined {
+  return unit.get(section)?.get(key)?.at(-1);
+}
+
+interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name?: string; generateName?: string; namespace?: string; labels?: Record<string, string> };
+  // Manifests are checked field by field below.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  spec?: any;
+  data?: Record<string, string>;
+  stringData?: Record<string, string>;
+  [key: string]: unknown;
+}
+
+function parseYamlFile(path: string): K8sObject[] {
+  return parseAllDocuments(read(path)).map((doc) => {
+    assert.deepEqual(doc.errors, [], `${relative(ROOT, path)}: ${doc.errors.join('; ')}`);
+    const value = doc.toJS() as K8sObject;
+    assert.ok(value?.apiVersion && value.kind, `${relative(ROOT, path)}: a document without apiVersion/kind`);
+    return value;
+  });
+}
+
+/** Runs install.sh; never throws. */
+function install(args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync('bash', [INSTALL, ...args], { encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A release as install.sh expects one from make-release.sh, with a stand-in build. */
+function fakeRelease(dir: string, build = 'one'): string {
+  mkdirSync(join(dir, 'dist/cli'), { recursive: true });
+  mkdirSync(join(dir, 'node_modules/dependency'), { recursive: true });
+  writeFileSync(join(dir, 'dist/cli/main.js'), `// build ${build}\n`);
+  writeFileSync(join(dir, 'package.json'), read(join(ROOT, 'package.json')));
+  writeFileSync(join(dir, 'package-lock.json'), '{}\n');
+  writeFileSync(join(dir, 'node_modules/dependency/index.js'), '\n');
+  writeFileSync(join(dir, '.switchyard-release'), 'switchyard test\n');
+  return dir;
+}
+
+const lastLine = (text: string): string => text.trim().split('\n').at(-1) ?? '';
+
+// ---------------------------------------------------------------------------------------------
+
+describe('every SWITCHYARD_* variable in deploy/', () => {
+  test('is one that a Switchyard command reads', () => {
+    const files: string[] = [];
+    const walk = (dir: string): void => {
+      for (const e of readdirSync(dir, { withFileTypes: true }))
+        if (e.isDirectory()) walk(join(dir, e.name));
+        else files.push(join(dir, e.name));
+    };
+    walk(DEPLOY);
+    const unknown: string[] = [];
+    for (const file of files)
+      for (const [name] of read(file).matchAll(/SWITCHYARD_[A-Z0-9_]*[A-Z0-9]/g))
+        if (!ALL_VARS.has(name)) unknown.push(`${relative(ROOT, file)}: ${name}`);
+    assert.deepEqual(unknown, []);
+  });
+});
+
+describe('edge.env, the example of the bridge settings', () => {
+  const text = read(join(SYSTEMD, 'edge.env'));
+  const { set, commented } = parseEnvFile(text);
+
+  test('lists every setting the bridge reads, and nothing else', () => {
+    const listed = [...set.keys(), ...commented.keys()].sort();
+    assert.deepEqual(listed, envNames(EdgeConfigSchema).sort());
+  });
+
+  test('is what deploy/env-example.ts writes from the schema (regenerate it if this fails)', () => {
+    assert.equal(text, renderEnvExample('edge', EdgeConfigSchema));
+  });
+
+  test('leaves only the required settings uncommented, and shows every default as the schema has it', () => {
+    const dynamic = DYNAMIC_DEFAULTS.edge ?? {};
+    for (const [key, prop] of Object.entries(EdgeConfigSchema.properties)) {
+      const name = envName(key);
+      const def = (prop as { default?: unknown }).default;
+      if (key in dynamic) assert.equal(commented.get(name), dynamic[key], name);
+      else if (def === undefined)
+        assert.equal(set.get(name), '', `${name} is required: an empty line to fill in`);
+      else assert.equal(commented.get(name), envValue(def).replace(/^'(.*)'$/, '$1'), name);
+    }
+  });
+
+  test('uncommented as it stands, loads through the bridge config to the defaults', () => {
+    const env: Record<string, string> = {
+      ...Object.fromEntries(commented),
+      ...Object.fromEntries(set),
+      SWITCHYARD_SITE: 'site-7',
+    };
+    for (const key of Object.keys(DYNAMIC_DEFAULTS.edge ?? {})) delete env[envName(key)];
+    const loaded = loadConfig(EdgeConfigSchema, { env });
+    assert.deepEqual(loaded, loadConfig(EdgeConfigSchema, { env: { SWITCHYARD_SITE: 'site-7' } }));
+  });
+});
+
+describe('systemd units', () => {
+  const edge = parseUnit(read(join(SYSTEMD, 'switchyard-edge.service')));
+  const nats = parseUnit(read(join(SYSTEMD, 'switchyard-nats.service')));
+
+  test('switchyard-edge runs the compiled CLI with plain node, as user switchyard, with edge.env', async () => {
+    const exec = unitValue(edge, 'Service', 'ExecStart')!.split(/\s+/);
+    assert.equal(exec[0], '/usr/bin/node');
+    // tsc compiles cli/main.ts to <outDir>/cli/main.js (tsconfig: rootDir "."), under /opt/switchyard.
+    const tsconfig = JSON.parse(read(join(ROOT, 'tsconfig.json'))) as {
+      compilerOptions: { outDir: string; rootDir: string };
+    };
+    assert.equal(tsconfig.compilerOptions.rootDir, '.');
+    assert.equal(exec[1], `/opt/switchyard/${tsconfig.compilerOptions.outDir}/cli/main.js`);
+    assert.ok(existsSync(join(ROOT, 'cli/main.ts')));
+    assert.equal(await resolveCommand(exec.slice(2)), 'edge');
+    assert.equal(unitValue(edge, 'Service', 'EnvironmentFile'), '/etc/switchyard/edge.env');
+    assert.equal(unitValue(edge, 'Service', 'User'), 'switchyard');
+    assert.match(unitValue(edge, 'Service', 'Type')!, /^(exec|simple)$/);
+  });
+
+  test('switchyard-edge restarts on failure but not on bad config, and stops with SIGTERM in time', () => {
+    assert.equal(unitValue(edge, 'Service', 'Restart'), 'always');
+    assert.equal(unitValue(edge, 'Service', 'RestartSec'), '2');
+    assert.equal(unitValue(edge, 'Service', 'RestartPreventExitStatus'), '2');
+    assert.equal(unitValue(edge, 'Unit', 'StartLimitIntervalSec'), '0');
+    assert.equal(unitValue(edge, 'Service', 'KillSignal'), 'SIGTERM');
+    // The bridge waits up to 10 s for the messages in hand (edge/mqtt-source.ts), then drains NATS.
+    assert.ok(Number(unitValue(edge, 'Service', 'TimeoutStopSec')) >= 20);
+  });
+
+  test('switchyard-edge is confined and writes nowhere', () => {
+    const expected: Record<string, string> = {
+      NoNewPrivileges: 'yes',
+      ProtectSystem: 'strict',
+      ProtectHome: 'yes',
+      PrivateTmp: 'yes',
+      MemoryMax: '256M',
+      CapabilityBoundingSet: '',
+    };
+    for (const [key, value] of Object.entries(expected))
+      assert.equal(unitValue(edge, 'Service', key), value, key);
+    assert.match(unitValue(edge, 'Service', 'LimitNOFILE') ?? '', /^\d+$/);
+    for (const key of ['ReadWritePaths', 'StateDirectory', 'RuntimeDirectory', 'LogsDirectory'])
+      assert.equal(unitValue(edge, 'Service', key), undefined, `${key}: the bridge keeps no state`);
+    // V8 compiles to writable, executable memory.
+    assert.notEqual(unitValue(edge, 'Service', 'MemoryDenyWriteExecute'), 'yes');
+  });
+
+  test('switchyard-nats runs nats-server on nats-site.conf, with its store as the state directory', () => {
+    assert.equal(
+      unitValue(nats, 'Service', 'ExecStart'),
+      '/usr/sbin/nats-server -c /etc/switchyard/nats-site.conf',
+    );
+    assert.equal(unitValue(nats, 'Service', 'User'), 'switchyard-nats');
+    const template = read(join(SYSTEMD, 'nats-site.conf'));
+    const storeDir = /^\s*store_dir:\s*"([^"]+)"/m.exec(template)?.[1];
+    assert.equal(storeDir, `/var/lib/${unitValue(nats, 'Service', 'StateDirectory')}`);
+    assert.equal(unitValue(nats, 'Service', 'Restart'), 'always');
+  });
+
+  test('the bridge orders itself after the site nats-server and both start at boot', () => {
+    assert.match(unitValue(edge, 'Unit', 'After')!, /switchyard-nats\.service/);
+    assert.equal(unitValue(edge, 'Install', 'WantedBy'), 'multi-user.target');
+    assert.equal(unitValue(nats, 'Install', 'WantedBy'), 'multi-user.target');
+  });
+
+  test('systemd-analyze verify finds nothing to report', (t) => {
+    const which = spawnSync('sh', ['-c', 'command -v systemd-analyze'], { encoding: 'utf8' });
+    if (which.status !== 0) return t.skip('systemd-analyze is not installed');
+    const r = spawnSync(
+      'systemd-analyze',
+      ['verify', join(SYSTEMD, 'switchyard-edge.service'), join(SYSTEMD, 'switchyard-nats.service')],
+      { encoding: 'utf8' },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr.trim(), '', 'no warnings either (an unknown key is only a warning)');
+  });
+});
+
+describe('install.sh', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'switchyard-install-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('is valid bash and answers --help', () => {
+    const syntax = spawnSync('bash', ['-n', INSTALL], { encoding: 'utf8' });
+    assert.equal(syntax.status, 0, syntax.stderr);
+    const help = install(['--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /--dry-run/);
+  });
+
+  test('--dry-run into a prefix prints every action and changes nothing', () => {
+    const release = fakeRelease(join(dir, 'dry-release'));
+    const prefix = join(dir, 'dry-root');
+    mkdirSync(prefix);
+    const r = install([
+      '--dry-run',
+      '--prefix',
+      prefix,
+      '--release',
+      release,
+      '--site',
+      'site-7',
+      '--hub-leaf-url',
+      'tls://hub.example.net:7422',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    for (const action of [
+      '/opt/switchyard',
+      '/etc/switchyard/edge.env',
+      '/etc/switchyard/nats-site.conf',
+      'switchyard-edge.service',
+      'switchyard-nats.service',
+      'create users',
+    ])
+      assert.match(r.stdout, new RegExp(`would .*${action.replace(/[.]/g, '\\.')}`), action);
+    assert.match(lastLine(r.stdout), /^install\.sh: dry run: \d+ changes? would be made$/);
+    assert.deepEqual(readdirSync(prefix), []);
+  });
+
+  test('--dry-run on this machine names the systemctl calls and changes nothing', () => {
+    const release = fakeRelease(join(dir, 'live-release'));
+    const r = install([
+      '--dry-run',
+      '--release',
+      release,
+      '--site',
+      'site-7',
+      '--hub-leaf-url',
+      'tls://hub:7422',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /would run: systemctl enable --now switchyard-edge\.service/);
+    assert.match(r.stdout, /would run: systemctl enable --now switchyard-nats\.service/);
+  });
+
+  test('refuses bad usage with exit 2 and one line', () => {
+    const release = fakeRelease(join(dir, 'usage-release'));
+    const prefix = join(dir, 'usage-root');
+    mkdirSync(prefix);
+    for (const args of [
+      ['--site', 'no spaces'],
+      ['--hub-leaf-url', 'http://hub:80'],
+      ['--bogus'],
+      // A fresh root has no nats-site.conf: it needs the site and the hub.
+      ['--prefix', prefix, '--release', release],
+      ['--release', join(dir, 'nowhere'), '--dry-run'],
+    ]) {
+      const r = install(args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /^install\.sh: .+\n$/);
+    }
+  });
+
+  test('installs into a root, and a second run changes nothing and keeps edited config', (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root (it chowns files to the new users)');
+    const release = fakeRelease(join(dir, 'release'));
+    const prefix = join(dir, 'root');
+    mkdirSync(prefix);
+    const args = [
+      '--prefix',
+      prefix,
+      '--release',
+      release,
+      '--site',
+      'site-7',
+      '--hub-leaf-url',
+      'nats-leaf://127.0.0.1:7422',
+    ];
+    const first = install(args);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(lastLine(first.stdout), /^install\.sh: done: [1-9]\d* changes?$/);
+
+    // What the units name is there.
+    assert.ok(existsSync(join(prefix, 'opt/switchyard/dist/cli/main.js')));
+    assert.ok(existsSync(join(prefix, 'opt/switchyard/node_modules/dependency/index.js')));
+    const passwd = read(join(prefix, 'etc/passwd'));
+    assert.match(passwd, /^switchyard:x:\d+:\d+:[^:]*:[^:]*:\/usr\/sbin\/nologin$/m);
+    assert.match(passwd, /^switchyard-nats:x:\d+:/m);
+    const gid = (group: string): number =>
+      Number(new RegExp(`^${group}:x:(\\d+):`, 'm').exec(read(join(prefix, 'etc/group')))?.[1]);
+    const env = statSync(join(prefix, 'etc/switchyard/edge.env'));
+    assert.equal(env.mode & 0o777, 0o640);
+    assert.equal(env.gid, gid('switchyard'));
+    assert.equal(statSync(join(prefix, 'etc/switchyard/nats-site.conf')).gid, gid('switchyard-nats'));
+    assert.equal(
+      parseEnvFile(read(join(prefix, 'etc/switchyard/edge.env'))).set.get('SWITCHYARD_SITE'),
+      'site-7',
+    );
+    for (const unit of ['switchyard-edge.service', 'switchyard-nats.service']) {
+      assert.equal(read(join(prefix, 'etc/systemd/system', unit)), read(join(SYSTEMD, unit)));
+      assert.equal(
+        readlinkSync(join(prefix, 'etc/systemd/system/multi-user.target.wants', unit)),
+        `/etc/systemd/system/${unit}`,
+      );
+    }
+
+    appendFileSync(join(prefix, 'etc/switchyard/edge.env'), 'SWITCHYARD_LOG_LEVEL=debug\n');
+    const again = install(args);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(lastLine(again.stdout), 'install.sh: done: 0 changes');
+    assert.match(read(join(prefix, 'etc/switchyard/edge.env')), /^SWITCHYARD_LOG_LEVEL=debug$/m);
+
+    // A new build is the one change of the next run.
+    writeFileSync(join(release, 'dist/cli/main.js'), '// build two\n');
+    const upgrade = install(args);
+    assert.equal(upgrade.code, 0, upgrade.stderr);
+    assert.equal(lastLine(upgrade.stdout), 'install.sh: done: 1 change');
+    assert.equal(read(join(prefix, 'opt/switchyard/dist/cli/main.js')), '// build two\n');
+    assert.ok(
+      !existsSync(join(prefix, 'opt/switchyard.old')) && !existsSync(join(prefix, 'opt/switchyard.new')),
+    );
+  });
+});
+
+describe('nats-site.conf, the site nats-server template', () => {
+  const servers = new TestServers('deploy');
+  let dir: string;
+  let hubNc: NatsConnection | undefined;
+  let siteNc: NatsConnection | undefined;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'switchyard-nats-conf-'));
+  });
+  after(async () => {
+    await hubNc?.close();
+    await siteNc?.close();
+    await servers.stopAll();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** nats-site.conf as install.sh renders it into a fresh root. */
+  function render(name: string, extra: string[]): string {
+    const prefix = join(dir, name);
+    mkdirSync(prefix);
+    const run = install([
+      '--prefix',
+      prefix,
+      '--release',
+      fakeRelease(join(dir, `${name}-release`)),
+      ...extra,
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    return join(prefix, 'etc/switchyard/nats-site.conf');
+  }
+
+  test('renders to a config nats-server accepts, with and without leaf credentials', (t) => {
+    if (process.getuid?.() !== 0) return t.skip('install.sh needs root');
+    const natsServer = findBinary('nats-server');
+    const creds = join(dir, 'leaf.creds');
+    writeFileSync(creds, 'stand-in credentials\n');
+    for (const [name, extra] of [
+      ['plain', []],
+      ['creds', ['--leaf-creds', creds]],
+    ] as const) {
+      const file = render(name, [
+        '--site',
+        'site-7',
+        '--hub-leaf-url',
+        'tls://hub.example.net:7422',
+        ...extra,
+      ]);
+      const text = read(file);
+      const body = text
+        .split('\n')
+        .filter((l) => !l.trim().startsWith('#'))
+        .join('\n');
+      assert.doesNotMatch(body, /@[A-Z_]+@/, 'placeholders left');
+      assert.match(body, /domain: "site-7"/);
+      assert.equal(/credentials: "\/etc\/switchyard\/leaf\.creds"/.test(body), name === 'creds');
+      const check = spawnSync(natsServer, ['-t', '-c', file], { encoding: 'utf8' });
+      assert.equal(check.status, 0, check.stderr);
+    }
+    // And the test flag would catch a bad file (it is no mere parse of the syntax).
+    const bad = join(dir, 'bad.conf');
+    writeFileSync(bad, 'jetstream { store_dir: "/tmp/x", no_such_setting: 1 }\n');
+    assert.notEqual(spawnSync(natsServer, ['-t', '-c', bad]).status, 0);
+  });
+
+  test('runs a site in its own domain, a leaf of the hub, whose BSU sources its streams', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('install.sh needs root');
+    const hub = await servers.nats({ leafListen: true });
+    const varz = (await (await fetch(`${hub.monitorUrl}/varz`)).json()) as { leaf: { port: number } };
+    const site = 'site-deploy';
+    const file = render('live', [
+      '--site',
+      site,
+      '--hub-leaf-url',
+      `nats-leaf://127.0.0.1:${varz.leaf.port}`,
+    ]);
+
+    // The gateway's fixed ports and store, moved to free ones and a temp dir for this machine.
+    const [port, monitorPort] = [await freePort(), await freePort()];
+    const storeDir = join(dir, 'store');
+    let text = read(file);
+    const moves: [string, string][] = [
+      ['listen: "127.0.0.1:4222"', `listen: "127.0.0.1:${port}"`],
+      ['http: "127.0.0.1:8222"', `http: "127.0.0.1:${monitorPort}"`],
+      ['store_dir: "/var/lib/switchyard/nats"', `store_dir: "${storeDir}"`],
+    ];
+    for (const [from, to] of moves) {
+      assert.ok(text.includes(from), `the template has ${from}`);
+      text = text.replace(from, to);
+    }
+    const conf = join(dir, 'site.conf');
+    writeFileSync(conf, text);
+    const spec: ServerSpec = {
+      name: site,
+      role: ServerRole.siteNats,
+      site,
+      command: findBinary('nats-server'),
+      args: ['-c', conf],
+      url: `nats://127.0.0.1:${port}`,
+      monitorUrl: `http://127.0.0.1:${monitorPort}`,
+      dataDir: storeDir,
+      logFile: join(dir, 'site-nats.log'),
+      waitForLeaf: true,
+    };
+    mkdirSync(storeDir);
+    await servers.start(spec); // ready once JetStream is up and the leaf is connected
+
+    siteNc = await natsConnect(spec.url);
+    await ensureSiteStreams(await jetstreamManager(siteNc), {
+      ...loadConfig(SiteStreamConfigSchema, { env: { SWITCHYARD_SITE: site } }),
+      telemetryMaxBytes: 64 * 1024 * 1024,
+      eventsMaxBytes: 16 * 1024 * 1024,
+    });
+    hubNc = await natsConnect(hub.url);
+    await addSite(await jetstreamManager(hubNc), site, loadConfig(HubStreamConfigSchema, { env: {} }));
+    await jetstream(siteNc).publish(`bsu.${site}.bsu-1.status`, '{"ts":1,"seq":1}', { msgID: 'deploy-1' });
+    // The hub reaches the site's JetStream API as $JS.<domain>.API: the domain is the site id.
+    await waitFor(
+      'the site message in the hub stream',
+      async () => (await streamCount(hubNc!, HUB_STREAM)) === 1,
+      30_000,
+    );
+  });
+});
+
+describe('mosquitto-switchyard.conf', () => {
+  const servers = new TestServers('deploy-mqtt');
+  after(() => servers.stopAll());
+
+  test('is accepted by mosquitto as a conf.d snippet', async () => {
+    const confd = join(servers.dir, 'conf.d');
+    mkdirSync(confd);
+    cpSync(join(SYSTEMD, 'mosquitto-switchyard.conf'), join(confd, 'switchyard.conf'));
+    const port = await freePort();
+    const conf = join(servers.dir, 'mosquitto.conf');
+    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\ninclude_dir ${confd}\n`);
+    // startServer rejects, with mosquitto's log, if mosquitto refuses the file and exits.
+    await servers.start({
+      name: 'mosquitto',
+      role: ServerRole.siteMqtt,
+      command: findBinary('mosquitto'),
+      args: ['-c', conf],
+      url: `mqtt://127.0.0.1:${port}`,
+      dataDir: servers.dir,
+      logFile: join(servers.dir, 'mosquitto.log'),
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes
+
+describe('Kubernetes manifests', () => {
+  const kustomization = parseYamlFile(join(K8S, 'kustomization.yaml'))[0] as unknown as {
+    namespace: string;
+    resources: string[];
+    images: { name: string; newName: string; newTag: string }[];
+  };
+  const resources = kustomization.resources.flatMap((file) => parseYamlFile(join(K8S, file)));
+  const configMap = resources.find((r) => r.kind === 'ConfigMap')!;
+  const secretFile = parseYamlFile(join(K8S, 'secret.example.yaml'));
+  const secret = secretFile[0]!;
+  const jobs = parseYamlFile(join(K8S, 'site-add-job.yaml'));
+  const deployments = resources.filter((r) => r.kind === 'Deployment');
+  const image = kustomization.images[0]!;
+
+  /** The environment a container gets: its ConfigMaps, env values and (example) Secret values. */
+  function containerEnv(container: {
+    envFrom?: { configMapRef?: { name: string }; secretRef?: { name: string } }[];
+    env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
+  }): { env: Record<string, string>; fromConfigMap: string[]; own: string[] } {
+    const env: Record<string, string> = {};
+    const fromConfigMap: string[] = [];
+    for (const from of container.envFrom ?? []) {
+      assert.equal(
+        from.secretRef,
+        undefined,
+        'take Secret keys one by one (secretKeyRef), only those the command reads',
+      );
+      assert.equal(from.configMapRef?.name, configMap.metadata.name);
+      Object.assign(env, configMap.data);
+      fromConfigMap.push(...Object.keys(configMap.data ?? {}));
+    }
+    for (const e of container.env ?? []) {
+      const ref = e.valueFrom?.secretKeyRef;
+      if (ref) {
+        assert.equal(ref.name, secret.metadata.name);
+        assert.ok(ref.key in (secret.stringData ?? {}), `${ref.key} is not in secret.example.yaml`);
+        assert.equal(e.name, ref.key, 'a Secret key is named after the variable it becomes');
+        env[e.name] = secret.stringData![ref.key]!;
+      } else env[e.name] = e.value ?? '';
+    }
+    return { env, fromConfigMap, own: (container.env ?? []).map((e) => e.name) };
+  }
+
+  test('every resource parses; the secret template and the per-site Job are not applied by kustomize', () => {
+    assert.deepEqual(resources.map((r) => r.kind).sort(), [
+      'ConfigMap',
+      'Deployment',
+      'Deployment',
+      'Deployment',
+      'Namespace',
+      'PodDisruptionBudget',
+      'PodDisruptionBudget',
+      'Service',
+      'Service',
+      'Service',
+    ]);
+    assert.ok(!kustomization.resources.includes('secret.example.yaml'));
+    assert.equal(resources.find((r) => r.kind === 'Namespace')!.metadata.name, kustomization.namespace);
+    assert.equal(secret.kind, 'Secret');
+    assert.equal(secret.metadata.namespace, kustomization.namespace);
+    assert.deepEqual(
+      jobs.map((j) => j.kind),
+      ['Job'],
+    );
+  });
+
+  test('one Deployment per consumer, each running a real command through the image entrypoint', async () => {
+    const run: string[] = [];
+    for (const d of deployments) {
+      const [container, ...others] = d.spec.template.spec.containers;
+      assert.equal(others.length, 0);
+      assert.equal(container.command, undefined, 'args go to the image ENTRYPOINT (node dist/cli/main.js)');
+      assert.equal(container.image, image.name);
+      run.push(await resolveCommand(container.args));
+    }
+    assert.deepEqual(run.sort(), [...CONSUMERS].sort());
+  });
+
+  test('each container sets only variables its command reads, with values its config loader accepts', async () => {
+    for (const d of deployments) {
+      const container = d.spec.template.spec.containers[0];
+      const command = await resolveCommand(container.args);
+      const schema = SCHEMAS[command]!;
+      const { env, own } = containerEnv(container);
+      for (const name of own.filter((n) => n.startsWith(ENV_PREFIX)))
+        assert.ok(keyOfEnv(schema, name), `${d.metadata.name}: ${command} does not read ${name}`);
+      assert.doesNotThrow(() => loadConfig(schema, { env }), `${d.metadata.name}: config`);
+    }
+  });
+
+  test('the ConfigMap holds only settings that some command taking it reads, meaning the same in each', async () => {
+    const readers = [
+      ...deployments.map((d) => d.spec.template.spec.containers[0]),
+      ...jobs.map((j) => j.spec.template.spec.containers[0]),
+    ];
+    const schemas: TObject[] = [];
+    for (const c of readers)
+      if (containerEnv(c).fromConfigMap.length > 0) schemas.push(SCHEMAS[await resolveCommand(c.args)]!);
+    for (const name of Object.keys(configMap.data ?? {})) {
+      const readBy = schemas.filter((s) => keyOfEnv(s, name));
+      assert.ok(readBy.length > 0, `no command that takes the ConfigMap reads ${name}`);
+      // A setting whose default differs between commands (ops port, batch size …) is per command.
+      const defaults = new Set(readBy.map((s) => defaultOf(s, keyOfEnv(s, name)!)));
+      assert.equal(
+        defaults.size,
+        1,
+        `${name} means different things to different commands: set it per Deployment`,
+      );
+    }
+  });
+
+  test('every key of the Secret template is a setting a command reads', () => {
+    for (const key of Object.keys(secret.stringData ?? {})) assert.ok(ALL_VARS.has(key), key);
+  });
+
+  test('probes and the scrape hit /healthz, /readyz and /metrics on the ops port the command binds', async () => {
+    for (const d of deployments) {
+      const pod = d.spec.template;
+      const container = pod.spec.containers[0];
+      const schema = SCHEMAS[await resolveCommand(container.args)]!;
+      const config = loadConfig(schema, { env: containerEnv(container).env }) as {
+        opsPort: number;
+        opsHost: string;
+      };
+      assert.equal(config.opsHost, '0.0.0.0', `${d.metadata.name}: ops endpoint must listen on the pod IP`);
+      const ops = container.ports.find((p: { name: string }) => p.name === 'ops');
+      assert.equal(ops?.containerPort, config.opsPort, `${d.metadata.name}: containerPort`);
+      for (const [probe, path] of [
+        ['livenessProbe', '/healthz'],
+        ['readinessProbe', '/readyz'],
+      ] as const) {
+        assert.equal(container[probe]?.httpGet?.path, path, `${d.metadata.name}: ${probe}`);
+        assert.ok(
+          [ops.name, ops.containerPort].includes(container[probe].httpGet.port),
+          `${d.metadata.name}: ${probe} port`,
+        );
+      }
+      assert.equal(pod.metadata.annotations['prometheus.io/scrape'], 'true');
+      assert.equal(pod.metadata.annotations['prometheus.io/port'], String(config.opsPort));
+      assert.equal(pod.metadata.annotations['prometheus.io/path'], '/metrics');
+
+      const service = resources.find((r) => r.kind === 'Service' && r.metadata.name === d.metadata.name);
+      assert.ok(service, `${d.metadata.name}: a Service for its metrics`);
+      for (const [k, v] of Object.entries(service.spec.selector as Record<string, string>))
+        assert.equal(pod.metadata.labels[k], v, `${d.metadata.name}: Service selector`);
+      assert.ok([ops.name, ops.containerPort].includes(service.spec.ports[0].targetPort));
+    }
+  });
+
+  test('pods get longer to stop than the runner takes to settle the batch in hand', async () => {
+    for (const d of deployments) {
+      const container = d.spec.template.spec.containers[0];
+      const schema = SCHEMAS[await resolveCommand(container.args)]!;
+      const { shutdownGraceMs } = loadConfig(schema, { env: containerEnv(container).env }) as {
+        shutdownGraceMs: number;
+      };
+      // The write in hand gets shutdownGraceMs; naks, closing the sink and the NATS drain follow.
+      assert.ok(
+        d.spec.template.spec.terminationGracePeriodSeconds >= shutdownGraceMs / 1000 + 10,
+        d.metadata.name,
+      );
+    }
+  });
+
+  test('pods run as non-root on a read-only root, with no capabilities, and with resources set', () => {
+    for (const pod of [...deployments, ...jobs].map((r) => r.spec.template.spec)) {
+      assert.equal(pod.securityContext.runAsNonRoot, true);
+      assert.ok(pod.securityContext.runAsUser > 0);
+      const c = pod.containers[0];
+      assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+      assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+      assert.deepEqual(c.securityContext.capabilities.drop, ['ALL']);
+      for (const kind of ['requests', 'limits'])
+        assert.ok(c.resources[kind].memory && c.resources[kind].cpu, kind);
+    }
+  });
+
+  test('one archive worker; PodDisruptionBudgets select their consumer', () => {
+    const archive = deployments.find((d) => d.spec.template.spec.containers[0].args[0] === 'archive')!;
+    assert.equal(archive.spec.replicas, 1);
+    for (const pdb of resources.filter((r) => r.kind === 'PodDisruptionBudget')) {
+      const target = deployments.find((d) => d.metadata.name === pdb.metadata.name);
+      assert.ok(target, `${pdb.metadata.name}: no Deployment of that name`);
+      assert.ok(pdb.spec.minAvailable < target.spec.replicas, `${pdb.metadata.name} would block every drain`);
+      assert.deepEqual(pdb.spec.selector.matchLabels, target.spec.selector.matchLabels);
+    }
+  });
+
+  test('the site-add Job runs `site add` with the image kustomize deploys and the shared settings', async () => {
+    const container = jobs[0]!.spec.template.spec.containers[0];
+    assert.equal(await resolveCommand(container.args), 'site add');
+    assert.equal(container.args.length, 3, 'site add <site>');
+    assert.equal(container.image, `${image.newName}:${image.newTag}`);
+    assert.doesNotThrow(() => loadConfig(HubStreamConfigSchema, { env: containerEnv(container).env }));
+  });
+});
+
+describe('Dockerfile', () => {
+  const dockerfile = read(join(ROOT, 'Dockerfile'));
+  const instructions = dockerfile
+    .split('\n')
+    .filter((l) => l.trim() && !l.trim().startsWith('#'))
+    .map((l) => l.trim());
+
+  test('builds every folder the build compiles, and runs the compiled CLI as a non-root user', () => {
+    const build = JSON.parse(read(join(ROOT, 'tsconfig.build.json'))) as { include: string[] };
+    const copied = new Set(
+      instructions
+        .filter((l) => l.startsWith('COPY ') && !l.includes('--from'))
+        .map((l) => l.split(/\s+/)[1]),
+    );
+    for (const folder of build.include) assert.ok(copied.has(folder), `COPY ${folder}`);
+    assert.ok(instructions.some((l) => /^RUN npm ci --omit=dev\b/.test(l)));
+    assert.ok(instructions.includes('RUN npm run build'));
+    for (const from of instructions.filter((l) => l.startsWith('FROM ')))
+      assert.match(from, /^FROM node:(20|22|24)-slim\b/);
+    assert.equal(instructions.at(-1), 'ENTRYPOINT ["node", "dist/cli/main.js"]');
+    const user = instructions.filter((l) => l.startsWith('USER ')).at(-1);
+    const uid = Number(/^USER (\d+)/.exec(user ?? '')?.[1]);
+    assert.ok(uid > 0, 'a numeric, non-root USER (Kubernetes checks runAsNonRoot by number)');
+    const k8sUid = parseYamlFile(join(K8S, 'archive.yaml'))[0]!.spec.template.spec.securityContext.runAsUser;
+    assert.equal(k8sUid, uid);
+  });
+
+  test('.dockerignore keeps the host build and dependencies out of the context', () => {
+    const ignored = read(join(ROOT, '.dockerignore'))
+      .split('\n')
+      .map((l) => l.trim());
+    for (const entry of ['node_modules', 'dist', '.git']) assert.ok(ignored.includes(entry), entry);
+  });
+});
