@@ -20,9 +20,8 @@ import { Command } from 'commander';
 import type { Registry } from 'prom-client';
 import Type, { type Static, type TObject, type TProperties } from 'typebox';
 import { addConfigOptions, loadConfig, type ConfigSources } from '../lib/config.ts';
-import { createLogger, type Logger } from '../lib/log.ts';
-import { createRegistry, startOpsServer } from '../lib/ops.ts';
-import { shutdownSignal } from '../lib/shutdown.ts';
+import type { Logger } from '../lib/log.ts';
+import { runService } from '../lib/service.ts';
 import type { RegisterCommand } from '../cli/commands/index.ts';
 import { DEFAULT_RUNNER_SETTINGS, runConsumer, type ConsumerRun, type RunnerSettings } from './runner.ts';
 import type { Sink } from './sink.ts';
@@ -175,31 +174,22 @@ export async function startConsumer<S extends TObject>(
 }
 
 /** Runs a consumer command until SIGTERM/SIGINT; resolves once everything is closed. */
-export async function runConsumerCommand<S extends TObject>(
+export function runConsumerCommand<S extends TObject>(
   spec: ConsumerCommandSpec<S>,
   config: ConsumerConfig<S>,
 ): Promise<void> {
-  const service = `switchyard-${spec.name}`;
-  const log = createLogger(service, { level: config.logLevel });
-  const registry = createRegistry(service);
-  const signal = shutdownSignal(log);
-  let run: ConsumerRun | undefined;
-  const ops = await startOpsServer({
-    host: config.opsHost,
-    port: config.opsPort,
-    registry,
-    log,
-    readiness: () => run?.readiness() ?? { ready: false, reasons: ['starting'] },
+  return runService({
+    name: `switchyard-${spec.name}`,
+    opsHost: config.opsHost,
+    opsPort: config.opsPort,
+    logLevel: config.logLevel,
+    start: async ({ log, registry, signal }) => {
+      const run = await startConsumer(spec, config, { log, registry, signal });
+      log.info({ durable: config.durable, stream: config.stream }, 'consuming');
+      // The runner stops on the same signal and settles its batch; `done` resolves after that.
+      return { readiness: () => run.readiness(), stop: () => run.done, done: run.done };
+    },
   });
-  try {
-    run = await startConsumer(spec, config, { log, registry, signal });
-    log.info({ durable: config.durable, stream: config.stream }, 'started');
-    await run.done;
-    log.info('stopped cleanly');
-  } finally {
-    await ops.close();
-    log.flush();
-  }
 }
 
 /** A `switchyard <name>` command: see the module comment. */

@@ -4,12 +4,7 @@
  * per registry and reused.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-
-type Metric<L extends string> = Counter<L> | Gauge<L> | Histogram<L>;
-
-function once<M extends Metric<string>>(registry: Registry, name: string, make: () => M): M {
-  return (registry.getSingleMetric(name) as M | undefined) ?? make();
-}
+import { registered } from '../lib/metrics.ts';
 
 /** Names of the runner's metrics (all labelled `consumer`). */
 export const RunnerMetric = {
@@ -41,9 +36,13 @@ export interface RunnerMetrics {
 export function runnerMetrics(registry: Registry): RunnerMetrics {
   const registers = [registry];
   const counter = <L extends string>(name: string, help: string, labelNames: L[]) =>
-    once(registry, name, () => new Counter<L>({ name, help, labelNames, registers }));
+    registered(registry, name, () => new Counter<L>({ name, help, labelNames, registers }));
   const gauge = (name: string, help: string) =>
-    once(registry, name, () => new Gauge<'consumer'>({ name, help, labelNames: ['consumer'], registers }));
+    registered(
+      registry,
+      name,
+      () => new Gauge<'consumer'>({ name, help, labelNames: ['consumer'], registers }),
+    );
   return {
     processed: counter(RunnerMetric.processed, 'Messages fetched and handled (each delivery)', ['consumer']),
     acked: counter(RunnerMetric.acked, 'Messages acked after the sink made them durable', ['consumer']),
@@ -58,7 +57,7 @@ export function runnerMetrics(registry: Registry): RunnerMetrics {
     skipped: counter(RunnerMetric.skipped, 'Messages outside the filter subjects, acked unwritten', [
       'consumer',
     ]),
-    writeSeconds: once(
+    writeSeconds: registered(
       registry,
       RunnerMetric.writeSeconds,
       () =>

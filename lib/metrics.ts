@@ -1,5 +1,5 @@
 /** Metric helpers for hot paths. */
-import { Counter, type Registry } from 'prom-client';
+import { Counter, type Metric, type Registry } from 'prom-client';
 
 /**
  * A counter with one label whose hot path is a Map increment: prom-client hashes the label set on
@@ -31,4 +31,22 @@ export class LabelledCount {
   get(labelValue: string): number {
     return this.counts.get(labelValue) ?? 0;
   }
+}
+
+/**
+ * The metric already registered under `name`, or a new one from `make`. Several consumers (or a
+ * consumer and its sink) may share one registry in a process; each metric must exist once.
+ */
+export function registered<M extends Metric<string>>(registry: Registry, name: string, make: () => M): M {
+  return (registry.getSingleMetric(name) as M | undefined) ?? make();
+}
+
+/** A labelled counter, registered once per registry. */
+export function registeredCounter<L extends string>(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: L[],
+): Counter<L> {
+  return registered(registry, name, () => new Counter<L>({ name, help, labelNames, registers: [registry] }));
 }

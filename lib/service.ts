@@ -10,8 +10,10 @@ import { shutdownSignal } from './shutdown.ts';
 /** What a running service offers the ops endpoint and the shutdown. */
 export interface RunningService {
   readiness(): Readiness | Promise<Readiness>;
-  /** Settles the work in hand and releases connections. */
+  /** Settles the work in hand and releases connections (called once the stop signal came). */
   stop(): Promise<void>;
+  /** Settles if the service ends by itself; a rejection ends the process with its error. */
+  done?: Promise<void>;
 }
 
 export interface ServiceOptions {

@@ -2,7 +2,8 @@
  * Metrics of the ingest sinks, labelled by `consumer` (the durable, e.g. `ingest-influx2`), next to
  * the runner's `switchyard_consumer_*`. Created once per registry: several sinks may share one.
  */
-import { Counter, type Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
+import { registeredCounter as counter } from '../../lib/metrics.ts';
 
 export const IngestMetric = {
   points: 'switchyard_ingest_points_written_total',
@@ -23,18 +24,6 @@ export interface IngestMetrics {
   skipped: Counter<'consumer'>;
   /** Messages rejected (dead-lettered by the runner), by `reason`: `undecodable` or `refused`. */
   rejected: Counter<'consumer' | 'reason'>;
-}
-
-function counter<L extends string>(
-  registry: Registry,
-  name: string,
-  help: string,
-  labelNames: L[],
-): Counter<L> {
-  return (
-    (registry.getSingleMetric(name) as Counter<L> | undefined) ??
-    new Counter<L>({ name, help, labelNames, registers: [registry] })
-  );
 }
 
 export function ingestMetrics(registry: Registry): IngestMetrics {

@@ -11,7 +11,8 @@
  * as heard from: the archive keeps them, and dead-lettering each would only copy them again.
  * While Redis is unreachable every write fails fast (no offline queue) and the runner waits.
  */
-import { Counter, type Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
+import { registeredCounter as counter } from '../../lib/metrics.ts';
 import { createClient, ErrorReply, MultiErrorReply, type RedisClientType } from 'redis';
 import Type, { type Static } from 'typebox';
 import { describeError } from '../../lib/errors.ts';
@@ -112,18 +113,6 @@ export function updateOf(
         },
       };
   }
-}
-
-function counter<L extends string>(
-  registry: Registry,
-  name: string,
-  help: string,
-  labelNames: L[],
-): Counter<L> {
-  return (
-    (registry.getSingleMetric(name) as Counter<L> | undefined) ??
-    new Counter<L>({ name, help, labelNames, registers: [registry] })
-  );
 }
 
 export class RedisMonitorSink implements Sink {

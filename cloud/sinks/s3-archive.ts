@@ -10,7 +10,8 @@
  */
 import { HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
-import { Counter, type Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
+import { registeredCounter } from '../../lib/metrics.ts';
 import Type, { type Static } from 'typebox';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
@@ -59,12 +60,8 @@ export const ArchiveMetric = {
   records: 'switchyard_archive_records_total',
 } as const;
 
-function counter(registry: Registry, name: string, help: string): Counter<'consumer'> {
-  return (
-    (registry.getSingleMetric(name) as Counter<'consumer'> | undefined) ??
-    new Counter({ name, help, labelNames: ['consumer'], registers: [registry] })
-  );
-}
+const counter = (registry: Registry, name: string, help: string): Counter<'consumer'> =>
+  registeredCounter(registry, name, help, ['consumer']);
 
 export class S3ArchiveSink implements Sink {
   readonly name = 's3';
