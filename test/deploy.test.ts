@@ -37,7 +37,7 @@ import { monitorSpec } from '../cli/commands/monitor.ts';
 import { consumerCommandSchema } from '../cloud/consumer-command.ts';
 import { addSite, HubStreamConfigSchema } from '../cloud/hub-stream.ts';
 import { DYNAMIC_DEFAULTS, envValue, renderEnvExample } from '../deploy/env-example.ts';
-import { EdgeConfigSchema, SiteStreamConfigSchema } from '../edge/config.ts';
+import { EDGE_NODE_OPTIONS, EdgeConfigSchema, SiteStreamConfigSchema } from '../edge/config.ts';
 import { ensureSiteStreams } from '../edge/site-streams.ts';
 import { envName, kebab, loadConfig } from '../lib/config.ts';
 import { ENV_PREFIX } from '../lib/env.ts';
@@ -270,6 +270,12 @@ describe('systemd units', () => {
     assert.equal(unitValue(edge, 'Service', 'EnvironmentFile'), '/etc/switchyard/edge.env');
     assert.equal(unitValue(edge, 'Service', 'User'), 'switchyard');
     assert.match(unitValue(edge, 'Service', 'Type')!, /^(exec|simple)$/);
+  });
+
+  test('switchyard-edge runs with the V8 settings the benchmarks measure (EDGE_NODE_OPTIONS)', () => {
+    const environment = unitValue(edge, 'Service', 'Environment') ?? '';
+    const nodeOptions = /NODE_OPTIONS="([^"]*)"/.exec(environment)?.[1];
+    assert.deepEqual(nodeOptions?.split(' '), [...EDGE_NODE_OPTIONS]);
   });
 
   test('switchyard-edge restarts on failure but not on bad config, and stops with SIGTERM in time', () => {
