@@ -82,13 +82,17 @@ export async function ensureHubStream(jsm: JetStreamManager, config: HubStreamCo
   return jsm.streams.update(HUB_STREAM, hubStreamConfig(config, info.config.sources ?? []));
 }
 
-/** Sources `site` into `BSU` (creating `BSU` if needed). Idempotent. */
+/**
+ * Sources `site` into `BSU`, creating `BSU` with `config`'s limits if it does not exist yet. The
+ * limits of an existing `BSU` are left as they are: onboarding a site must not undo what an
+ * operator set (`ensureHubStream` changes them deliberately). Idempotent.
+ */
 export async function addSite(
   jsm: JetStreamManager,
   site: string,
   config: HubStreamConfig,
 ): Promise<StreamInfo> {
-  const info = await ensureHubStream(jsm, config);
+  const info = (await hubInfo(jsm)) ?? (await jsm.streams.add(hubStreamConfig(config, [])));
   const current = info.config.sources ?? [];
   const wanted = siteSources(site).filter((s) => !current.some((c) => c.name === s.name));
   if (wanted.length === 0) return info;
