@@ -444,16 +444,23 @@ export async function startServer(spec: ServerSpec, options: StartOptions = {}):
   if (pid === undefined) throw new Error(`${spec.name}: could not start ${spec.command}`);
   const running: RunningServer = { ...spec, pid };
   options.onSpawn?.(running);
-  const deadline = Date.now() + (options.readyTimeoutMs ?? 30_000);
-  while (Date.now() < deadline) {
-    if (exited) throw new Error(`${spec.name} ${exited}; its log ends:\n${tail(spec.logFile)}`);
-    if (await isReady(running)) return running;
-    await sleep(100);
+  // A detached child is unref'd and the probes' timeouts are too: without a timer of our own, an
+  // interrupted start could leave this process with nothing pending and exit mid-await.
+  const keepAlive = setInterval(() => undefined, 1000);
+  try {
+    const deadline = Date.now() + (options.readyTimeoutMs ?? 30_000);
+    while (Date.now() < deadline) {
+      if (exited) throw new Error(`${spec.name} ${exited}; its log ends:\n${tail(spec.logFile)}`);
+      if (await isReady(running)) return running;
+      await sleep(100);
+    }
+    await stopServer(running);
+    throw new Error(
+      `${spec.name} did not answer within ${options.readyTimeoutMs ?? 30_000} ms; its log ends:\n${tail(spec.logFile)}`,
+    );
+  } finally {
+    clearInterval(keepAlive);
   }
-  await stopServer(running);
-  throw new Error(
-    `${spec.name} did not answer within ${options.readyTimeoutMs ?? 30_000} ms; its log ends:\n${tail(spec.logFile)}`,
-  );
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone. */
