@@ -1,10 +1,12 @@
 /**
  * `npm run bench [-- SUITE ...]`: runs the benchmarks against real servers on this machine and
- * writes the figures to bench/results.json (and a table to stdout). Suites: edge.
+ * writes the figures to bench/results.json (and a table to stdout). Suites: edge, consumers (both by
+ * default); `--quick` runs each with fewer messages and shorter runs. docs/benchmarks.md explains the figures.
  */
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
+import { benchConsumers } from './consumers.ts';
 import { benchEdge } from './edge.ts';
 import { met, type Figure } from './support.ts';
 
@@ -15,7 +17,7 @@ const { positionals, values } = parseArgs({
     quick: { type: 'boolean', default: false },
   },
 });
-const suites = positionals.length > 0 ? positionals : ['edge'];
+const suites = positionals.length > 0 ? positionals : ['edge', 'consumers'];
 const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
 const figures: Figure[] = [];
@@ -30,8 +32,17 @@ for (const suite of suites) {
         log,
       })),
     );
+  } else if (suite === 'consumers') {
+    figures.push(
+      ...(await benchConsumers({
+        messages: values.quick ? 10_000 : 50_000,
+        e2eS: values.quick ? 8 : 20,
+        e2eRate: 1000,
+        log,
+      })),
+    );
   } else {
-    log(`unknown suite ${suite}: use edge`);
+    log(`unknown suite ${suite}: use edge or consumers`);
     process.exit(2);
   }
 }

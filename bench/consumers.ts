@@ -1,0 +1,367 @@
+/**
+ * Consumer benchmarks, each against the raw limit of the server behind it, in the same run, on
+ * the same stream and the same messages:
+ * - archive (→ s3rver) and monitor (→ redis-server) msgs/s ÷ a bare fetch-and-ack of the same
+ *   stream on the same nats-server;
+ * - ingest points/s ÷ the same points written raw, in batched HTTP POSTs of the same size, to the
+ *   same database (influx2 → VictoriaMetrics, influx1 → InfluxDB 1.x);
+ * - end-to-end latency at 1,000 msgs/s, MQTT publish → the monitor's Redis state.
+ *
+ * Fairness on a shared machine: every measured run sits between two baseline runs made just
+ * before and just after it (A-B-A), and its ratio uses their mean, so load that drifts during the
+ * suite weighs on both sides alike. The consumers run as deployed: `node dist/cli/main.js <command>`
+ * child processes with their default settings, configured through SWITCHYARD_* variables; the
+ * benchmark only reads their /metrics (every 50 ms), never consumer info.
+ */
+import { loadavg } from 'node:os';
+import { DEFAULT_RUNNER_SETTINGS } from '../cloud/runner.ts';
+import { archiveSpec } from '../cli/commands/archive.ts';
+import { ingestSpec } from '../cli/commands/ingest.ts';
+import { monitorSpec } from '../cli/commands/monitor.ts';
+import { natsConnect } from '../test/support/jetstream.ts';
+import { TestServers } from '../test/support/servers.ts';
+import { endToEndLatency, percentile } from './consumers-latency.ts';
+import {
+  AckMode,
+  bareFetchAck,
+  drainWithConsumer,
+  fleetMessages,
+  lineProtocolBodies,
+  POINTS,
+  preloadHubStream,
+  rawWrite,
+  type ConsumerDrain,
+  type Drain,
+  type FleetMessage,
+  type RawBodies,
+} from './consumers-support.ts';
+import type { Figure } from './support.ts';
+
+export interface ConsumersBenchOptions {
+  /** Messages preloaded into `BSU` for the throughput runs. */
+  messages: number;
+  /** Length of the measured end-to-end run, s. */
+  e2eS: number;
+  /** Publish rate of the end-to-end run, msgs/s. */
+  e2eRate: number;
+  log: (line: string) => void;
+}
+
+/** How often the consumers' /metrics are read while they drain, ms. */
+const SAMPLE_EVERY_MS = 50;
+/**
+ * The stream's fleet: 10 sites × 50 units. No detailed readings (804 strings and modules, several
+ * kB and ~30 points each): the simulator sends them from every unit on the same tick, so they
+ * would all land in one batch and make that batch, not the run, decide the figures. One point per
+ * telemetry message is also ingest's hardest case: the per-message costs weigh the most.
+ */
+const FLEET = { sites: 10, devicesPerSite: 50, seed: 11, detailEvery: 0 } as const;
+
+const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+const round = (x: number): number => Math.round(x);
+const fmt = (x: number): string => Math.round(x).toLocaleString('en-US');
+/** The machine's 1-minute load average: on 2 cores, anything above ~3 means other work competed. */
+const load = (): string => loadavg()[0]!.toFixed(1);
+
+/** Runs the consumers suite on servers of its own; resolves with its figures (docs/benchmarks.md). */
+export async function benchConsumers(options: ConsumersBenchOptions): Promise<Figure[]> {
+  const timed = { ...options, log: timedLog(options.log) };
+  return [...(await throughput(timed)), ...(await endToEnd(timed))];
+}
+
+/** The throughput figures: one nats-server, one preloaded stream, every consumer in turn. */
+async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
+  const figures: Figure[] = [];
+  const log = options.log;
+  const servers = new TestServers('bench-consumers');
+  const loadAtStart = load();
+  try {
+    const nats = await servers.nats();
+    const s3 = await servers.s3();
+    const redis = await servers.redis();
+    const vm = await servers.victoriaMetrics();
+    const influxdb = await servers.influxdb();
+    const nc = await natsConnect(nats.url);
+
+    const messages = fleetMessages(options.messages, FLEET);
+    const mix = describeMix(messages);
+    const preloadRate = await preloadHubStream(nc, messages);
+    log(`BSU holds ${mix} (preloaded at ${fmt(preloadRate)} msgs/s)`);
+
+    // The baseline loop: the runner's default batch, the filter archive and monitor use.
+    const bareRuns: Record<AckMode, Drain[]> = { plain: [], confirmed: [], 'confirm-last': [] };
+    let bareCount = 0;
+    const bare = async (mode: AckMode): Promise<Drain> => {
+      const d = await bareFetchAck(nc, {
+        durable: `bench-bare-${++bareCount}`,
+        messages: messages.length,
+        batchSize: DEFAULT_RUNNER_SETTINGS.batchSize,
+        mode,
+        filterSubject: DEFAULT_RUNNER_SETTINGS.filterSubjects[0]!,
+      });
+      bareRuns[mode].push(d);
+      log(`bare fetch, ${mode} acks: ${fmt(d.rate)} msgs/s`);
+      return d;
+    };
+
+    /** bare, the consumer, bare: the baseline brackets the measured run, the ratio uses the mean. */
+    const bracketed = async (
+      name: string,
+      sink: string,
+      run: () => Promise<ConsumerDrain>,
+      batchSize: number,
+    ): Promise<{ figure: Figure; rate: number }> => {
+      const before = await bare(AckMode.plain);
+      const drain = await run();
+      const after = await bare(AckMode.plain);
+      const plain = mean([before.rate, after.rate]);
+      const rate = drain.messages.rate;
+      log(`${name}: ${fmt(rate)} msgs/s (${(rate / plain).toFixed(2)} × bare)`);
+      const figure: Figure = {
+        stage: 'cloud',
+        name: `${name} throughput (${sink}, acked after the write)`,
+        value: round(rate),
+        unit: 'msgs/s',
+        baseline: { name: 'bare fetch + ack() of the same stream, same server', value: round(plain) },
+        ratio: rate / plain,
+        target: { op: '>=', value: 0.8, of: 'ratio' },
+        note:
+          `${fmt(drain.messages.counted)} messages in ${(drain.messages.ms / 1000).toFixed(2)} s, first ack to last, ` +
+          `batches of ${fmt(batchSize)}; bare ack() before/after: ${fmt(before.rate)}/${fmt(after.rate)} msgs/s; ` +
+          `process start to first ack ${(drain.startMs / 1000).toFixed(1)} s`,
+      };
+      return { figure, rate };
+    };
+
+    // The confirmed loops are slow: once before and once after both consumers.
+    await bare(AckMode.confirmed);
+    const archive = await bracketed(
+      'archive',
+      'S3: s3rver',
+      () =>
+        drainWithConsumer({
+          command: 'archive',
+          settings: {
+            natsUrl: nats.url,
+            s3Endpoint: s3.url,
+            s3AccessKeyId: 'S3RVER',
+            s3SecretAccessKey: 'S3RVER',
+            s3Bucket: 'switchyard',
+          },
+          messages: messages.length,
+          everyMs: SAMPLE_EVERY_MS,
+          timeoutMs: 180_000,
+        }),
+      archiveSpec.runnerDefaults.batchSize,
+    );
+    const monitor = await bracketed(
+      'monitor',
+      'Redis: redis-server',
+      () =>
+        drainWithConsumer({
+          command: 'monitor',
+          settings: { natsUrl: nats.url, redisUrl: redis.url },
+          messages: messages.length,
+          everyMs: SAMPLE_EVERY_MS,
+          timeoutMs: 180_000,
+        }),
+      monitorSpec.runnerDefaults.batchSize,
+    );
+    await bare(AckMode.confirmLast);
+    await bare(AckMode.confirmed);
+
+    const rates = (mode: AckMode): number[] => bareRuns[mode].map((d) => d.rate);
+    const plain = mean(rates(AckMode.plain));
+    const confirmed = mean(rates(AckMode.confirmed));
+    const confirmLast = mean(rates(AckMode.confirmLast));
+    const runs = (mode: AckMode): string =>
+      `mean of ${bareRuns[mode].length} run(s): ${rates(mode).map(fmt).join(', ')}`;
+    const vsConfirmed = (c: { rate: number }): string => `${(c.rate / confirmed).toFixed(2)}`;
+    figures.push(
+      {
+        stage: 'cloud',
+        name: 'baseline: bare fetch + ack() (plain), same stream',
+        value: round(plain),
+        unit: 'msgs/s',
+        note:
+          `durable pull consumer, batches of ${DEFAULT_RUNNER_SETTINGS.batchSize} (the runner's default), filter ` +
+          `${DEFAULT_RUNNER_SETTINGS.filterSubjects[0]}; ${runs(AckMode.plain)}; the ratios use this one: the fastest ` +
+          `bare loop; stream: ${mix}; load average ${loadAtStart} at the start, ${load()} after the monitor`,
+      },
+      {
+        stage: 'cloud',
+        name: 'baseline: bare fetch + ackAck() each (confirmed, as the runner acks)',
+        value: round(confirmed),
+        unit: 'msgs/s',
+        baseline: { name: 'bare fetch + ack()', value: round(plain) },
+        ratio: confirmed / plain,
+        note:
+          `each batch's confirmations awaited before the next fetch; ${runs(AckMode.confirmed)}; ` +
+          `archive ${vsConfirmed(archive)} ×, monitor ${vsConfirmed(monitor)} × this loop`,
+      },
+      {
+        stage: 'cloud',
+        name: 'bare fetch + ack() each, ackAck() the last of each batch',
+        value: round(confirmLast),
+        unit: 'msgs/s',
+        baseline: { name: 'bare fetch + ack()', value: round(plain) },
+        ratio: confirmLast / plain,
+        note: `one confirmation per batch (a client's acks are handled in order); ${runs(AckMode.confirmLast)}`,
+      },
+      archive.figure,
+      monitor.figure,
+    );
+
+    // Ingest, per engine: raw POSTs, the ingest process, raw POSTs again, each run into fresh series.
+    const batch = ingestSpec.runnerDefaults.batchSize;
+    // Built once, outside every timed run; only VictoriaMetrics needs its own names per run.
+    const bodies = lineProtocolBodies(messages, batch);
+    const totalPoints = bodies.points.reduce((a, b) => a + b, 0);
+    const engines: {
+      sink: string;
+      label: string;
+      settings: Record<string, string>;
+      raw: (run: string) => Promise<{ url: string; bodies: RawBodies }>;
+    }[] = [
+      {
+        sink: 'influx2',
+        label: 'influx2 → VictoriaMetrics 1.79',
+        settings: { sink: 'influx2', influx2Url: vm.url },
+        // VictoriaMetrics has no databases: fresh measurement names keep the raw runs apart.
+        raw: async (run: string) => ({
+          url: `${vm.url}/api/v2/write?org=switchyard&bucket=switchyard&precision=ms`,
+          bodies: lineProtocolBodies(messages, batch, `raw${run}_`),
+        }),
+      },
+      {
+        sink: 'influx1',
+        label: 'influx1 → InfluxDB 1.6.7',
+        settings: { sink: 'influx1', influx1Url: influxdb.url, influx1Database: 'switchyard' },
+        raw: async (run: string) => {
+          const db = `bench_raw_${run}`;
+          const res = await fetch(`${influxdb.url}/query`, {
+            method: 'POST',
+            body: new URLSearchParams({ q: `CREATE DATABASE ${db}` }),
+          });
+          if (!res.ok) throw new Error(`CREATE DATABASE ${db}: ${res.status} ${await res.text()}`);
+          return { url: `${influxdb.url}/write?db=${db}&precision=ms`, bodies };
+        },
+      },
+    ];
+    for (const engine of engines) {
+      let runs = 0;
+      const raw = async (gzip: boolean): Promise<Drain> => {
+        const target = await engine.raw(String.fromCharCode(97 + runs++));
+        const d = await rawWrite(target.url, target.bodies, { gzip });
+        log(`raw ${engine.sink} POSTs, ${gzip ? 'gzip' : 'plain'}: ${fmt(d.rate)} points/s`);
+        return d;
+      };
+      // plain, gzip, ingest, gzip, plain: the faster encoding is the raw limit.
+      const plainA = await raw(false);
+      const gzipA = await raw(true);
+      const drain = await drainWithConsumer({
+        command: 'ingest',
+        settings: { natsUrl: nats.url, ...engine.settings },
+        messages: messages.length,
+        everyMs: SAMPLE_EVERY_MS,
+        timeoutMs: 180_000,
+        withPoints: true,
+      });
+      const gzipB = await raw(true);
+      const plainB = await raw(false);
+      const plainRate = mean([plainA.rate, plainB.rate]);
+      const gzipRate = mean([gzipA.rate, gzipB.rate]);
+      const rawRate = Math.max(plainRate, gzipRate);
+      const points = drain.points!;
+      const written = drain.totals[POINTS]!;
+      if (written !== totalPoints)
+        throw new Error(`ingest ${engine.sink} wrote ${written} points, the messages make ${totalPoints}`);
+      log(
+        `ingest ${engine.sink}: ${fmt(points.rate)} points/s (${(points.rate / rawRate).toFixed(2)} × raw)`,
+      );
+      figures.push({
+        stage: 'cloud',
+        name: `ingest throughput (${engine.label})`,
+        value: round(points.rate),
+        unit: 'points/s',
+        baseline: {
+          name: `same points, batched POSTs of ${fmt(batch)} messages, ${gzipRate > plainRate ? 'gzip' : 'plain'}, same server`,
+          value: round(rawRate),
+        },
+        ratio: points.rate / rawRate,
+        target: { op: '>=', value: 0.8, of: 'ratio' },
+        note:
+          `${fmt(points.counted)} points (${fmt(drain.messages.counted)} messages, ${fmt(drain.messages.rate)} msgs/s) in ` +
+          `${(points.ms / 1000).toFixed(2)} s, first ack to last; raw before/after: plain ${fmt(plainA.rate)}/${fmt(plainB.rate)}, ` +
+          `gzip ${fmt(gzipA.rate)}/${fmt(gzipB.rate)} points/s (ingest gzips by default); load average ${load()} after`,
+      });
+    }
+    await nc.close();
+  } finally {
+    await servers.stopAll();
+  }
+  return figures;
+}
+
+/** Publish → Redis at `e2eRate`, on a stack of its own (the throughput servers are stopped). */
+async function endToEnd(options: ConsumersBenchOptions): Promise<Figure[]> {
+  const log = options.log;
+  const servers = new TestServers('bench-e2e');
+  const loadAtStart = load();
+  try {
+    const r = await endToEndLatency(servers, {
+      rate: options.e2eRate,
+      seconds: options.e2eS,
+      warmupS: 3,
+      devices: 200,
+      log,
+    });
+    // A message never reflected counts as infinitely late, so it weighs on the percentiles.
+    const l = [...r.latenciesMs, ...Array<number>(r.unresolved).fill(Infinity)];
+    const note =
+      `${fmt(l.length)} telemetry/status messages timed (${fmt(r.published)} published at ${fmt(r.achievedRate)} msgs/s ` +
+      `for ${options.e2eS} s, ${r.unresolved} never reflected); mosquitto → bridge → site nats → leaf → hub BSU ` +
+      `(sourced) → monitor → Redis; publish → PUBACK (in the site stream) p50 ${percentile(r.pubackMs, 0.5).toFixed(1)} ms, ` +
+      `p99 ${percentile(r.pubackMs, 0.99).toFixed(1)} ms; the monitor wrote ${fmt(r.monitor.batches)} batches of ` +
+      `${r.monitor.meanBatch.toFixed(1)} messages on average, ${r.monitor.meanWriteMs.toFixed(1)} ms each; ` +
+      `this process's event-loop delay p99 ${r.harnessDelayMs.p99.toFixed(1)} ms, max ${r.harnessDelayMs.max.toFixed(1)} ms; ` +
+      `load average ${loadAtStart} before, ${load()} after`;
+    const at = (p: number): number => Number(percentile(l, p).toFixed(1));
+    log(`e2e: p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${at(1)} ms, ${l.length} timed`);
+    const stage = 'end to end';
+    const what = `MQTT publish → Redis, ${fmt(options.e2eRate)} msgs/s`;
+    return [
+      { stage, name: `${what}, p50`, value: at(0.5), unit: 'ms' },
+      { stage, name: `${what}, p95`, value: at(0.95), unit: 'ms' },
+      {
+        stage,
+        name: `${what}, p99`,
+        value: at(0.99),
+        unit: 'ms',
+        target: { op: '<=', value: 250, of: 'value' },
+        note,
+      },
+      { stage, name: `${what}, max`, value: at(1), unit: 'ms' },
+    ];
+  } finally {
+    await servers.stopAll();
+  }
+}
+
+/** Log lines prefixed with the suite's elapsed time. */
+function timedLog(log: (line: string) => void): (line: string) => void {
+  const t0 = performance.now();
+  return (line) => log(`consumers [${((performance.now() - t0) / 1000).toFixed(0).padStart(3)} s] ${line}`);
+}
+
+/** `50,000 messages (45,012 telemetry, …), 392 B on average`. */
+function describeMix(messages: readonly FleetMessage[]): string {
+  const kinds: Record<string, number> = {};
+  let bytes = 0;
+  for (const m of messages) {
+    kinds[m.kind] = (kinds[m.kind] ?? 0) + 1;
+    bytes += m.payload.length;
+  }
+  const parts = Object.entries(kinds).map(([k, n]) => `${fmt(n)} ${k}`);
+  return `${fmt(messages.length)} messages (${parts.join(', ')}), ${Math.round(bytes / messages.length)} B payloads on average, ${FLEET.sites} sites × ${FLEET.devicesPerSite} units`;
+}
