@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isAlive, stopServer } from '../stack/servers.ts';
+import { isAlive, processStartTicks, stopServer } from '../stack/servers.ts';
 
 /** The record's file name inside DIR. */
 export const DEV_FILE = 'dev.json';
@@ -27,19 +27,6 @@ export interface DevRecord {
   startedAt: string;
   /** Every child process dev spawned (bridges, consumers), restarts included. */
   processes: RecordedProcess[];
-}
-
-/** Start time of a process in clock ticks since boot, where `/proc` tells it. */
-export function processStartTicks(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which may itself hold spaces and parentheses.
-    const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
-    const ticks = Number(fields[19]);
-    return Number.isFinite(ticks) ? ticks : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** `pid` as a record entry, with its start time. */

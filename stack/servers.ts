@@ -463,6 +463,19 @@ export async function startServer(spec: ServerSpec, options: StartOptions = {}):
   }
 }
 
+/** Start time of a process in clock ticks since boot, where `/proc` tells it. */
+export function processStartTicks(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which may itself hold spaces and parentheses.
+    const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+    const ticks = Number(fields[19]);
+    return Number.isFinite(ticks) ? ticks : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone. */
 export async function stopServer(server: { pid: number }, graceMs = 10_000): Promise<void> {
   if (!isAlive(server.pid)) return;

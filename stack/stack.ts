@@ -24,6 +24,7 @@ import {
   killServer,
   linkSpec,
   mosquittoSpec,
+  processStartTicks,
   natsSpec,
   redisSpec,
   s3rverSpec,
@@ -282,19 +283,6 @@ function updateServer(dir: string, server: StackServer): Stack {
 
 // ---------------------------------------------------------------------------------------------
 // Process identity
-
-/** Start time of a process in clock ticks since boot, where `/proc` tells it. */
-function processStartTicks(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which may itself hold spaces and parentheses.
-    const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
-    const ticks = Number(fields[19]);
-    return Number.isFinite(ticks) ? ticks : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /** True while the process the stack recorded for `server` runs (not a later one with its PID). */
 export function isRunning(server: StackServer): boolean {
