@@ -145,11 +145,11 @@ const drainOf = (fromCount: number, fromMs: number, toCount: number, toMs: numbe
 export const AckMode = {
   /** `ack()` each message: fire-and-forget, the fastest loop. */
   plain: 'plain',
-  /** `ackAck()` each message, all awaited before the next fetch: what the runner does. */
+  /** `ackAck()` each message, all awaited before the next fetch. */
   confirmed: 'confirmed',
   /**
-   * `ack()` each message and `ackAck()` the last of the batch: the server handles one client's acks
-   * in order, so the last one confirmed means the batch's acks have all been processed.
+   * `ack()` each message and `ackAck()` the last of the batch, as the runner does: the server
+   * handles one connection's acks in order, so the last one confirmed covers the batch.
    */
   confirmLast: 'confirm-last',
 } as const;
