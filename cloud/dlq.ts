@@ -18,6 +18,7 @@ import {
   type PubAck,
 } from '@nats-io/jetstream';
 import { headers, nanos, type MsgHdrs } from '@nats-io/transport-node';
+import { isStreamNotFound } from '../lib/nats.ts';
 import { Header } from '../schemas/headers.ts';
 import { DLQ_STREAM } from '../schemas/streams.ts';
 
@@ -64,7 +65,7 @@ export async function ensureDlqStream(jsm: JetStreamManager, options: DlqStreamO
     await jsm.streams.info(name);
     return;
   } catch (err) {
-    if (!isNotFound(err)) throw err;
+    if (!isStreamNotFound(err)) throw err;
   }
   try {
     await jsm.streams.add({
@@ -82,11 +83,6 @@ export async function ensureDlqStream(jsm: JetStreamManager, options: DlqStreamO
       throw err;
     });
   }
-}
-
-function isNotFound(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code;
-  return code === 10059 || (err instanceof Error && /stream not found/i.test(err.message));
 }
 
 /** A message to dead-letter, as the runner knows it. */

@@ -14,7 +14,7 @@ import {
   type StreamSource,
 } from '@nats-io/jetstream';
 import Type, { type Static } from 'typebox';
-import { isNotFound } from '../edge/site-streams.ts';
+import { isStreamNotFound } from '../lib/nats.ts';
 import {
   HUB_STREAM,
   siteApiPrefix,
@@ -70,7 +70,7 @@ async function hubInfo(jsm: JetStreamManager): Promise<StreamInfo | undefined> {
   try {
     return await jsm.streams.info(HUB_STREAM);
   } catch (err) {
-    if (isNotFound(err)) return undefined;
+    if (isStreamNotFound(err)) return undefined;
     throw err;
   }
 }

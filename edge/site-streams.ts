@@ -11,6 +11,7 @@ import {
   type StreamInfo,
 } from '@nats-io/jetstream';
 import { siteStreamNames, siteStreamSubjects, SiteStreamRole } from '../schemas/streams.ts';
+import { isStreamNotFound } from '../lib/nats.ts';
 import type { SiteStreamConfig } from './config.ts';
 
 const nanos = (seconds: number): number => seconds * 1_000_000_000;
@@ -60,16 +61,10 @@ export async function ensureSiteStreams(
       await jsm.streams.info(cfg.name);
       info = await jsm.streams.update(cfg.name, cfg);
     } catch (err) {
-      if (!isNotFound(err)) throw err;
+      if (!isStreamNotFound(err)) throw err;
       info = await jsm.streams.add(cfg);
     }
     out[role] = info;
   }
   return out;
-}
-
-/** JetStream's "stream not found" (10059), across client versions. */
-export function isNotFound(err: unknown): boolean {
-  const e = err as { code?: unknown; api_error?: { err_code?: number }; message?: string };
-  return e?.api_error?.err_code === 10059 || e?.code === '404' || /not found/i.test(e?.message ?? '');
 }

@@ -30,3 +30,14 @@ export function connectNats(options: NatsOptions): Promise<NatsConnection> {
     pingInterval: 10_000,
   });
 }
+
+/** JetStream's "stream not found" (API error 10059), across client versions and error shapes. */
+export function isStreamNotFound(err: unknown): boolean {
+  const e = err as { code?: unknown; api_error?: { err_code?: number }; message?: string } | undefined;
+  return (
+    e?.api_error?.err_code === 10059 ||
+    e?.code === 10059 ||
+    e?.code === '404' ||
+    /stream not found/i.test(e?.message ?? '')
+  );
+}

@@ -16,15 +16,15 @@ import {
   parseArchiveObject,
   recordPayload,
   type ArchiveManifest,
-  type ArchiveRecord,
 } from '../cloud/archive/layout.ts';
 import type { SinkMessage } from '../cloud/sink.ts';
-import { createS3Client, listKeys, listManifests, readArchiveObject } from '../cloud/archive/s3.ts';
+import { createS3Client, listKeys, listManifests } from '../cloud/archive/s3.ts';
 import { loadConsumerConfig, startConsumer } from '../cloud/consumer-command.ts';
 import { childEnv } from '../lib/env.ts';
 import { silentLogger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
 import { killServer, type RunningServer } from '../stack/servers.ts';
+import { readArchive } from './support/archive.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
 const BUCKET = 'switchyard';
@@ -173,16 +173,7 @@ describe('archive to S3', () => {
 
   /** Everything under `prefix`, read back through the manifests (each verified). */
   async function archived(prefix: string) {
-    const manifests: ArchiveManifest[] = [];
-    const records: ArchiveRecord[] = [];
-    for (const key of await listManifests(s3, BUCKET, prefix)) {
-      const object = await readArchiveObject(s3, BUCKET, key);
-      manifests.push(object.manifest);
-      records.push(...object.records);
-    }
-    const counts = new Map<number, number>();
-    for (const r of records) counts.set(r.seq, (counts.get(r.seq) ?? 0) + 1);
-    return { manifests, records, counts };
+    return readArchive(s3, BUCKET, prefix);
   }
 
   /** Asserts sequences 1..total are all archived (no gap) and returns the ones archived twice. */
@@ -274,9 +265,13 @@ describe('archive to S3', () => {
         await sleep(40);
       }
     })();
-    await waitFor('the first objects', async () => (await listManifests(s3, BUCKET, 'outage/')).length > 0);
+    await waitFor(
+      'the first objects',
+      async () => (await listManifests(s3, BUCKET, 'outage/')).length > 0,
+      60_000,
+    );
     await killServer(s3server);
-    await waitFor('readiness to drop', async () => !(await archive.run.readiness()).ready, 10_000);
+    await waitFor('readiness to drop', async () => !(await archive.run.readiness()).ready, 30_000);
     await sleep(2_500);
     s3server = await servers.restart(s3server);
     await load;
@@ -339,7 +334,7 @@ describe('archive to S3', () => {
     await waitFor(
       'the first object',
       async () => (await listManifests(s3, BUCKET, 'crash/')).length > 0,
-      30_000,
+      60_000,
       20,
     );
     first.child.kill('SIGKILL');

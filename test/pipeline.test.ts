@@ -14,8 +14,8 @@ import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jet
 import { headers, type NatsConnection } from '@nats-io/transport-node';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createClient, type RedisClientType } from 'redis';
-import { recordPayload, type ArchiveManifest, type ArchiveRecord } from '../cloud/archive/layout.ts';
-import { createS3Client, listManifests, readArchiveObject } from '../cloud/archive/s3.ts';
+import { recordPayload, type ArchiveManifest } from '../cloud/archive/layout.ts';
+import { createS3Client } from '../cloud/archive/s3.ts';
 import { addSite } from '../cloud/hub-stream.ts';
 import { monitorKeys } from '../cloud/monitor/keys.ts';
 import { decodePayload, Header, messageId } from '../schemas/index.ts';
@@ -32,6 +32,7 @@ import {
 import { natsConnect, readStream, streamCount, type StoredMessage } from './support/jetstream.ts';
 import { asSinkMessage, expectedMonitorState, readMonitorState } from './support/monitor-state.ts';
 import { startSwitchyard, type SwitchyardProcess } from './support/process.ts';
+import { readArchive } from './support/archive.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
 const SITE = 'site-1';
@@ -222,16 +223,7 @@ describe('the pipeline from MQTT to S3, Redis and VictoriaMetrics', () => {
 
   /** Every record in S3, read through verified manifests, with how often each sequence occurs. */
   async function archived() {
-    const manifests: ArchiveManifest[] = [];
-    const records: ArchiveRecord[] = [];
-    for (const key of await listManifests(s3, BUCKET, 'raw/')) {
-      const object = await readArchiveObject(s3, BUCKET, key);
-      manifests.push(object.manifest);
-      records.push(...object.records);
-    }
-    const counts = new Map<number, number>();
-    for (const r of records) counts.set(r.seq, (counts.get(r.seq) ?? 0) + 1);
-    return { manifests, records, counts };
+    return readArchive(s3, BUCKET, 'raw/');
   }
 
   /** Sequences that more than one manifest claims, from the manifests alone. */
