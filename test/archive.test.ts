@@ -320,6 +320,10 @@ describe('archive to S3', () => {
     });
     const startChild = (): { child: ChildProcess; exit: Promise<number | null> } => {
       const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      // A failed or timed-out test must not leave the archive running.
+      const reap = (): void => void child.kill('SIGKILL');
+      process.once('exit', reap);
+      child.once('exit', () => process.off('exit', reap));
       let stderr = '';
       child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
       const exit = new Promise<number | null>((resolve) =>
