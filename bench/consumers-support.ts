@@ -233,16 +233,22 @@ export const envOf = (settings: Record<string, string | number | boolean>): Reco
 
 /** The runner's confirmed acks (docs/consumers.md, Metrics). */
 export const ACKED = 'switchyard_consumer_messages_acked_total';
+/** Messages the runner has fetched and started to settle (docs/consumers.md, Metrics). */
+export const PROCESSED = 'switchyard_consumer_messages_processed_total';
 /** Points the database acknowledged to ingest (docs/ingest.md). */
 export const POINTS = 'switchyard_ingest_points_written_total';
 
 /** What a consumer command did while draining the stream. */
 export interface ConsumerDrain {
-  /** Acked messages per second, first ack to last. */
+  /**
+   * Messages per second from the first sample that shows a fetched batch to the first that shows
+   * every message acked, counting only what was fetched after that first sample (as the bare loop
+   * counts from the end of its first batch).
+   */
   messages: Drain;
-  /** Points per second over the same samples (ingest only). */
+  /** Points per second over the same window: the messages' rate × points per message (ingest only). */
   points?: Drain;
-  /** Process start to the first ack seen, ms. */
+  /** Process start to the first fetched batch seen, ms. */
   startMs: number;
   /** /metrics samples taken. */
   samples: number;
@@ -254,8 +260,10 @@ export interface ConsumerDrain {
  * Runs `switchyard <command>` from dist/ (as deployed: its own process, compiled JavaScript) with
  * `settings` as SWITCHYARD_* variables until it has acked `messages`, sampling its /metrics every
  * `everyMs` — never consumer info, which stalls a filtered consumer's deliveries on nats-server 2.9.
- * The drain counts what was acked between the first sample that saw an ack and the first that saw
- * them all; both ends are late by at most `everyMs`, so the error is within ±`everyMs`.
+ * The window opens at the first sample that shows fetched messages (the runner fetches ahead, so
+ * its first ack comes several batches in: timing from the first ack would leave those out) and
+ * closes at the first that shows them all acked; the messages fetched before it opened are not
+ * counted. Both ends are late by at most `everyMs`.
  */
 export async function drainWithConsumer(options: {
   command: 'archive' | 'monitor' | 'ingest';
@@ -269,7 +277,7 @@ export async function drainWithConsumer(options: {
 }): Promise<ConsumerDrain> {
   const opsPort = await freePort();
   const opsUrl = `http://127.0.0.1:${opsPort}`;
-  const names = options.withPoints ? [ACKED, POINTS] : [ACKED];
+  const names = options.withPoints ? [PROCESSED, ACKED, POINTS] : [PROCESSED, ACKED];
   const startedMs = performance.now();
   const p = startSwitchyard([options.command], envOf({ logLevel: 'warn', opsPort, ...options.settings }), {
     compiled: true,
@@ -292,12 +300,20 @@ export async function drainWithConsumer(options: {
       const values = await scrape(opsUrl, names);
       const ms = performance.now();
       samples++;
-      if (!first && values[ACKED]! > 0) first = { ms, values };
+      if (!first && values[PROCESSED]! > 0) first = { ms, values };
       if (first && values[ACKED]! >= options.messages) {
+        const messages = drainOf(first.values[PROCESSED]!, first.ms, values[ACKED]!, ms);
+        const pointsPerMessage = values[POINTS]! / values[ACKED]!;
         return {
-          messages: drainOf(first.values[ACKED]!, first.ms, values[ACKED]!, ms),
+          messages,
           ...(options.withPoints
-            ? { points: drainOf(first.values[POINTS]!, first.ms, values[POINTS]!, ms) }
+            ? {
+                points: {
+                  rate: messages.rate * pointsPerMessage,
+                  counted: Math.round(messages.counted * pointsPerMessage),
+                  ms: messages.ms,
+                },
+              }
             : {}),
           startMs: first.ms - startedMs,
           samples,

@@ -35,9 +35,9 @@ for (const suite of suites) {
   } else if (suite === 'consumers') {
     figures.push(
       ...(await benchConsumers({
-        // The archive writes batches of 5,000 and is timed from its first ack: --quick still
-        // needs a few batches after the first.
-        messages: values.quick ? 20_000 : 50_000,
+        // The archive writes batches of 5,000 and holds up to four at once: --quick still needs
+        // several times that, so that filling the pipeline is a small part of the run.
+        messages: values.quick ? 40_000 : 100_000,
         e2eS: values.quick ? 8 : 20,
         e2eRate: 1000,
         log,

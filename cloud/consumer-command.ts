@@ -69,6 +69,11 @@ export function consumerConfigProperties(defaults: ConsumerDefaults = {}) {
       description: 'retry delays for attempts 1, 2, 3 … in ms, comma-separated; the last repeats',
     }),
     batchSize: Type.Integer({ minimum: 1, default: d.batchSize, description: 'messages per fetch' }),
+    writesInFlight: Type.Integer({
+      minimum: 1,
+      default: d.writesInFlight,
+      description: 'batches written at once while the next is fetched (1: one at a time)',
+    }),
     maxBatchBytes: Type.Integer({
       minimum: 1,
       default: d.maxBatchBytes,

@@ -113,14 +113,22 @@ export const SUNSPEC_CODES: Readonly<Record<string, Readonly<Record<string, numb
 // both halves). Keys, tags and text carry them as the two characters `\n`, `\r`, `\t`.
 const controls = (s: string): string => s.replace(/\n/g, '\\n').replace(/\r/g, '\\r').replace(/\t/g, '\\t');
 
+// Almost every name and value needs no escaping: one test spares the replacements.
+const MEASUREMENT_SPECIAL = /[, \n\r\t]/;
+const KEY_SPECIAL = /[,= \n\r\t]/;
+const STRING_SPECIAL = /[\\"\n\r\t]/;
+
 /** A measurement name: commas and spaces escaped. */
-export const escapeMeasurement = (s: string): string => controls(s.replace(/[, ]/g, (c) => `\\${c}`));
+export const escapeMeasurement = (s: string): string =>
+  MEASUREMENT_SPECIAL.test(s) ? controls(s.replace(/[, ]/g, (c) => `\\${c}`)) : s;
 
 /** A tag key, tag value or field key: commas, equals signs and spaces escaped. */
-export const escapeKey = (s: string): string => controls(s.replace(/[,= ]/g, (c) => `\\${c}`));
+export const escapeKey = (s: string): string =>
+  KEY_SPECIAL.test(s) ? controls(s.replace(/[,= ]/g, (c) => `\\${c}`)) : s;
 
 /** A string field value, quoted: backslashes and double quotes escaped. */
-export const quoteString = (s: string): string => `"${controls(s.replace(/[\\"]/g, (c) => `\\${c}`))}"`;
+export const quoteString = (s: string): string =>
+  `"${STRING_SPECIAL.test(s) ? controls(s.replace(/[\\"]/g, (c) => `\\${c}`)) : s}"`;
 
 /**
  * A float field value. No `i` suffix, ever: `3` is the float 3 in line protocol. Exponents
@@ -131,8 +139,6 @@ export function formatFloat(value: number): string {
   return Object.is(value, -0) ? '0' : String(value);
 }
 
-const byKey = ([a]: [string, unknown], [b]: [string, unknown]): number => (a < b ? -1 : a > b ? 1 : 0);
-
 /**
  * One line of line protocol (no trailing newline). Tags and fields are sorted by key so that the
  * same point always gives the same bytes; empty tag values are left out (line protocol has none).
@@ -140,18 +146,20 @@ const byKey = ([a]: [string, unknown], [b]: [string, unknown]): number => (a < b
  */
 export function toLine(point: Point): string {
   let line = escapeMeasurement(point.measurement);
-  for (const [key, value] of Object.entries(point.tags).sort(byKey)) {
+  const { tags, fields } = point;
+  // Keys are sorted by UTF-16 code units, which is what sort() without a comparator does.
+  for (const key of Object.keys(tags).sort()) {
+    const value = tags[key]!;
     if (value !== '') line += `,${escapeKey(key)}=${escapeKey(value)}`;
   }
-  const fields = Object.entries(point.fields).sort(byKey);
-  if (fields.length === 0) throw new RangeError(`point of ${point.measurement} has no fields`);
-  line += ' ';
-  line += fields
-    .map(
-      ([key, value]) =>
-        `${escapeKey(key)}=${typeof value === 'number' ? formatFloat(value) : quoteString(value)}`,
-    )
-    .join(',');
+  const keys = Object.keys(fields).sort();
+  if (keys.length === 0) throw new RangeError(`point of ${point.measurement} has no fields`);
+  let separator = ' ';
+  for (const key of keys) {
+    const value = fields[key]!;
+    line += `${separator}${escapeKey(key)}=${typeof value === 'number' ? formatFloat(value) : quoteString(value)}`;
+    separator = ',';
+  }
   return `${line} ${Math.trunc(point.timeMs)}`;
 }
 
@@ -168,28 +176,32 @@ const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null 
  * Fields of one flat JSON object: finite numbers as floats, booleans as 1/0, text as string fields
  * plus `<key>_code` when the key is a SunSpec enumeration; everything else (objects, arrays, null)
  * is left out. Keys in `skip` are not fields (they are tags, the timestamp or nested groups).
+ * The fields are added to `into` (a new object by default).
  */
 export function fieldsOf(
   object: Json,
   prefix = '',
-  skip: ReadonlySet<string> = new Set(),
+  skip: ReadonlySet<string> = NOTHING,
+  into: Record<string, number | string> = {},
 ): Record<string, number | string> {
-  const fields: Record<string, number | string> = {};
-  for (const [key, value] of Object.entries(object)) {
-    if (skip.has(key)) continue;
-    const name = `${prefix}${key}`;
+  for (const key in object) {
+    if (!Object.hasOwn(object, key) || skip.has(key)) continue;
+    const value = object[key];
+    const name = prefix === '' ? key : `${prefix}${key}`;
     if (typeof value === 'number') {
-      if (Number.isFinite(value)) fields[name] = value;
+      if (Number.isFinite(value)) into[name] = value;
     } else if (typeof value === 'boolean') {
-      fields[name] = value ? 1 : 0;
+      into[name] = value ? 1 : 0;
     } else if (typeof value === 'string') {
-      fields[name] = value;
+      into[name] = value;
       const code = SUNSPEC_CODES[key]?.[value];
-      if (code !== undefined) fields[`${name}${CODE_SUFFIX}`] = code;
+      if (code !== undefined) into[`${name}${CODE_SUFFIX}`] = code;
     }
   }
-  return fields;
+  return into;
 }
+
+const NOTHING: ReadonlySet<string> = new Set();
 
 const hasFields = (p: Point): boolean => Object.keys(p.fields).length > 0;
 
@@ -216,13 +228,13 @@ export function telemetryPoints(source: PointSource, value: Json, timeMs: number
   const device: Point = {
     measurement: Measurement.telemetry,
     tags,
-    fields: {
-      ...fieldsOf(value, '', TELEMETRY_SKIP),
-      ...(isObject(value.ac) ? fieldsOf(value.ac, AC_PREFIX) : {}),
-    },
+    fields: isObject(value.ac)
+      ? fieldsOf(value.ac, AC_PREFIX, NOTHING, fieldsOf(value, '', TELEMETRY_SKIP))
+      : fieldsOf(value, '', TELEMETRY_SKIP),
     timeMs,
   };
-  const points = [device];
+  const points = hasFields(device) ? [device] : [];
+  if (!Array.isArray(value.strings) && !Array.isArray(value.modules)) return points;
   for (const row of Array.isArray(value.strings) ? value.strings : []) {
     if (!isObject(row)) continue;
     points.push({

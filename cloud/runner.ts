@@ -4,8 +4,11 @@
  * (cloud/sink.ts).
  *
  * Per batch:
- * 1. Fetch up to `batchSize` messages from the durable pull consumer — only once the previous
- *    batch is settled (pull, don't buffer: at most one batch is in hand).
+ * 1. Fetch up to `batchSize` messages from the durable pull consumer. Batches flow fetch → write →
+ *    ack as a pipeline: up to `writesInFlight` batches are being written while the next one is
+ *    fetched (pull, don't buffer: at most `writesInFlight + 1` batches in hand), so neither NATS
+ *    nor the store waits for the other. After a failed write the runner goes back to one batch at
+ *    a time until a write succeeds again.
  * 2. Split it into writes of at most `maxBatchBytes` and hand each to `sink.write(batch, signal)`.
  * 3. Settle every message:
  *    - written → ack; the batch's last ack is confirmed by the server (`ackAck`) before the next fetch;
@@ -18,8 +21,8 @@
  * 4. Long writes are heartbeated (`working()`) so they never outlive `ackWaitMs`.
  *
  * On `signal` (SIGTERM): stop fetching, finish the write in hand (at most `shutdownGraceMs`, then
- * abort it and nak what is left, without delay so another instance takes it at once), close the
- * sink, resolve `done`.
+ * abort it and nak what is left, without delay so another instance takes it at once), give the
+ * prefetched batch back the same way, close the sink, resolve `done`.
  */
 import {
   AckPolicy,
@@ -39,7 +42,7 @@ import type { Registry } from 'prom-client';
 import { describeError, UsageError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Readiness } from '../lib/ops.ts';
-import { connectNats } from '../lib/nats.ts';
+import { connectNats, firstHeaderValues } from '../lib/nats.ts';
 import { sleep } from '../lib/shutdown.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
 import { parseSubject } from '../schemas/subjects.ts';
@@ -65,6 +68,11 @@ export interface RunnerSettings {
   backoffMs: number[];
   /** Messages per fetch. */
   batchSize: number;
+  /**
+   * Batches written at once, each acked as soon as its own write resolved (the sink's writes must
+   * not depend on each other's order: they are idempotent and monotonic). 1: strictly one at a time.
+   */
+  writesInFlight: number;
   /** Bytes (payloads and headers) per sink.write; a larger fetch is written in several parts. */
   maxBatchBytes: number;
   /** How long one fetch waits for messages, in ms (at least 1000). */
@@ -92,6 +100,7 @@ export const DEFAULT_RUNNER_SETTINGS: Readonly<RunnerSettings> = {
   maxDeliver: 20,
   backoffMs: [...DEFAULT_BACKOFF_MS],
   batchSize: 500,
+  writesInFlight: 3,
   maxBatchBytes: 4 * 1024 * 1024,
   fetchExpiresMs: 5_000,
   fillBatch: false,
@@ -165,6 +174,7 @@ export function resolveSettings(options: RunnerOptions): RunnerSettings {
   if ((options.nc === undefined) === (options.natsUrl === undefined))
     problems.push('give either nc or natsUrl');
   positive('batchSize');
+  positive('writesInFlight');
   positive('maxBatchBytes');
   positive('maxDeliver');
   positive('ackWaitMs', 1000);
@@ -195,12 +205,6 @@ type WriteOutcome =
   | { kind: 'transient'; error: unknown }
   | { kind: 'aborted' };
 
-const firstHeaders = (msg: JsMsg): Record<string, string> => {
-  const out: Record<string, string> = {};
-  if (msg.headers) for (const [key, values] of msg.headers) if (values[0] !== undefined) out[key] = values[0];
-  return out;
-};
-
 class Runner {
   private readonly log: Logger;
   private readonly metrics: RunnerMetrics;
@@ -222,7 +226,8 @@ class Runner {
   /** When the last fetch delivered something (epoch ms). */
   private lastDeliveryAtMs = 0;
   private stopFetch: (() => void) | undefined;
-  private writeController: AbortController | undefined;
+  /** The writes in progress (aborted when the stop signal's grace runs out). */
+  private readonly writeControllers = new Set<AbortController>();
   private graceExpired = false;
 
   constructor(
@@ -272,11 +277,22 @@ class Runner {
       this.stopFetch?.();
       const grace = setTimeout(() => {
         this.graceExpired = true;
-        this.writeController?.abort(new ShutdownAbortError('shutdown grace expired during a write'));
+        for (const controller of this.writeControllers)
+          controller.abort(new ShutdownAbortError('shutdown grace expired during a write'));
       }, this.s.shutdownGraceMs);
       grace.unref();
     };
     this.signal.addEventListener('abort', onStop, { once: true });
+    const inHand = this.s.batchSize * (this.s.writesInFlight + 1);
+    if (this.s.maxAckPending !== -1 && this.s.maxAckPending < inHand)
+      this.log.warn(
+        {
+          maxAckPending: this.s.maxAckPending,
+          batchSize: this.s.batchSize,
+          writesInFlight: this.s.writesInFlight,
+        },
+        `maxAckPending is below batchSize × (writesInFlight + 1) = ${inHand}: fetches ahead will come short`,
+      );
     const heartbeat = setInterval(() => this.heartbeat(), Math.max(500, Math.floor(this.s.ackWaitMs / 3)));
     let lagTimer: NodeJS.Timeout | undefined;
     try {
@@ -291,7 +307,7 @@ class Runner {
       lagTimer.unref();
       void this.refreshLag();
       this.log.info({ stream: this.s.stream, filter: this.filter?.server }, 'consuming');
-      while (!this.signal.aborted) await this.turn();
+      await this.consume();
     } finally {
       this.signal.removeEventListener('abort', onStop);
       clearInterval(heartbeat);
@@ -306,20 +322,45 @@ class Runner {
     }
   }
 
-  /** One turn of the loop: wait for the sink if needed, fetch, settle. Never throws. */
-  private async turn(): Promise<void> {
+  /**
+   * The loop: fetch a batch, start writing it, fetch the next while it is written; at most
+   * `writesInFlight` writes at once. Returns once stopped, with every batch settled.
+   */
+  private async consume(): Promise<void> {
+    const writing = new Set<Promise<void>>();
+    let next: Promise<JsMsg[]> | undefined;
+    while (!this.signal.aborted) {
+      if (this.consecutiveFailures > 0) {
+        // The store is failing: one batch at a time, and only once the sink says it is ready.
+        await Promise.all(writing);
+        if (this.consecutiveFailures > 0) await this.waitForSink();
+        if (this.signal.aborted) break;
+      }
+      const fetched = await (next ?? this.fetch());
+      next = undefined;
+      if (fetched.length === 0) continue;
+      const settling: Promise<void> = this.settleSafely(fetched).finally(() => writing.delete(settling));
+      writing.add(settling);
+      if (this.consecutiveFailures === 0 && !this.signal.aborted) next = this.fetch();
+      while (writing.size >= this.s.writesInFlight) await Promise.race(writing);
+    }
+    await Promise.all(writing);
+    // Stopping: a batch fetched ahead is given back untouched, for another instance to take.
+    if (next) this.nakAll(await next, 0);
+    await this.nc?.flush().catch(() => undefined);
+  }
+
+  /** settle(), never throwing: an unexpected error gives the batch back and counts as a failure. */
+  private async settleSafely(fetched: JsMsg[]): Promise<void> {
     try {
-      if (this.consecutiveFailures > 0) await this.waitForSink();
-      if (this.signal.aborted) return;
-      const fetched = await this.fetch();
-      if (fetched.length > 0) await this.settle(fetched);
+      await this.settle(fetched);
     } catch (err) {
       // A bug or an unexpected client error: give the messages back and carry on rather than exit
       // (a crash loop would redeliver the same batch forever).
       this.log.error({ err }, 'unexpected error in the consumer loop');
       const delayMs = retryDelayMs(this.s.backoffMs, ++this.consecutiveFailures);
-      for (const msg of this.unsettled) this.nak(msg, delayMs);
-      await sleep(delayMs, this.signal);
+      for (const msg of fetched) if (this.unsettled.has(msg)) this.nak(msg, delayMs);
+      this.metrics.inFlight.set(this.labels, this.unsettled.size);
     }
   }
 
@@ -547,7 +588,7 @@ class Runner {
           detail: `delivered ${msg.info.deliveryCount} times without being settled (max ${this.s.maxDeliver})`,
         });
       } else {
-        const headers = firstHeaders(msg);
+        const headers = firstHeaderValues(msg);
         let bytes = msg.data.byteLength + msg.subject.length;
         for (const [k, v] of Object.entries(headers)) bytes += k.length + v.length + 4;
         toWrite.push({
@@ -654,13 +695,13 @@ class Runner {
     if (!failed) this.metrics.sinkUp.set(this.labels, 1);
     // Naks and terms are fire-and-forget: make sure the server has them before the next fetch.
     await this.nc!.flush().catch(() => undefined);
-    this.unsettled.clear();
-    this.metrics.inFlight.set(this.labels, 0);
+    for (const msg of fetched) this.unsettled.delete(msg);
+    this.metrics.inFlight.set(this.labels, this.unsettled.size);
   }
 
   private async write(part: InHand[]): Promise<WriteOutcome> {
     const controller = new AbortController();
-    this.writeController = controller;
+    this.writeControllers.add(controller);
     const timeout = setTimeout(
       () => controller.abort(new SinkWriteTimeoutError(`write took longer than ${this.s.writeTimeoutMs} ms`)),
       this.s.writeTimeoutMs,
@@ -696,7 +737,7 @@ class Runner {
       return { kind: 'transient', error };
     } finally {
       clearTimeout(timeout);
-      this.writeController = undefined;
+      this.writeControllers.delete(controller);
     }
   }
 

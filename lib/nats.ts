@@ -1,4 +1,5 @@
 /** NATS connections with the settings every Switchyard process shares. */
+import type { JsMsg } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 
 export interface NatsOptions {
@@ -40,4 +41,42 @@ export function isStreamNotFound(err: unknown): boolean {
     e?.code === '404' ||
     /stream not found/i.test(e?.message ?? '')
   );
+}
+
+/** The parts of nats.js's message classes that hold the raw header block (not public API). */
+interface RawMsg {
+  msg?: { _rdata?: unknown; _msg?: { hdr?: unknown } };
+}
+
+/**
+ * The headers of a received message, the first value of each, as sent (keys not canonicalized).
+ *
+ * nats.js decodes headers into a MsgHdrs (validating and canonicalizing every key), which costs a
+ * consumer more than everything else it does with a message. This reads the raw header block
+ * (`NATS/1.0\r\nKey: value\r\n…`) instead when the client's message object has the shape it
+ * expects, and falls back to `msg.headers` when it does not (another client version).
+ */
+export function firstHeaderValues(msg: JsMsg): Record<string, string> {
+  const out: Record<string, string> = {};
+  const inner = (msg as unknown as RawMsg).msg;
+  const data = inner?._rdata;
+  const length = inner?._msg?.hdr;
+  if (data instanceof Uint8Array && typeof length === 'number') {
+    if (length <= 0) return out;
+    const block = Buffer.from(data.buffer, data.byteOffset, length).toString('utf8');
+    let start = block.indexOf('\r\n') + 2;
+    while (start > 1 && start < block.length) {
+      let end = block.indexOf('\r\n', start);
+      if (end === -1) end = block.length;
+      const colon = block.indexOf(':', start);
+      if (colon > start && colon < end) {
+        const key = block.slice(start, colon);
+        if (!(key in out)) out[key] = block.slice(colon + 1, end).trim();
+      }
+      start = end + 2;
+    }
+    return out;
+  }
+  if (msg.headers) for (const [key, values] of msg.headers) if (values[0] !== undefined) out[key] = values[0];
+  return out;
 }

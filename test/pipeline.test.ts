@@ -18,6 +18,7 @@ import { recordPayload, type ArchiveManifest } from '../cloud/archive/layout.ts'
 import { createS3Client } from '../cloud/archive/s3.ts';
 import { addSite } from '../cloud/hub-stream.ts';
 import { monitorKeys } from '../cloud/monitor/keys.ts';
+import { APPLY_CHUNK } from '../cloud/monitor/scripts.ts';
 import { decodePayload, Header, messageId } from '../schemas/index.ts';
 import { DLQ_STREAM, HUB_STREAM } from '../schemas/streams.ts';
 import { freePort, killServer, stopServer, type RunningServer } from '../stack/servers.ts';
@@ -563,9 +564,17 @@ describe('the pipeline from MQTT to S3, Redis and VictoriaMetrics', () => {
           Boolean,
         ),
       );
-      // A stopped monitor leaves a backlog, which the next one fetches as one batch.
+      // A stopped monitor leaves a backlog. The load pauses once it is there and the hub holds it
+      // all, so that the next monitor sends the whole backlog to Redis (nothing arrives later to be
+      // fetched ahead and held back unwritten).
       assert.equal(await consumers.monitor.process.stop('SIGTERM'), 0, 'the monitor stops cleanly');
       await sleep(1_000);
+      await load.pause();
+      await waitFor(
+        'the hub to hold the backlog',
+        async () => (await streamCount(hub, HUB_STREAM)) >= published + load.total,
+        30_000,
+      );
       // Redis holds back script calls (PING and SCRIPT LOAD still answer): the next monitor opens,
       // fetches the backlog and sends it, and the write waits.
       await redis.sendCommand(['CLIENT', 'PAUSE', '30000', 'WRITE']);
@@ -584,19 +593,29 @@ describe('the pipeline from MQTT to S3, Redis and VictoriaMetrics', () => {
           50,
         );
         held = await metric(opsUrl, 'switchyard_consumer_in_flight_messages');
-        assert.ok(held >= 100, `the monitor holds the backlog as one batch (${held})`);
+        assert.ok(held >= 100, `the monitor holds the backlog (${held})`);
         await sleep(300);
         // Frozen before it reads Redis's answer, the monitor cannot ack what Redis then applies.
         process.kill(monitor.process.child.pid!, 'SIGSTOP');
         const before = await scriptCalls();
         await redis.sendCommand(['CLIENT', 'UNPAUSE']);
+        // Applied: at least one script call per APPLY_CHUNK messages ran, and no client has a
+        // script call waiting or unread.
+        const scriptsPending = async () =>
+          String(await redis.sendCommand(['CLIENT', 'LIST']))
+            .split('\n')
+            .some((c) => / cmd=evalsha /.test(c) && (/ flags=\S*b/.test(c) || !/ qbuf=0 /.test(c)));
         let calls = before;
         await waitFor(
           'Redis to apply the batch',
-          async () => (calls = await scriptCalls()) >= before + held,
+          async () =>
+            (calls = await scriptCalls()) >= before + Math.ceil(held / APPLY_CHUNK) &&
+            !(await scriptsPending()),
           10_000,
           50,
-        ).catch((err: Error) => assert.fail(`${err.message}: ${calls - before} of ${held} script calls`));
+        ).catch((err: Error) =>
+          assert.fail(`${err.message}: ${calls - before} script calls for ${held} messages`),
+        );
       } finally {
         await redis.sendCommand(['CLIENT', 'UNPAUSE']);
         monitor?.process.child.kill('SIGKILL');

@@ -4,7 +4,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import {
+  AckPolicy,
+  jetstream,
+  jetstreamManager,
+  type JetStreamManager,
+  type JsMsg,
+} from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { Registry } from 'prom-client';
 import { DLQ_STREAM } from '../cloud/dlq.ts';
@@ -14,6 +20,7 @@ import { consumerFilter, coveringFilter, subjectMatches } from '../cloud/runner-
 import { RunnerMetric } from '../cloud/runner-metrics.ts';
 import { PermanentSinkError, type Sink, type SinkMessage, type WriteResult } from '../cloud/sink.ts';
 import { silentLogger } from '../lib/log.ts';
+import { firstHeaderValues } from '../lib/nats.ts';
 import type { Readiness } from '../lib/ops.ts';
 import { Header } from '../schemas/headers.ts';
 import { stopServer, type RunningServer } from '../stack/servers.ts';
@@ -365,28 +372,69 @@ describe('consumer runner', () => {
     assert.equal(skipped.values[0]!.value, 2);
   });
 
-  test('reports the consumer lag and the messages in flight', async () => {
+  test('reads headers from the raw header block exactly as the client decodes them', async () => {
+    const js = jetstream(nc);
+    const h = headers();
+    h.set(Header.site, 'hdr');
+    h.set(Header.mqttTopic, 'bsu/ünit-7/telemetry');
+    h.set('X-Colon', 'a: b:c');
+    h.append('X-Twice', 'first');
+    h.append('X-Twice', 'second');
+    await js.publish('bsu.hdr.d1.telemetry', new Uint8Array([1]), { headers: h });
+    await js.publish('bsu.hdr.d2.telemetry', new Uint8Array([2]));
+    await jsm.consumers.add('BSU', {
+      durable_name: 't-hdr',
+      filter_subject: 'bsu.hdr.>',
+      ack_policy: AckPolicy.Explicit,
+    });
+    const consumer = await jetstream(nc).consumers.get('BSU', 't-hdr');
+    const got: JsMsg[] = [];
+    for await (const m of await consumer.fetch({ max_messages: 2, expires: 2_000 })) got.push(m);
+    assert.equal(got.length, 2);
+    const decoded = (m: JsMsg) => {
+      const out: Record<string, string> = {};
+      for (const [k, v] of m.headers ?? []) out[k] = v[0]!;
+      return out;
+    };
+    assert.deepEqual(firstHeaderValues(got[0]!), decoded(got[0]!));
+    assert.deepEqual(firstHeaderValues(got[0]!), {
+      [Header.site]: 'hdr',
+      [Header.mqttTopic]: 'bsu/ünit-7/telemetry',
+      'X-Colon': 'a: b:c',
+      'X-Twice': 'first',
+    });
+    assert.deepEqual(firstHeaderValues(got[1]!), {});
+    for (const m of got) m.ack();
+  });
+
+  test('reports the consumer lag and the messages in flight; holds at most writesInFlight + 1 batches', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const sink = new ScriptedSink(async () => {
       await gate;
       return { rejected: [] };
     });
-    await publish('lag', 120);
-    const { registry } = start('lag', sink, { batchSize: 50, fillBatch: true });
+    await publish('lag', 220);
+    const { registry } = start('lag', sink, { batchSize: 50, fillBatch: true, writesInFlight: 2 });
     const value = async (name: string) => (await registry.getSingleMetric(name)!.get()).values[0]?.value;
+    // Two batches being written, a third fetched ahead, the rest left in the stream.
     await waitFor('lag 70', async () => (await value(RunnerMetric.lag)) === 70);
-    assert.equal(await value(RunnerMetric.inFlight), 50);
+    assert.equal(await value(RunnerMetric.inFlight), 150);
+    assert.equal(sink.writes.length, 2, 'two writes at once');
     // From consumer info once no messages have flowed for lagRefreshMs.
-    await waitFor('ack pending 50', async () => (await value(RunnerMetric.ackPending)) === 50);
+    await waitFor('ack pending 150', async () => (await value(RunnerMetric.ackPending)) === 150);
+    assert.equal(await value(RunnerMetric.lag), 70, 'nothing more was fetched while the writes hang');
     release();
     await waitFor(
       'lag 0',
       async () => (await value(RunnerMetric.lag)) === 0 && (await value(RunnerMetric.ackPending)) === 0,
     );
     const text = await registry.metrics();
-    assert.match(text, /switchyard_consumer_batch_write_seconds_count\{consumer="t-lag",outcome="ok"\} 3/);
-    assert.match(text, /switchyard_consumer_messages_processed_total\{consumer="t-lag"\} 120/);
+    assert.match(text, /switchyard_consumer_batch_write_seconds_count\{consumer="t-lag",outcome="ok"\} 5/);
+    assert.match(text, /switchyard_consumer_messages_processed_total\{consumer="t-lag"\} 220/);
+    const written = sink.writes.flatMap((w) => w.batch.map((m) => m.seq));
+    assert.equal(written.length, 220, 'every message written');
+    assert.equal(new Set(written).size, 220, 'none written twice');
   });
 
   test('is not ready while NATS is down, and carries on by itself once it is back', async () => {

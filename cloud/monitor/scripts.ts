@@ -1,6 +1,7 @@
 /**
- * The monitor's Lua scripts. Each message is applied by one script call, atomically, so a unit's
- * state, its site's counts, the indexes and the change announcements never disagree.
+ * The monitor's Lua scripts. A batch of messages is applied by a few script calls (chunks of
+ * `APPLY_CHUNK`), each message atomically with everything it touches, so a unit's state, its
+ * site's counts, the indexes and the change announcements never disagree.
  *
  * Monotonic in device time: a field group (telemetry, status, each alarm) is overwritten only by a
  * message with a later `(device ts, stream seq)` than the one it holds, so a late, replayed or
@@ -8,26 +9,38 @@
  * Last-seen only grows (receive time, `ZADD … GT`).
  *
  * Numbers travel as strings and are stored as given: Lua would print a double with 14 digits.
+ *
+ * The scripts derive the unit and site keys from the key prefix (cloud/monitor/keys.ts), so they
+ * need a single Redis (not Redis Cluster).
  */
 
+/** Values per message in APPLY_SCRIPT's ARGV. */
+export const APPLY_ARGS_PER_MESSAGE = 7;
+
 /**
- * KEYS: unit, alarms, site, sites, lastseen, site lastseen, online, changes.
- * ARGV: kind (telemetry|status|event|seen), site, device, stream seq, device ts (ms), seen (ms),
- *       now (ms), offlineAfterMs, changes max length, fields (JSON object of strings).
- * Returns 1 if the message changed the unit's state, 0 if it was older than what is there.
+ * Messages per APPLY_SCRIPT call: a call runs alone on Redis, so this bounds how long other
+ * clients (dashboards) wait behind it (~1 ms), while sparing a command per message.
+ */
+export const APPLY_CHUNK = 100;
+
+/**
+ * KEYS: sites, lastseen, online, changes.
+ * ARGV: key prefix, now (ms), offlineAfterMs, changes max length, then per message
+ *       (APPLY_ARGS_PER_MESSAGE): kind (telemetry|status|event|seen), site, device, stream seq,
+ *       device ts (ms), seen (ms), fields (JSON object of strings).
+ * Returns per message: 1 if it changed the unit's state, 0 if it was older than what is there, or
+ * the error text if applying it failed (the other messages are applied all the same).
  */
 export const APPLY_SCRIPT = `
-local unit, alarms, siteKey, sitesKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local lastseen, siteLastseen, online, changes = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local kind, site, device = ARGV[1], ARGV[2], ARGV[3]
-local seqText, tsText, seenText = ARGV[4], ARGV[5], ARGV[6]
-local seq, ts, seen = tonumber(seqText), tonumber(tsText), tonumber(seenText)
-local now, offlineAfter, maxlen = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
-local f = cjson.decode(ARGV[10])
-local member = site .. ':' .. device
+local sitesKey, lastseen, online, changes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, now, offlineAfter, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 -- HGET/HMGET give false for a missing field.
 local function num(v) if v then return tonumber(v) end return nil end
 local function str(v) if v then return v end return nil end
+
+-- The message being applied (set before each apply()).
+local kind, site, device, seqText, tsText, seenText, seq, ts, seen, f
+local unit, alarms, siteKey, siteLastseen, member
 
 local function announce(change, from, to, atTs)
   redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'unit', member, 'site', site, 'device', device,
@@ -40,106 +53,137 @@ local function newerThan(oldTs, oldSeq)
   return seq > (oldSeq or -1)
 end
 
-local function groupIsNewer(tsField, seqField)
-  local old = redis.call('HMGET', unit, tsField, seqField)
-  return newerThan(num(old[1]), num(old[2]))
+-- What apply() reads of a unit, in one HMGET (indexes below).
+local HELD = { 'telemetryTsMs', 'telemetrySeq', 'statusTsMs', 'statusSeq', 'State', 'ChaSt', 'firmware',
+  'severeAlarms', 'eventTsMs', 'lastSeenMs', 'lastSeq', 'health', 'site' }
+local WATCHED = { 'State', 'ChaSt', 'firmware' } -- HELD[5..7]: a change is announced
+
+-- The active alarms of a unit after one changed: sorted names (JSON list) and how many are severe.
+local function activeAlarms()
+  local all = redis.call('HGETALL', alarms)
+  local active, severe = {}, 0
+  for i = 1, #all, 2 do
+    local _, _, action, severity = string.match(all[i + 1], '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+    if action == 'raised' then
+      active[#active + 1] = all[i]
+      if severity == 'alarm' then severe = severe + 1 end
+    end
+  end
+  table.sort(active)
+  local list = '[]'
+  if #active > 0 then list = cjson.encode(active) end
+  return list, #active, severe
 end
 
-local applied = 0
-if kind == 'telemetry' then
-  if groupIsNewer('telemetryTsMs', 'telemetrySeq') then
-    local args = { 'telemetryTsMs', tsText, 'telemetrySeq', seqText }
-    for k, v in pairs(f) do args[#args + 1] = k; args[#args + 1] = v end
-    redis.call('HSET', unit, unpack(args))
-    applied = 1
-  end
-elseif kind == 'status' then
-  if groupIsNewer('statusTsMs', 'statusSeq') then
-    local old = redis.call('HMGET', unit, 'State', 'ChaSt', 'firmware')
-    local args = { 'statusTsMs', tsText, 'statusSeq', seqText }
-    for k, v in pairs(f) do args[#args + 1] = k; args[#args + 1] = v end
-    redis.call('HSET', unit, unpack(args))
-    local watched = { 'State', 'ChaSt', 'firmware' }
-    for i, name in ipairs(watched) do
-      local now_ = f[name]
-      if now_ ~= nil and now_ ~= (str(old[i])) then announce(name, old[i] or '', now_, tsText) end
+-- Applies the current message: one HMGET, one HSET, the indexes only when they move.
+-- Returns 1 if it moved the unit's state, else 0.
+local function apply()
+  local h = redis.call('HMGET', unit, unpack(HELD))
+  local set = {}
+  local function put(k, v) set[#set + 1] = k; set[#set + 1] = v end
+  local applied = 0
+  local state, severe = str(h[5]), num(h[8]) or 0
+  if kind == 'telemetry' then
+    if newerThan(num(h[1]), num(h[2])) then
+      put('telemetryTsMs', tsText); put('telemetrySeq', seqText)
+      for k, v in pairs(f) do put(k, v) end
+      applied = 1
     end
-    applied = 1
-  end
-elseif kind == 'event' then
-  local alarm = f.alarm
-  local held = redis.call('HGET', alarms, alarm)
-  local oldTs, oldSeq, oldAction = nil, nil, nil
-  if held then
-    local a, b, c = string.match(held, '^([^|]*)|([^|]*)|([^|]*)|')
-    oldTs, oldSeq, oldAction = num(a), num(b), c
-  end
-  if newerThan(oldTs, oldSeq) then
-    redis.call('HSET', alarms, alarm, tsText .. '|' .. seqText .. '|' .. f.action .. '|' .. f.severity)
-    if f.action ~= (oldAction or 'cleared') then announce('alarm:' .. alarm, oldAction or '', f.action, tsText) end
-    local all = redis.call('HGETALL', alarms)
-    local active, severe = {}, 0
-    for i = 1, #all, 2 do
-      local _, _, action, severity = string.match(all[i + 1], '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
-      if action == 'raised' then
-        active[#active + 1] = all[i]
-        if severity == 'alarm' then severe = severe + 1 end
+  elseif kind == 'status' then
+    if newerThan(num(h[3]), num(h[4])) then
+      put('statusTsMs', tsText); put('statusSeq', seqText)
+      for k, v in pairs(f) do put(k, v) end
+      for i, name in ipairs(WATCHED) do
+        local new, old = f[name], str(h[4 + i])
+        if new ~= nil and new ~= old then announce(name, old, new, tsText) end
       end
+      if f.State ~= nil then state = f.State end
+      applied = 1
     end
-    table.sort(active)
-    local list = '[]'
-    if #active > 0 then list = cjson.encode(active) end
-    redis.call('HSET', unit, 'alarms', list, 'activeAlarms', #active, 'severeAlarms', severe)
-    local lastEvent = num(redis.call('HGET', unit, 'eventTsMs'))
-    if lastEvent == nil or ts > lastEvent then redis.call('HSET', unit, 'eventTsMs', tsText) end
-    applied = 1
+  elseif kind == 'event' then
+    local alarm = f.alarm
+    local held = redis.call('HGET', alarms, alarm)
+    local oldTs, oldSeq, oldAction = nil, nil, nil
+    if held then
+      local a, b, c = string.match(held, '^([^|]*)|([^|]*)|([^|]*)|')
+      oldTs, oldSeq, oldAction = num(a), num(b), c
+    end
+    if newerThan(oldTs, oldSeq) then
+      redis.call('HSET', alarms, alarm, tsText .. '|' .. seqText .. '|' .. f.action .. '|' .. f.severity)
+      if f.action ~= (oldAction or 'cleared') then announce('alarm:' .. alarm, oldAction or '', f.action, tsText) end
+      local list, active
+      list, active, severe = activeAlarms()
+      put('alarms', list); put('activeAlarms', active); put('severeAlarms', severe)
+      local lastEvent = num(h[9])
+      if lastEvent == nil or ts > lastEvent then put('eventTsMs', tsText) end
+      applied = 1
+    end
   end
+
+  -- Every message, valid or not, says the unit was heard from.
+  local lastSeen = num(h[10])
+  local seenGrew = lastSeen == nil or seen > lastSeen
+  if seenGrew then put('lastSeenMs', seenText); lastSeen = seen end
+  if seq > (num(h[11]) or -1) then put('lastSeq', seqText) end
+  if not h[13] then
+    put('site', site); put('device', device)
+    redis.call('SADD', sitesKey, site)
+  end
+  local health = 'online'
+  if now - lastSeen > offlineAfter then
+    health = 'offline'
+  elseif state == 'FAULT' or severe > 0 then
+    health = 'faulted'
+  end
+  local oldHealth = str(h[12])
+  if oldHealth ~= health then put('health', health) end
+  if #set > 0 then redis.call('HSET', unit, unpack(set)) end
+  if seenGrew then
+    redis.call('ZADD', lastseen, 'GT', lastSeen, member)
+    redis.call('ZADD', siteLastseen, 'GT', lastSeen, device)
+  end
+  if health == 'offline' then
+    if oldHealth ~= 'offline' then redis.call('ZREM', online, member) end
+  elseif seenGrew or oldHealth ~= health then
+    redis.call('ZADD', online, lastSeen, member)
+  end
+  if oldHealth ~= health then
+    if oldHealth then
+      redis.call('HINCRBY', siteKey, oldHealth, -1)
+    else
+      redis.call('HINCRBY', siteKey, 'units', 1)
+      for _, name in ipairs({ 'online', 'offline', 'faulted' }) do redis.call('HINCRBY', siteKey, name, 0) end
+    end
+    redis.call('HINCRBY', siteKey, health, 1)
+    announce('health', oldHealth or '', health, seenText)
+  end
+  return applied
 end
 
--- Every message, valid or not, says the unit was heard from.
-local held = redis.call('HMGET', unit, 'lastSeenMs', 'lastSeq', 'health', 'State', 'severeAlarms')
-local lastSeen = num(held[1])
-if lastSeen == nil or seen > lastSeen then
-  redis.call('HSET', unit, 'lastSeenMs', seenText)
-  lastSeen = seen
+local function applyMessage(fieldsJson)
+  f = cjson.decode(fieldsJson)
+  return apply()
 end
-if seq > (num(held[2]) or -1) then redis.call('HSET', unit, 'lastSeq', seqText) end
-redis.call('HSETNX', unit, 'site', site)
-redis.call('HSETNX', unit, 'device', device)
-redis.call('ZADD', lastseen, 'GT', lastSeen, member)
-redis.call('ZADD', siteLastseen, 'GT', lastSeen, device)
-redis.call('SADD', sitesKey, site)
 
-local state = str(held[4])
-local severe = num(held[5]) or 0
-if kind == 'status' or kind == 'event' then
-  local fresh = redis.call('HMGET', unit, 'State', 'severeAlarms')
-  state, severe = str(fresh[1]), num(fresh[2]) or 0
-end
-local health = 'online'
-if now - lastSeen > offlineAfter then
-  health = 'offline'
-elseif state == 'FAULT' or severe > 0 then
-  health = 'faulted'
-end
-if health == 'offline' then
-  redis.call('ZREM', online, member)
-else
-  redis.call('ZADD', online, lastSeen, member)
-end
-local oldHealth = str(held[3])
-if oldHealth ~= health then
-  redis.call('HSET', unit, 'health', health)
-  if oldHealth then
-    redis.call('HINCRBY', siteKey, oldHealth, -1)
+local results = {}
+for i = 5, #ARGV, ${APPLY_ARGS_PER_MESSAGE} do
+  kind, site, device = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  seqText, tsText, seenText = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  seq, ts, seen = tonumber(seqText), tonumber(tsText), tonumber(seenText)
+  member = site .. ':' .. device
+  unit = prefix .. 'unit:' .. member
+  alarms = unit .. ':alarms'
+  siteKey = prefix .. 'site:' .. site
+  siteLastseen = prefix .. 'lastseen:' .. site
+  local ok, result = pcall(applyMessage, ARGV[i + 6])
+  if ok then
+    results[#results + 1] = result
   else
-    redis.call('HINCRBY', siteKey, 'units', 1)
-    for _, h in ipairs({ 'online', 'offline', 'faulted' }) do redis.call('HINCRBY', siteKey, h, 0) end
+    if type(result) == 'table' then result = result.err end
+    results[#results + 1] = 'error: ' .. tostring(result)
   end
-  redis.call('HINCRBY', siteKey, health, 1)
-  announce('health', oldHealth or '', health, seenText)
 end
-return applied
+return results
 `;
 
 /**

@@ -44,8 +44,10 @@ export const IngestSinkConfigSchema = Type.Object({
     description: 'largest write request body, bytes (a batch is sent in several requests above it)',
   }),
   influxGzip: Type.Boolean({
-    default: true,
-    description: `gzip request bodies above ${GZIP_MIN_BYTES} bytes`,
+    // Off by default: next to the database, compressing costs the consumer more CPU than it saves
+    // on the wire (raw gzip POSTs ran at 0.55–0.85 × plain here). Turn it on across a WAN.
+    default: false,
+    description: `gzip request bodies above ${GZIP_MIN_BYTES} bytes (for a database across a slow link)`,
   }),
 });
 export type IngestSinkConfig = Static<typeof IngestSinkConfigSchema>;

@@ -2,8 +2,9 @@
  * The monitor sink: the latest state of every unit in Redis, for dashboards and alerting (keys:
  * cloud/monitor/keys.ts; update rules: cloud/monitor/scripts.ts).
  *
- * A batch is one pipeline of EVALSHA calls (one round trip, no MULTI: each script is atomic on its
- * own, and every one is idempotent, so a batch that is cut short and retried is harmless). A
+ * A batch is one pipeline of EVALSHA calls, each applying up to APPLY_CHUNK messages (one round
+ * trip, no MULTI: each message is applied atomically, and every one is idempotent, so a batch that
+ * is cut short and retried is harmless). A
  * periodic sweep marks units offline after `offlineAfterMs` of silence. Every change (health,
  * State, ChaSt, firmware, an alarm raised or cleared) is announced on the stream `bsu:changes`.
  *
@@ -13,7 +14,7 @@
  */
 import type { Counter, Registry } from 'prom-client';
 import { registeredCounter as counter } from '../../lib/metrics.ts';
-import { createClient, ErrorReply, MultiErrorReply, type RedisClientType } from 'redis';
+import { createClient, MultiErrorReply, type RedisClientType } from 'redis';
 import Type, { type Static } from 'typebox';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
@@ -28,7 +29,7 @@ import {
   TELEMETRY_FIELDS,
   type MonitorKeys,
 } from '../monitor/keys.ts';
-import { APPLY_SCRIPT, SWEEP_SCRIPT } from '../monitor/scripts.ts';
+import { APPLY_ARGS_PER_MESSAGE, APPLY_CHUNK, APPLY_SCRIPT, SWEEP_SCRIPT } from '../monitor/scripts.ts';
 import type { Sink, SinkMessage, SinkRejection, WriteResult } from '../sink.ts';
 
 /** Settings of the monitor sink (the runner's come from cloud/consumer-command.ts). */
@@ -195,97 +196,80 @@ export class RedisMonitorSink implements Sink {
     const client = this.client;
     if (!client?.isReady)
       throw new Error(`redis is not connected${this.lastError ? `: ${this.lastError}` : ''}`);
-    const now = this.now();
-    const calls: { message: SinkMessage; kind: Update['kind']; keys: string[]; args: string[] }[] = [];
+    const { keys, options } = this;
+    const head = [
+      options.redisKeyPrefix,
+      String(this.now()),
+      String(options.offlineAfterMs),
+      String(options.changesMaxLen),
+    ];
+    const kinds: Update['kind'][] = [];
+    const chunks: string[][] = [];
+    let args: string[] = [];
     for (const message of batch) {
       const update = updateOf(message);
-      const seen = receivedAtMs(message);
       let kind: Update['kind'] = 'seen';
       let tsMs = 0;
       let fields: Record<string, string> = {};
       if ('invalid' in update) {
-        this.invalid.inc({ consumer: this.options.consumer, reason: update.invalid });
-        this.options.log.debug({ seq: message.seq, reason: update.reason }, 'payload not applied');
+        this.invalid.inc({ consumer: options.consumer, reason: update.invalid });
+        options.log.debug({ seq: message.seq, reason: update.reason }, 'payload not applied');
       } else {
         ({ kind, tsMs, fields } = update);
       }
-      const { site, device } = message;
-      calls.push({
-        message,
+      kinds.push(kind);
+      if (args.length === 0) args = [...head];
+      args.push(
         kind,
-        keys: [
-          this.keys.unit(site, device),
-          this.keys.alarms(site, device),
-          this.keys.site(site),
-          this.keys.sites,
-          this.keys.lastSeen,
-          this.keys.siteLastSeen(site),
-          this.keys.online,
-          this.keys.changes,
-        ],
-        args: [
-          kind,
-          site,
-          device,
-          String(message.seq),
-          String(tsMs),
-          String(seen),
-          String(now),
-          String(this.options.offlineAfterMs),
-          String(this.options.changesMaxLen),
-          JSON.stringify(fields),
-        ],
-      });
+        message.site,
+        message.device,
+        String(message.seq),
+        String(tsMs),
+        String(receivedAtMs(message)),
+        JSON.stringify(fields),
+      );
+      if (args.length >= head.length + APPLY_CHUNK * APPLY_ARGS_PER_MESSAGE) {
+        chunks.push(args);
+        args = [];
+      }
     }
+    if (args.length > 0) chunks.push(args);
+    const scriptKeys = [keys.sites, keys.lastSeen, keys.online, keys.changes];
     const run = async (): Promise<unknown[]> => {
       const pipeline = client.multi();
-      for (const c of calls) pipeline.evalSha(this.applySha, { keys: c.keys, arguments: c.args });
+      for (const chunk of chunks) pipeline.evalSha(this.applySha, { keys: scriptKeys, arguments: chunk });
       return pipeline.execAsPipeline();
     };
     let replies: unknown[];
     try {
       replies = await run();
     } catch (err) {
-      if (!isNoScript(err)) return this.perMessage(err, calls);
+      if (!isNoScript(err)) throw err;
       // Redis restarted and lost its script cache: load again and apply the batch once more.
       signal.throwIfAborted();
       await this.loadScripts(client);
-      try {
-        replies = await run();
-      } catch (again) {
-        return this.perMessage(again, calls);
-      }
+      replies = await run();
     }
-    this.count(calls, replies);
-    return { rejected: [] };
+    return this.settle(batch, kinds, replies.flat());
   }
 
   /**
-   * A pipeline with failed calls: a script error is about that message and will not change on
-   * retry (rejected → dead letter); anything else (connection lost, OOM, read-only replica) is
-   * transient and fails the batch.
+   * Per message: 1 applied, 0 older than the state held, or the error the script met applying it
+   * (about that message, and it will not change on retry: rejected, so it is dead-lettered).
    */
-  private perMessage(err: unknown, calls: { message: SinkMessage; kind: Update['kind'] }[]): WriteResult {
-    if (!(err instanceof MultiErrorReply)) throw err;
-    const rejected: SinkRejection[] = [];
-    for (const index of err.errorIndexes) {
-      const reply = err.replies[index];
-      const message = calls[index]?.message;
-      const text = reply instanceof ErrorReply ? reply.message : String(reply);
-      if (!message || !/user_script|Error running script/i.test(text)) throw err;
-      rejected.push({ seq: message.seq, reason: `monitor script failed: ${text}` });
-    }
-    this.count(calls, err.replies);
-    return { rejected };
-  }
-
-  private count(calls: { kind: Update['kind'] }[], replies: unknown[]): void {
+  private settle(batch: readonly SinkMessage[], kinds: Update['kind'][], results: unknown[]): WriteResult {
     const consumer = this.options.consumer;
-    calls.forEach((c, i) => {
-      if (c.kind === 'seen') return;
-      if (replies[i] === 1) this.applied.inc({ consumer, kind: c.kind });
-      else if (replies[i] === 0) this.stale.inc({ consumer, kind: c.kind });
+    const rejected: SinkRejection[] = [];
+    batch.forEach((message, i) => {
+      const result = results[i];
+      const kind = kinds[i]!;
+      if (typeof result === 'string')
+        rejected.push({ seq: message.seq, reason: `monitor script failed: ${result}` });
+      else if (kind === 'seen') return;
+      else if (result === 1) this.applied.inc({ consumer, kind });
+      else if (result === 0) this.stale.inc({ consumer, kind });
     });
+    return { rejected };
   }
 
   /** Marks silent units offline; runs on its own timer, and is safe to run from several monitors. */
