@@ -122,16 +122,15 @@ export function parseArchiveKey(
 
 /** The record of a message. */
 export function toRecord(message: SinkMessage): ArchiveRecord {
-  const base = {
-    seq: message.seq,
-    subject: message.subject,
-    time: new Date(message.storedAtMs).toISOString(),
-    headers: message.headers,
-  };
+  const seq = message.seq;
+  const subject = message.subject;
+  const time = new Date(message.storedAtMs).toISOString();
+  const headers = message.headers;
   try {
-    return { ...base, payload: UTF8.decode(message.payload) };
+    return { seq, subject, time, headers, payload: UTF8.decode(message.payload) };
   } catch {
-    return { ...base, payload: Buffer.from(message.payload).toString('base64'), payloadEncoding: 'base64' };
+    const payload = Buffer.from(message.payload).toString('base64');
+    return { seq, subject, time, headers, payload, payloadEncoding: 'base64' };
   }
 }
 
@@ -176,23 +175,40 @@ export async function buildArchiveObjects(
   batch: readonly SinkMessage[],
   options: BuildOptions,
 ): Promise<ArchiveObject[]> {
-  const groups = new Map<string, { site: string; hour: string; messages: Map<number, SinkMessage> }>();
+  type Group = {
+    site: string;
+    hour: string;
+    messages: Map<number, SinkMessage>;
+    received: Map<number, number>;
+  };
+  const groups = new Map<string, Group>();
+  const hours = new Map<number, string>();
   for (const message of batch) {
-    const hour = hourOf(receivedAtMs(message));
+    const received = receivedAtMs(message);
+    // A batch spans a few hours at most: format each once.
+    const hourNumber = Math.floor(received / 3_600_000);
+    let hour = hours.get(hourNumber);
+    if (hour === undefined) hours.set(hourNumber, (hour = hourOf(received)));
     const id = `${message.site}/${hour}`;
     let group = groups.get(id);
-    if (!group) groups.set(id, (group = { site: message.site, hour, messages: new Map() }));
-    if (!group.messages.has(message.seq)) group.messages.set(message.seq, message);
+    if (!group)
+      groups.set(id, (group = { site: message.site, hour, messages: new Map(), received: new Map() }));
+    if (!group.messages.has(message.seq)) {
+      group.messages.set(message.seq, message);
+      group.received.set(message.seq, received);
+    }
   }
   return Promise.all(
-    [...groups.values()].map(async ({ site, hour, messages }) => {
+    [...groups.values()].map(async ({ site, hour, messages, received: receivedOf }) => {
       const sorted = [...messages.values()].sort((a, b) => a.seq - b.seq);
-      const ndjson = Buffer.from(sorted.map((m) => `${JSON.stringify(toRecord(m))}\n`).join(''));
+      let text = '';
+      for (const m of sorted) text += `${JSON.stringify(toRecord(m))}\n`;
+      const ndjson = Buffer.from(text);
       // Node's gzip header carries no time or name: the same records give the same bytes.
       const body = await gzip(ndjson, { level: options.gzipLevel ?? 6 });
       const first = sorted[0]!;
       const last = sorted.at(-1)!;
-      const received = sorted.map(receivedAtMs);
+      const received = sorted.map((m) => receivedOf.get(m.seq)!);
       const byKind: Record<string, number> = {};
       for (const m of sorted) byKind[m.kind] = (byKind[m.kind] ?? 0) + 1;
       const key = archiveKey(options.prefix, site, hour, first.seq, last.seq);
