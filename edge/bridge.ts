@@ -9,11 +9,11 @@
  */
 import { createHash } from 'node:crypto';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.ts';
 import { LabelledCount } from '../lib/metrics.ts';
-import { connectNats } from '../lib/nats.ts';
+import { connectNats, wireHeaders } from '../lib/nats.ts';
 import type { Readiness } from '../lib/ops.ts';
 import {
   decodePayload,
@@ -215,11 +215,12 @@ export class EdgeBridge {
     const route = this.topics.match(topic);
     const claimedKind = route?.kind ?? 'unknown';
     this.metrics.received.add(claimedKind);
-    const h = natsHeaders();
-    h.set(Header.site, config.site);
-    h.set(Header.gateway, config.gateway);
-    h.set(Header.receivedAt, new Date(receivedAtMs).toISOString());
-    h.set(Header.mqttTopic, topic);
+    const h: [string, string][] = [
+      [Header.site, config.site],
+      [Header.gateway, config.gateway],
+      [Header.receivedAt, new Date(receivedAtMs).toISOString()],
+      [Header.mqttTopic, topic],
+    ];
 
     let device = route?.device ?? UNKNOWN_DEVICE;
     let invalid: { reason: string; label: InvalidReason } | undefined;
@@ -245,18 +246,19 @@ export class EdgeBridge {
     let kind: MessageKind;
     if (decoded?.ok && !invalid) {
       kind = decoded.kind;
-      h.set(Header.schema, schemaTag(decoded.kind as DeviceKind));
-      h.set(Header.msgId, messageId(config.site, device, kind, decoded.seq, decoded.tsMs));
+      h.push(
+        [Header.schema, schemaTag(decoded.kind as DeviceKind)],
+        [Header.msgId, messageId(config.site, device, kind, decoded.seq, decoded.tsMs)],
+      );
     } else {
       kind = MessageKind.invalid;
-      h.set(Header.invalidReason, invalid!.reason);
-      h.set(Header.claimedKind, claimedKind);
+      h.push([Header.invalidReason, invalid!.reason], [Header.claimedKind, claimedKind]);
       // Byte-identical evidence on the same topic is the same evidence: a redelivery is stored once.
       const digest = createHash('sha256').update(topic).update('\0').update(payload).digest('base64url');
-      h.set(Header.msgId, `${config.site}.invalid.${digest}`);
+      h.push([Header.msgId, `${config.site}.invalid.${digest}`]);
       this.metrics.invalid.add(invalid!.label);
     }
-    return { subject: subjectFor(config.site, device, kind), payload, headers: h, kind };
+    return { subject: subjectFor(config.site, device, kind), payload, headers: wireHeaders(h), kind };
   }
 
   /** Samples depth, age and evictions of the site streams into the metrics. */

@@ -20,7 +20,7 @@ import { consumerFilter, coveringFilter, subjectMatches } from '../cloud/runner-
 import { RunnerMetric } from '../cloud/runner-metrics.ts';
 import { PermanentSinkError, type Sink, type SinkMessage, type WriteResult } from '../cloud/sink.ts';
 import { silentLogger } from '../lib/log.ts';
-import { firstHeaderValues } from '../lib/nats.ts';
+import { firstHeaderValues, wireHeaders } from '../lib/nats.ts';
 import type { Readiness } from '../lib/ops.ts';
 import { Header } from '../schemas/headers.ts';
 import { stopServer, type RunningServer } from '../stack/servers.ts';
@@ -372,7 +372,7 @@ describe('consumer runner', () => {
     assert.equal(skipped.values[0]!.value, 2);
   });
 
-  test('reads headers from the raw header block exactly as the client decodes them', async () => {
+  test('headers: read from the raw block as the client decodes them, written pre-encoded', async () => {
     const js = jetstream(nc);
     const h = headers();
     h.set(Header.site, 'hdr');
@@ -382,6 +382,16 @@ describe('consumer runner', () => {
     h.append('X-Twice', 'second');
     await js.publish('bsu.hdr.d1.telemetry', new Uint8Array([1]), { headers: h });
     await js.publish('bsu.hdr.d2.telemetry', new Uint8Array([2]));
+    // Headers encoded once (the bridge's way): the same wire format, line breaks made spaces.
+    nc.publish('bsu.hdr.d3.telemetry', new Uint8Array([3]), {
+      headers: wireHeaders([
+        [Header.site, 'hdr'],
+        ['X-Broken', 'one\r\ntwo'],
+        ['X-Twice', 'first'],
+        ['X-Twice', 'second'],
+      ]),
+    });
+    await nc.flush();
     await jsm.consumers.add('BSU', {
       durable_name: 't-hdr',
       filter_subject: 'bsu.hdr.>',
@@ -389,8 +399,8 @@ describe('consumer runner', () => {
     });
     const consumer = await jetstream(nc).consumers.get('BSU', 't-hdr');
     const got: JsMsg[] = [];
-    for await (const m of await consumer.fetch({ max_messages: 2, expires: 2_000 })) got.push(m);
-    assert.equal(got.length, 2);
+    for await (const m of await consumer.fetch({ max_messages: 3, expires: 2_000 })) got.push(m);
+    assert.equal(got.length, 3);
     const decoded = (m: JsMsg) => {
       const out: Record<string, string> = {};
       for (const [k, v] of m.headers ?? []) out[k] = v[0]!;
@@ -404,6 +414,13 @@ describe('consumer runner', () => {
       'X-Twice': 'first',
     });
     assert.deepEqual(firstHeaderValues(got[1]!), {});
+    assert.deepEqual(firstHeaderValues(got[2]!), decoded(got[2]!));
+    assert.deepEqual(firstHeaderValues(got[2]!), {
+      [Header.site]: 'hdr',
+      'X-Broken': 'one  two',
+      'X-Twice': 'first',
+    });
+    assert.deepEqual(got[2]!.headers?.values('X-Twice'), ['first', 'second']);
     for (const m of got) m.ack();
   });
 
