@@ -10,6 +10,8 @@ import { Registry } from 'prom-client';
 import { createClient, type RedisClientType } from 'redis';
 import { monitorSpec } from '../cli/commands/monitor.ts';
 import { loadConsumerConfig, startConsumer } from '../cloud/consumer-command.ts';
+import { monitorKeys } from '../cloud/monitor/keys.ts';
+import { APPLY_ARGS_PER_MESSAGE, APPLY_SCRIPT } from '../cloud/monitor/scripts.ts';
 import { MonitorMetric } from '../cloud/sinks/redis-monitor.ts';
 import { silentLogger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
@@ -229,6 +231,44 @@ describe('monitor to Redis', () => {
     assert.ok(Number(state.lastSeenMs) > 0);
     const dlq = await jsm.streams.info('BSU_DLQ');
     assert.equal(dlq.state.messages, 0);
+  });
+
+  test('one script call applies many messages; a message that fails is reported alone', async () => {
+    const sha = await redis.scriptLoad(APPLY_SCRIPT);
+    const site = 'chunk';
+    const keys = monitorKeys(`${site}:`);
+    const now = Date.now();
+    const message = (device: string, kind: string, seq: number, fields: Record<string, string>) => [
+      kind,
+      site,
+      device,
+      String(seq),
+      String(now - 1000 + seq),
+      String(now - 1000 + seq),
+      JSON.stringify(fields),
+    ];
+    const args = [
+      `${site}:`,
+      String(now),
+      '120000',
+      '1000',
+      ...message('u1', 'telemetry', 1, { SoC: '50.5' }),
+      // An event without an action: applying it fails in the script.
+      ...message('u1', 'event', 2, { alarm: 'OVER_TEMP' }),
+      ...message('u2', 'telemetry', 3, { SoC: '61' }),
+      ...message('u1', 'telemetry', 1, { SoC: '50.5' }),
+    ];
+    assert.equal(args.length, 4 + 4 * APPLY_ARGS_PER_MESSAGE);
+    const results = (await redis.evalSha(sha, {
+      keys: [keys.sites, keys.lastSeen, keys.online, keys.changes],
+      arguments: args,
+    })) as unknown[];
+    assert.equal(results.length, 4);
+    assert.deepEqual([results[0], results[2], results[3]], [1, 1, 0], 'applied, applied, replayed (stale)');
+    assert.match(String(results[1]), /^error: /, 'the failing message is reported as an error');
+    assert.equal((await unit(site, 'u1')).SoC, '50.5');
+    assert.equal((await unit(site, 'u2')).SoC, '61');
+    assert.deepEqual(await siteCounts(site), { units: 2, online: 2, offline: 0, faulted: 0 });
   });
 
   test('loses nothing when Redis is killed and restarted under load', async (t) => {

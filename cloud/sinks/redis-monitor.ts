@@ -250,14 +250,14 @@ export class RedisMonitorSink implements Sink {
       await this.loadScripts(client);
       replies = await run();
     }
-    return this.settle(batch, kinds, replies.flat());
+    return this.resultOf(batch, kinds, replies.flat());
   }
 
   /**
    * Per message: 1 applied, 0 older than the state held, or the error the script met applying it
    * (about that message, and it will not change on retry: rejected, so it is dead-lettered).
    */
-  private settle(batch: readonly SinkMessage[], kinds: Update['kind'][], results: unknown[]): WriteResult {
+  private resultOf(batch: readonly SinkMessage[], kinds: Update['kind'][], results: unknown[]): WriteResult {
     const consumer = this.options.consumer;
     const rejected: SinkRejection[] = [];
     batch.forEach((message, i) => {
