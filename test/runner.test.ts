@@ -353,6 +353,41 @@ describe('consumer runner', () => {
     await waitFor('the acks', async () => (await consumerInfo('grace')).num_ack_pending === 0);
   });
 
+  test('on stop, writes and acks the batch in hand and gives the batch fetched ahead back at once', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const sink = new ScriptedSink(async () => {
+      await gate;
+      return { rejected: [] };
+    });
+    await publish('ahead', 30);
+    // One write at a time: while the first batch (10) is written, the second (10) waits in hand.
+    const first = start('ahead', sink, {
+      batchSize: 10,
+      fillBatch: true,
+      writesInFlight: 1,
+      ackWaitMs: 30_000,
+    });
+    await waitFor(
+      'the batch fetched ahead',
+      async () => (await consumerInfo('ahead')).num_ack_pending === 20,
+    );
+    first.controller.abort();
+    release();
+    await first.run.done;
+    assert.equal(sink.writes.length, 1, 'only the batch in hand was written');
+    assert.equal(sink.writes[0]!.batch.length, 10);
+    assert.ok((await consumerInfo('ahead')).ack_floor.stream_seq > 0, 'the batch in hand was acked');
+    const again = new ScriptedSink(ok);
+    const started = Date.now();
+    start('ahead', again);
+    await waitFor('the rest', () => again.writes.flatMap((w) => w.batch).length === 20);
+    assert.ok(Date.now() - started < 10_000, 'the batch fetched ahead came back long before ackWait');
+    await waitFor('the acks', async () => (await consumerInfo('ahead')).num_ack_pending === 0);
+    const seqs = [...sink.writes, ...again.writes].flatMap((w) => w.batch.map((m) => m.seq));
+    assert.equal(new Set(seqs).size, 30, 'every message written once');
+  });
+
   test('with several filters on nats-server 2.9, writes only what they match and acks the rest unwritten', async () => {
     await publish('multi', 3, 'telemetry');
     await publish('multi', 2, 'event');
