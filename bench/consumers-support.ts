@@ -20,8 +20,8 @@ import { deviceTimeMs, Header, messageId, schemaTag, subjectFor, type DeviceKind
 import { HUB_STREAM } from '../schemas/streams.ts';
 import { SimClock, TrafficGenerator } from '../simulate/traffic.ts';
 import { freePort } from '../stack/servers.ts';
-import { startSwitchyard } from '../test/support/process.ts';
-import { waitFor } from '../test/support/servers.ts';
+import { startSwitchyard } from '../harness/process.ts';
+import { waitFor } from '../harness/servers.ts';
 import { perSecond, sleepMs } from './support.ts';
 
 /** One device message as the bridge stores it in the hub stream. */

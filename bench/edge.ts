@@ -12,9 +12,9 @@ import { HUB_STREAM, siteStreamNames } from '../schemas/streams.ts';
 import { runSimulator } from '../simulate/simulator.ts';
 import { simulateConfig } from '../simulate/config.ts';
 import { SimClock } from '../simulate/traffic.ts';
-import { startBridge } from '../test/support/edge.ts';
-import { natsConnect, streamCount } from '../test/support/jetstream.ts';
-import { TestServers } from '../test/support/servers.ts';
+import { startBridge } from '../harness/edge.ts';
+import { natsConnect, streamCount } from '../harness/jetstream.ts';
+import { TestServers } from '../harness/servers.ts';
 import {
   createSession,
   perSecond,

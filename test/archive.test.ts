@@ -25,7 +25,7 @@ import { silentLogger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
 import { killServer, type RunningServer } from '../stack/servers.ts';
 import { readArchive } from './support/archive.ts';
-import { TestServers, waitFor } from './support/servers.ts';
+import { TestServers, waitFor } from '../harness/servers.ts';
 
 const BUCKET = 'switchyard';
 const HOURS = ['2026-11-26T03:15:00.000Z', '2026-11-26T04:45:00.000Z'];

@@ -13,7 +13,7 @@ import { childEnv } from '../lib/env.ts';
 import { Header, subjectFor } from '../schemas/index.ts';
 import { freePort, killServer, stopServer, type RunningServer } from '../stack/servers.ts';
 import { devicePayload } from './sink-conformance.ts';
-import { TestServers, waitFor } from './support/servers.ts';
+import { TestServers, waitFor } from '../harness/servers.ts';
 
 const BIN = fileURLToPath(new URL('../bin/switchyard.mjs', import.meta.url));
 const SITES = ['north', 'south'];

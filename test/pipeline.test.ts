@@ -29,12 +29,12 @@ import {
   SteadyLoad,
   telemetryPayload,
   type BridgeProcess,
-} from './support/edge.ts';
-import { natsConnect, readStream, streamCount, type StoredMessage } from './support/jetstream.ts';
+} from '../harness/edge.ts';
+import { natsConnect, readStream, streamCount, type StoredMessage } from '../harness/jetstream.ts';
 import { asSinkMessage, expectedMonitorState, readMonitorState } from './support/monitor-state.ts';
-import { startSwitchyard, type SwitchyardProcess } from './support/process.ts';
+import { startSwitchyard, type SwitchyardProcess } from '../harness/process.ts';
 import { readArchive } from './support/archive.ts';
-import { TestServers, waitFor } from './support/servers.ts';
+import { TestServers, waitFor } from '../harness/servers.ts';
 
 const SITE = 'site-1';
 const BUCKET = 'switchyard';

@@ -19,7 +19,7 @@ import { silentLogger } from '../lib/log.ts';
 import { killServer } from '../stack/servers.ts';
 import { sinkConformance } from './sink-conformance.ts';
 import { canonical, expectedMonitorState, readMonitorState, type Row } from './support/monitor-state.ts';
-import { TestServers } from './support/servers.ts';
+import { TestServers } from '../harness/servers.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Archive: every record of a site, once per object it is in, payload bytes as base64

@@ -1,6 +1,7 @@
 /**
- * Real servers owned by one test file: each gets free loopback ports and a fresh temp directory,
- * and `stopAll()` (call it from `after`) stops exactly what was started here, by PID.
+ * Real servers owned by one test file or one benchmark suite: each gets free loopback ports and a
+ * fresh temp directory, and `stopAll()` (call it from `after`) stops exactly what was started
+ * here, by PID.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +20,7 @@ import {
   victoriaMetricsSpec,
   type RunningServer,
   type ServerSpec,
-} from '../../stack/servers.ts';
+} from '../stack/servers.ts';
 
 export class TestServers {
   readonly dir: string;
