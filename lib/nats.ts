@@ -74,7 +74,7 @@ export function firstHeaderValues(msg: JsMsg): Record<string, string> {
       const colon = block.indexOf(':', start);
       if (colon > start && colon < end) {
         const key = block.slice(start, colon);
-        if (!(key in out)) out[key] = block.slice(colon + 1, end).trim();
+        if (!Object.hasOwn(out, key)) out[key] = block.slice(colon + 1, end).trim();
       }
       start = end + 2;
     }
