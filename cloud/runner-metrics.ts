@@ -17,6 +17,7 @@ export const RunnerMetric = {
   lag: 'switchyard_consumer_lag_messages',
   ackPending: 'switchyard_consumer_ack_pending_messages',
   inFlight: 'switchyard_consumer_in_flight_messages',
+  writesInFlight: 'switchyard_consumer_writes_in_flight',
   sinkUp: 'switchyard_consumer_sink_up',
 } as const;
 
@@ -30,6 +31,7 @@ export interface RunnerMetrics {
   lag: Gauge<'consumer'>;
   ackPending: Gauge<'consumer'>;
   inFlight: Gauge<'consumer'>;
+  writesInFlight: Gauge<'consumer'>;
   sinkUp: Gauge<'consumer'>;
 }
 
@@ -78,6 +80,10 @@ export function runnerMetrics(registry: Registry): RunnerMetrics {
       'Messages delivered and not yet acked (num_ack_pending; from consumer info while no messages flow)',
     ),
     inFlight: gauge(RunnerMetric.inFlight, 'Messages fetched and not yet settled'),
+    writesInFlight: gauge(
+      RunnerMetric.writesInFlight,
+      'Batches being written now (at writesInFlight the next fetched batch waits: the store sets the pace)',
+    ),
     sinkUp: gauge(RunnerMetric.sinkUp, '1 when the sink answered its last readiness check or write'),
   };
 }

@@ -339,8 +339,12 @@ class Runner {
       const fetched = await (next ?? this.fetch());
       next = undefined;
       if (fetched.length === 0) continue;
-      const settling: Promise<void> = this.settleSafely(fetched).finally(() => writing.delete(settling));
+      const settling: Promise<void> = this.settleSafely(fetched).finally(() => {
+        writing.delete(settling);
+        this.metrics.writesInFlight.set(this.labels, writing.size);
+      });
       writing.add(settling);
+      this.metrics.writesInFlight.set(this.labels, writing.size);
       if (this.consecutiveFailures === 0 && !this.signal.aborted) next = this.fetch();
       while (writing.size >= this.s.writesInFlight) await Promise.race(writing);
     }

@@ -473,6 +473,7 @@ describe('consumer runner', () => {
     await waitFor('lag 70', async () => (await value(RunnerMetric.lag)) === 70);
     assert.equal(await value(RunnerMetric.inFlight), 150);
     assert.equal(sink.writes.length, 2, 'two writes at once');
+    assert.equal(await value(RunnerMetric.writesInFlight), 2);
     // From consumer info once no messages have flowed for lagRefreshMs.
     await waitFor('ack pending 150', async () => (await value(RunnerMetric.ackPending)) === 150);
     assert.equal(await value(RunnerMetric.lag), 70, 'nothing more was fetched while the writes hang');
@@ -481,6 +482,7 @@ describe('consumer runner', () => {
       'lag 0',
       async () => (await value(RunnerMetric.lag)) === 0 && (await value(RunnerMetric.ackPending)) === 0,
     );
+    assert.equal(await value(RunnerMetric.writesInFlight), 0);
     const text = await registry.metrics();
     assert.match(text, /switchyard_consumer_batch_write_seconds_count\{consumer="t-lag",outcome="ok"\} 5/);
     assert.match(text, /switchyard_consumer_messages_processed_total\{consumer="t-lag"\} 220/);
