@@ -233,8 +233,7 @@ export function telemetryPoints(source: PointSource, value: Json, timeMs: number
       : fieldsOf(value, '', TELEMETRY_SKIP),
     timeMs,
   };
-  const points = hasFields(device) ? [device] : [];
-  if (!Array.isArray(value.strings) && !Array.isArray(value.modules)) return points;
+  const points = [device];
   for (const row of Array.isArray(value.strings) ? value.strings : []) {
     if (!isObject(row)) continue;
     points.push({

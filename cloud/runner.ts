@@ -11,7 +11,8 @@
  *    a time until a write succeeds again.
  * 2. Split it into writes of at most `maxBatchBytes` and hand each to `sink.write(batch, signal)`.
  * 3. Settle every message:
- *    - written → ack; the batch's last ack is confirmed by the server (`ackAck`) before the next fetch;
+ *    - written → ack; the batch's last ack is confirmed by the server (`ackAck`) before the batch
+ *      counts as settled (the fetch ahead does not wait for it);
  *    - listed in `rejected`, or the write threw PermanentSinkError → dead letter (BSU_DLQ), then term;
  *    - any other error → nak with a growing delay (`backoffMs`, jittered), or dead letter once the
  *      message has been delivered `maxDeliver` times; the runner then waits (the same delay, then
