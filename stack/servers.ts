@@ -17,12 +17,14 @@ import {
   readFileSync,
   statSync,
   writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { binOverride } from '../lib/env.ts';
 import { sleep } from '../lib/shutdown.ts';
+import { repairS3rverStore } from './s3rver-store.ts';
 
 export const ServerRole = {
   hubNats: 'hub-nats',
@@ -434,6 +436,10 @@ export interface StartOptions {
 export async function startServer(spec: ServerSpec, options: StartOptions = {}): Promise<RunningServer> {
   const detached = options.detached ?? true;
   const out = openSync(spec.logFile, 'a');
+  if (spec.role === ServerRole.s3) {
+    for (const line of repairS3rverStore(spec.dataDir))
+      writeSync(out, `switchyard: removed a torn object left by a kill mid-PUT: ${line}\n`);
+  }
   const child = spawn(spec.command, spec.args, { detached, stdio: ['ignore', out, out], cwd: spec.dataDir });
   closeSync(out);
   let exited: string | undefined;

@@ -3,7 +3,6 @@
  * reached S3 is read back through the manifests and counted by stream sequence.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
@@ -20,11 +19,11 @@ import {
 import type { SinkMessage } from '../cloud/sink.ts';
 import { createS3Client, listKeys, listManifests } from '../cloud/archive/s3.ts';
 import { loadConsumerConfig, startConsumer } from '../cloud/consumer-command.ts';
-import { childEnv } from '../lib/env.ts';
 import { silentLogger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
 import { killServer, type RunningServer } from '../stack/servers.ts';
 import { readArchive } from './support/archive.ts';
+import { startSwitchyard, type SwitchyardProcess } from '../harness/process.ts';
 import { TestServers, waitFor } from '../harness/servers.ts';
 
 const BUCKET = 'switchyard';
@@ -259,6 +258,7 @@ describe('archive to S3', () => {
   test('waits while S3 is down under load, then archives everything without a gap', async (t) => {
     const total = 2_000;
     const archive = await startArchive({ durable: 'arch-outage', s3Prefix: 'outage/', batchSize: '200' });
+    t.after(() => archive.stop());
     const load = (async () => {
       for (let i = 0; i < total; i += 100) {
         await publish(100, i);
@@ -295,7 +295,6 @@ describe('archive to S3', () => {
     const total = 3_000;
     await publish(total);
     const args = [
-      'bin/switchyard.mjs',
       'archive',
       '--nats-url',
       nats.url,
@@ -314,25 +313,14 @@ describe('archive to S3', () => {
       '--durable',
       'arch-crash',
     ];
-    const env = childEnv({
-      SWITCHYARD_S3_ACCESS_KEY_ID: 'S3RVER',
-      SWITCHYARD_S3_SECRET_ACCESS_KEY: 'S3RVER',
-    });
-    const startChild = (): { child: ChildProcess; exit: Promise<number | null> } => {
-      const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
-      // A failed or timed-out test must not leave the archive running.
-      const reap = (): void => void child.kill('SIGKILL');
-      process.once('exit', reap);
-      child.once('exit', () => process.off('exit', reap));
-      let stderr = '';
-      child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-      const exit = new Promise<number | null>((resolve) =>
-        child.once('exit', (code) => {
-          if (code) process.stderr.write(stderr);
-          resolve(code);
-        }),
-      );
-      return { child, exit };
+    const env = { SWITCHYARD_S3_ACCESS_KEY_ID: 'S3RVER', SWITCHYARD_S3_SECRET_ACCESS_KEY: 'S3RVER' };
+    const started: SwitchyardProcess[] = [];
+    // A failed wait must not leave an archive running past the test.
+    t.after(() => Promise.all(started.map((p) => p.stop('SIGKILL'))));
+    const startChild = (): SwitchyardProcess => {
+      const p = startSwitchyard(args, env);
+      started.push(p);
+      return p;
     };
     const first = startChild();
     await waitFor(
@@ -341,15 +329,13 @@ describe('archive to S3', () => {
       60_000,
       20,
     );
-    first.child.kill('SIGKILL');
-    await first.exit;
+    await first.stop('SIGKILL');
     const info = await jsm.consumers.info('BSU', 'arch-crash');
     assert.ok(info.ack_floor.stream_seq < total, 'killed before the end');
 
     const second = startChild();
     await waitFor('all acked', () => settled('arch-crash', total), 60_000, 250);
-    second.child.kill('SIGTERM');
-    assert.equal(await second.exit, 0, 'exits 0 on SIGTERM');
+    assert.equal(await second.stop('SIGTERM'), 0, `exits 0 on SIGTERM; it printed:\n${second.output()}`);
 
     const { counts, manifests } = await archived('crash/');
     const twice = assertNoGap(counts, total);

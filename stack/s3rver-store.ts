@@ -1,0 +1,73 @@
+/**
+ * Crash recovery for s3rver's filesystem store.
+ *
+ * S3 makes a PUT visible whole or not at all. s3rver does not: it writes the object file, then its
+ * `.md5`, then its `metadata.json`, each in place. A kill in between leaves a torn object, and
+ * because s3rver answers HeadBucket and PutObject by listing the whole bucket and reading every
+ * object's metadata, one empty `metadata.json` makes every later request on that bucket fail with
+ * a 500 until someone deletes it by hand. The stack and the tests kill s3rver on purpose, so before
+ * each start the torn objects are removed: what S3 itself shows after a PUT that never answered.
+ * The client of that PUT got no 200, so it writes the object again.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join, relative } from 'node:path';
+
+const OBJECT = '._S3rver_object';
+const MD5 = `${OBJECT}.md5`;
+const METADATA = '._S3rver_metadata.json';
+
+/** Why an object's files do not make a whole PUT, or undefined if they do. */
+function tornReason(objectPath: string): string | undefined {
+  const base = objectPath.slice(0, -OBJECT.length);
+  let metadata: string;
+  try {
+    metadata = readFileSync(`${base}${METADATA}`, 'utf8');
+  } catch {
+    return 'no metadata';
+  }
+  try {
+    JSON.parse(metadata);
+  } catch {
+    return 'metadata cut short';
+  }
+  let md5: string;
+  try {
+    md5 = readFileSync(`${objectPath}.md5`, 'utf8').trim();
+  } catch {
+    return 'no checksum';
+  }
+  const actual = createHash('md5').update(readFileSync(objectPath)).digest('hex');
+  return md5 === actual ? undefined : 'content does not match its checksum';
+}
+
+function* files(dir: string): Generator<string> {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) yield* files(path);
+    else yield path;
+  }
+}
+
+/**
+ * Removes every torn object under `dataDir` (an s3rver `-d` directory), and checksum or metadata
+ * files left without their object. Returns one line per object removed, for the server's log.
+ */
+export function repairS3rverStore(dataDir: string): string[] {
+  if (!existsSync(dataDir)) return [];
+  const removed: string[] = [];
+  for (const path of files(dataDir)) {
+    if (path.endsWith(OBJECT)) {
+      const reason = tornReason(path);
+      if (!reason) continue;
+      const base = path.slice(0, -OBJECT.length);
+      for (const p of [path, `${path}.md5`, `${base}${METADATA}`]) rmSync(p, { force: true });
+      removed.push(`${relative(dataDir, base)}: ${reason}`);
+    } else if (path.endsWith(MD5) && !existsSync(path.slice(0, -'.md5'.length))) {
+      rmSync(path, { force: true });
+    } else if (path.endsWith(METADATA) && !existsSync(`${path.slice(0, -METADATA.length)}${OBJECT}`)) {
+      rmSync(path, { force: true });
+    }
+  }
+  return removed;
+}
