@@ -21,6 +21,8 @@ import {
   type RunningServer,
   type ServerSpec,
 } from '../stack/servers.ts';
+import { LOCAL_STACK } from '../stack/env-vars.ts';
+import type { S3Settings } from '../cloud/archive/s3.ts';
 
 export class TestServers {
   readonly dir: string;
@@ -165,6 +167,15 @@ export class TestServers {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/** How a client reaches a test s3rver: the local stack's keys and region, path-style URLs. */
+export const s3rverSettings = (server: { url: string }): S3Settings => ({
+  s3Endpoint: server.url,
+  s3Region: LOCAL_STACK.s3Region,
+  s3AccessKeyId: LOCAL_STACK.s3AccessKeyId,
+  s3SecretAccessKey: LOCAL_STACK.s3SecretAccessKey,
+  s3ForcePathStyle: true,
+});
 
 /** Resolves once `check` returns a truthy value; rejects after `timeoutMs` with `what`. */
 export async function waitFor<T>(

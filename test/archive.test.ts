@@ -24,7 +24,7 @@ import { Header } from '../schemas/headers.ts';
 import { killServer, type RunningServer } from '../stack/servers.ts';
 import { readArchive } from './support/archive.ts';
 import { startSwitchyard, type SwitchyardProcess } from '../harness/process.ts';
-import { TestServers, waitFor } from '../harness/servers.ts';
+import { s3rverSettings, TestServers, waitFor } from '../harness/servers.ts';
 
 const BUCKET = 'switchyard';
 const HOURS = ['2026-11-26T03:15:00.000Z', '2026-11-26T04:45:00.000Z'];
@@ -87,13 +87,7 @@ describe('archive to S3', () => {
     s3server = await servers.s3([BUCKET]);
     nc = await connect({ servers: nats.url });
     jsm = await jetstreamManager(nc);
-    s3 = createS3Client({
-      s3Endpoint: s3server.url,
-      s3Region: 'us-east-1',
-      s3AccessKeyId: 'S3RVER',
-      s3SecretAccessKey: 'S3RVER',
-      s3ForcePathStyle: true,
-    });
+    s3 = createS3Client(s3rverSettings(s3server));
   });
 
   beforeEach(async () => {

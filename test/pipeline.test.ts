@@ -34,7 +34,7 @@ import { natsConnect, readStream, streamCount, type StoredMessage } from '../har
 import { asSinkMessage, expectedMonitorState, readMonitorState } from './support/monitor-state.ts';
 import { startSwitchyard, type SwitchyardProcess } from '../harness/process.ts';
 import { readArchive } from './support/archive.ts';
-import { TestServers, waitFor } from '../harness/servers.ts';
+import { s3rverSettings, TestServers, waitFor } from '../harness/servers.ts';
 
 const SITE = 'site-1';
 const BUCKET = 'switchyard';
@@ -127,13 +127,7 @@ describe('the pipeline from MQTT to S3, Redis and VictoriaMetrics', () => {
       hubMaxBytes: -1,
       hubDuplicateWindowS: 900,
     });
-    s3 = createS3Client({
-      s3Endpoint: s3Server.url,
-      s3Region: 'us-east-1',
-      s3AccessKeyId: 'S3RVER',
-      s3SecretAccessKey: 'S3RVER',
-      s3ForcePathStyle: true,
-    });
+    s3 = createS3Client(s3rverSettings(s3Server));
     redis = createClient({ url: redisServer.url });
     redis.on('error', () => undefined);
     await redis.connect();

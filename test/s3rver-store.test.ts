@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createS3Client, listKeys } from '../cloud/archive/s3.ts';
 import { killServer, type RunningServer } from '../stack/servers.ts';
-import { TestServers } from '../harness/servers.ts';
+import { s3rverSettings, TestServers } from '../harness/servers.ts';
 
 const BUCKET = 'switchyard';
 
@@ -21,13 +21,7 @@ describe('s3rver restarted after a kill mid-PUT', () => {
 
   before(async () => {
     s3server = await servers.s3([BUCKET]);
-    s3 = createS3Client({
-      s3Endpoint: s3server.url,
-      s3Region: 'us-east-1',
-      s3AccessKeyId: 'S3RVER',
-      s3SecretAccessKey: 'S3RVER',
-      s3ForcePathStyle: true,
-    });
+    s3 = createS3Client(s3rverSettings(s3server));
   });
 
   after(async () => {

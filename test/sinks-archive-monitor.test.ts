@@ -19,7 +19,7 @@ import { silentLogger } from '../lib/log.ts';
 import { killServer } from '../stack/servers.ts';
 import { sinkConformance } from './sink-conformance.ts';
 import { canonical, expectedMonitorState, readMonitorState, type Row } from './support/monitor-state.ts';
-import { TestServers } from '../harness/servers.ts';
+import { s3rverSettings, TestServers } from '../harness/servers.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Archive: every record of a site, once per object it is in, payload bytes as base64
@@ -62,13 +62,7 @@ sinkConformance(
   async () => {
     const servers = new TestServers('sink-s3');
     let s3server = await servers.s3([BUCKET]);
-    const settings = {
-      s3Endpoint: s3server.url,
-      s3Region: 'us-east-1',
-      s3AccessKeyId: 'S3RVER',
-      s3SecretAccessKey: 'S3RVER',
-      s3ForcePathStyle: true,
-    };
+    const settings = s3rverSettings(s3server);
     const reader = createS3Client(settings);
     const sink = new S3ArchiveSink({
       ...settings,
