@@ -7,7 +7,8 @@
  * object's metadata, one empty `metadata.json` makes every later request on that bucket fail with
  * a 500 until someone deletes it by hand. The stack and the tests kill s3rver on purpose, so before
  * each start the torn objects are removed: what S3 itself shows after a PUT that never answered.
- * The client of that PUT got no 200, so it writes the object again.
+ * The client of that PUT got no 200, so it writes the object again. Every object is read once to
+ * check its checksum: about a second per 500 MB of archive, paid only when s3rver starts.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
