@@ -3,9 +3,10 @@
  *
  * S3 makes a PUT visible whole or not at all. s3rver does not: it writes the object file, then its
  * `.md5`, then its `metadata.json`, each in place. A kill in between leaves a torn object, and
- * because s3rver answers HeadBucket and PutObject by listing the whole bucket and reading every
- * object's metadata, one empty `metadata.json` makes every later request on that bucket fail with
- * a 500 until someone deletes it by hand. The stack and the tests kill s3rver on purpose, so before
+ * because s3rver answers HeadBucket by listing the bucket and reading each object's metadata, one
+ * empty `metadata.json` makes every HeadBucket fail with a 500 until someone deletes it by hand
+ * (the archive checks its bucket that way before it writes). The stack and the tests kill s3rver
+ * on purpose, so before
  * each start the torn objects are removed: what S3 itself shows after a PUT that never answered.
  * The client of that PUT got no 200, so it writes the object again. Every object is read once to
  * check its checksum: about a second per 500 MB of archive, paid only when s3rver starts.
@@ -15,7 +16,6 @@ import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const OBJECT = '._S3rver_object';
-const MD5 = `${OBJECT}.md5`;
 const METADATA = '._S3rver_metadata.json';
 
 /** Why an object's files do not make a whole PUT, or undefined if they do. */
@@ -51,24 +51,19 @@ function* files(dir: string): Generator<string> {
 }
 
 /**
- * Removes every torn object under `dataDir` (an s3rver `-d` directory), and checksum or metadata
- * files left without their object. Returns one line per object removed, for the server's log.
+ * Removes every torn object under `dataDir` (an s3rver `-d` directory) with its checksum and
+ * metadata files. Returns one line per object removed, for the server's log.
  */
 export function repairS3rverStore(dataDir: string): string[] {
   if (!existsSync(dataDir)) return [];
   const removed: string[] = [];
   for (const path of files(dataDir)) {
-    if (path.endsWith(OBJECT)) {
-      const reason = tornReason(path);
-      if (!reason) continue;
-      const base = path.slice(0, -OBJECT.length);
-      for (const p of [path, `${path}.md5`, `${base}${METADATA}`]) rmSync(p, { force: true });
-      removed.push(`${relative(dataDir, base)}: ${reason}`);
-    } else if (path.endsWith(MD5) && !existsSync(path.slice(0, -'.md5'.length))) {
-      rmSync(path, { force: true });
-    } else if (path.endsWith(METADATA) && !existsSync(`${path.slice(0, -METADATA.length)}${OBJECT}`)) {
-      rmSync(path, { force: true });
-    }
+    if (!path.endsWith(OBJECT)) continue;
+    const reason = tornReason(path);
+    if (!reason) continue;
+    const base = path.slice(0, -OBJECT.length);
+    for (const p of [path, `${path}.md5`, `${base}${METADATA}`]) rmSync(p, { force: true });
+    removed.push(`${relative(dataDir, base)}: ${reason}`);
   }
   return removed;
 }

@@ -435,11 +435,10 @@ export interface StartOptions {
  */
 export async function startServer(spec: ServerSpec, options: StartOptions = {}): Promise<RunningServer> {
   const detached = options.detached ?? true;
+  const repaired = spec.role === ServerRole.s3 ? repairS3rverStore(spec.dataDir) : [];
   const out = openSync(spec.logFile, 'a');
-  if (spec.role === ServerRole.s3) {
-    for (const line of repairS3rverStore(spec.dataDir))
-      writeSync(out, `switchyard: removed a torn object left by a kill mid-PUT: ${line}\n`);
-  }
+  for (const line of repaired)
+    writeSync(out, `switchyard: removed a torn object left by a kill mid-PUT: ${line}\n`);
   const child = spawn(spec.command, spec.args, { detached, stdio: ['ignore', out, out], cwd: spec.dataDir });
   closeSync(out);
   let exited: string | undefined;

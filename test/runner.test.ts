@@ -56,6 +56,17 @@ class ScriptedSink implements Sink {
 
 const ok = async (): Promise<WriteResult> => ({ rejected: [] });
 
+/** A sink whose writes all hang until `release()`, then succeed. */
+function heldSink(): { sink: ScriptedSink; release: () => void } {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const sink = new ScriptedSink(async () => {
+    await gate;
+    return { rejected: [] };
+  });
+  return { sink, release };
+}
+
 describe('runner helpers', () => {
   test('retry delays grow along backoffMs, capped by its last entry, jittered ±20%', () => {
     const backoff = [100, 200, 400];
@@ -156,12 +167,7 @@ describe('consumer runner', () => {
   }
 
   test('acks only after the write resolved', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const sink = new ScriptedSink(async () => {
-      await gate;
-      return { rejected: [] };
-    });
+    const { sink, release } = heldSink();
     await publish('ack', 5);
     const { controller, run } = start('ack', sink);
     await waitFor('the write to start', () => sink.writes.length === 1);
@@ -354,12 +360,7 @@ describe('consumer runner', () => {
   });
 
   test('on stop, writes and acks the batch in hand and gives the batch fetched ahead back at once', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const sink = new ScriptedSink(async () => {
-      await gate;
-      return { rejected: [] };
-    });
+    const { sink, release } = heldSink();
     await publish('ahead', 30);
     // One write at a time: while the first batch (10) is written, the second (10) waits in hand.
     const first = start('ahead', sink, {
@@ -460,12 +461,7 @@ describe('consumer runner', () => {
   });
 
   test('reports the consumer lag and the messages in flight; holds at most writesInFlight + 1 batches', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const sink = new ScriptedSink(async () => {
-      await gate;
-      return { rejected: [] };
-    });
+    const { sink, release } = heldSink();
     await publish('lag', 220);
     const { registry } = start('lag', sink, { batchSize: 50, fillBatch: true, writesInFlight: 2 });
     const value = async (name: string) => (await registry.getSingleMetric(name)!.get()).values[0]?.value;
