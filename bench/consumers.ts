@@ -88,19 +88,24 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
     const preloadRate = await preloadHubStream(nc, messages);
     log(`BSU holds ${mix} (preloaded at ${fmt(preloadRate)} msgs/s)`);
 
-    // The baseline loop: the runner's default batch, the filter archive and monitor use.
-    const bareRuns: Record<AckMode, Drain[]> = { plain: [], confirmed: [], 'confirm-last': [] };
+    // The baseline loop: the filter archive and monitor use; the runner's default batch, or the
+    // batch of the consumer it brackets (a larger fetch is a faster bare loop too).
+    const bareRuns: Record<AckMode, (Drain & { batchSize: number })[]> = {
+      plain: [],
+      confirmed: [],
+      'confirm-last': [],
+    };
     let bareCount = 0;
-    const bare = async (mode: AckMode): Promise<Drain> => {
+    const bare = async (mode: AckMode, batchSize = DEFAULT_RUNNER_SETTINGS.batchSize): Promise<Drain> => {
       const d = await bareFetchAck(nc, {
         durable: `bench-bare-${++bareCount}`,
         messages: messages.length,
-        batchSize: DEFAULT_RUNNER_SETTINGS.batchSize,
+        batchSize,
         mode,
         filterSubject: DEFAULT_RUNNER_SETTINGS.filterSubjects[0]!,
       });
-      bareRuns[mode].push(d);
-      log(`bare fetch, ${mode} acks: ${fmt(d.rate)} msgs/s`);
+      bareRuns[mode].push({ ...d, batchSize });
+      log(`bare fetch, ${mode} acks, batches of ${fmt(batchSize)}: ${fmt(d.rate)} msgs/s`);
       return d;
     };
 
@@ -111,9 +116,9 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
       run: () => Promise<ConsumerDrain>,
       batchSize: number,
     ): Promise<{ figure: Figure; rate: number }> => {
-      const before = await bare(AckMode.plain);
+      const before = await bare(AckMode.plain, batchSize);
       const drain = await run();
-      const after = await bare(AckMode.plain);
+      const after = await bare(AckMode.plain, batchSize);
       const plain = mean([before.rate, after.rate]);
       const rate = drain.messages.rate;
       log(`${name}: ${fmt(rate)} msgs/s (${(rate / plain).toFixed(2)} × bare)`);
@@ -127,13 +132,15 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
         target: { op: '>=', value: 0.8, of: 'ratio' },
         note:
           `${fmt(drain.messages.counted)} messages in ${(drain.messages.ms / 1000).toFixed(2)} s, first fetched batch to last ack, ` +
-          `batches of ${fmt(batchSize)}; bare ack() before/after: ${fmt(before.rate)}/${fmt(after.rate)} msgs/s; ` +
+          `batches of ${fmt(batchSize)}; bare ack() before/after, same batches: ${fmt(before.rate)}/${fmt(after.rate)} msgs/s; ` +
           `process start to first fetched batch ${(drain.startMs / 1000).toFixed(1)} s`,
       };
       return { figure, rate };
     };
 
-    // The other ack modes, for comparison: once before and once after both consumers.
+    // The other ack modes, for comparison with plain acks at the runner's default batch: once
+    // before and once after both consumers.
+    await bare(AckMode.plain);
     await bare(AckMode.confirmed);
     await bare(AckMode.confirmLast);
     const archive = await bracketed(
@@ -170,13 +177,16 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
     );
     await bare(AckMode.confirmLast);
     await bare(AckMode.confirmed);
+    await bare(AckMode.plain);
 
-    const rates = (mode: AckMode): number[] => bareRuns[mode].map((d) => d.rate);
+    const defaultBatch = (d: { batchSize: number }): boolean =>
+      d.batchSize === DEFAULT_RUNNER_SETTINGS.batchSize;
+    const rates = (mode: AckMode): number[] => bareRuns[mode].filter(defaultBatch).map((d) => d.rate);
     const plain = mean(rates(AckMode.plain));
     const confirmed = mean(rates(AckMode.confirmed));
     const confirmLast = mean(rates(AckMode.confirmLast));
     const runs = (mode: AckMode): string =>
-      `mean of ${bareRuns[mode].length} run(s): ${rates(mode).map(fmt).join(', ')}`;
+      `mean of ${rates(mode).length} run(s): ${rates(mode).map(fmt).join(', ')}`;
     const vsConfirmLast = (c: { rate: number }): string => `${(c.rate / confirmLast).toFixed(2)}`;
     figures.push(
       {
@@ -186,8 +196,8 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
         unit: 'msgs/s',
         note:
           `durable pull consumer, batches of ${DEFAULT_RUNNER_SETTINGS.batchSize} (the runner's default), filter ` +
-          `${DEFAULT_RUNNER_SETTINGS.filterSubjects[0]}; ${runs(AckMode.plain)}; the ratios use this one: the fastest ` +
-          `bare loop; stream: ${mix}; load average ${loadAtStart} at the start, ${load()} after the monitor`,
+          `${DEFAULT_RUNNER_SETTINGS.filterSubjects[0]}; ${runs(AckMode.plain)}; the ack modes are compared with this one, the archive and the monitor ` +
+          `with the same loop at their own batch size, run just before and after each; stream: ${mix}; load average ${loadAtStart} at the start, ${load()} after the monitor`,
       },
       {
         stage: 'cloud',

@@ -11,7 +11,7 @@ import { createClient, type RedisClientType } from 'redis';
 import { monitorSpec } from '../cli/commands/monitor.ts';
 import { loadConsumerConfig, startConsumer } from '../cloud/consumer-command.ts';
 import { monitorKeys } from '../cloud/monitor/keys.ts';
-import { APPLY_ARGS_PER_MESSAGE, APPLY_SCRIPT } from '../cloud/monitor/scripts.ts';
+import { APPLY_ARGS_PER_ENTRY, APPLY_SCRIPT } from '../cloud/monitor/scripts.ts';
 import { MonitorMetric } from '../cloud/sinks/redis-monitor.ts';
 import { silentLogger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
@@ -154,7 +154,11 @@ describe('monitor to Redis', () => {
     for (const e of index) assert.ok(Math.abs(e.score - Date.now()) < 60_000, 'scored by receive time');
     assert.deepEqual((await redis.zRange(`${site}:lastseen:${site}`, 0, -1)).sort(), ['u1', 'u2', 'u3']);
     assert.deepEqual(await redis.sMembers(`${site}:sites`), [site]);
-    assert.equal(await metric(monitor.registry, MonitorMetric.applied, { kind: 'telemetry' }), 60);
+    // The readings came in one or a few batches: most were folded into the newest of their unit.
+    const applied = await metric(monitor.registry, MonitorMetric.applied, { kind: 'telemetry' });
+    const conflated = await metric(monitor.registry, MonitorMetric.conflated, { kind: 'telemetry' });
+    assert.equal(applied + conflated, 60, `applied ${applied} + conflated ${conflated}`);
+    assert.ok(conflated > 0, 'a backlog is conflated');
   });
 
   test('never moves state backwards: late, out-of-order and replayed messages', async () => {
@@ -169,7 +173,8 @@ describe('monitor to Redis', () => {
     await publish(site, 'u1', 'event', event(T0 + 4500, 5, 'OVER_VOLT_ALARM', 'cleared')); // late
     await publish(site, 'u1', 'event', event(T0 + 5000, 7, 'UNDER_TEMP_WARNING', 'raised'));
     await publish(site, 'u1', 'event', event(T0 + 6000, 8, 'UNDER_TEMP_WARNING', 'cleared'));
-    const monitor = await startMonitor(site);
+    // One message per batch: the script alone keeps the order (no conflation in between).
+    const monitor = await startMonitor(site, { batchSize: '1' });
     await waitFor('the monitor to settle', () => settled(monitor.durable));
     const state = await unit(site, 'u1');
     assert.equal(state.SoC, '70');
@@ -180,7 +185,8 @@ describe('monitor to Redis', () => {
     assert.equal(await metric(monitor.registry, MonitorMetric.stale, { kind: 'status' }), 1);
     assert.equal(await metric(monitor.registry, MonitorMetric.stale, { kind: 'event' }), 1);
 
-    // A second durable replays the whole history into the same keys: nothing changes.
+    // A second durable replays the whole history into the same keys (conflated, as a backlog is):
+    // nothing changes.
     const before = { ...state, lastSeenMs: undefined };
     const changesBefore = await redis.xLen(`${site}:changes`);
     const replay = await startMonitor(site, { durable: 'mon-order-replay' });
@@ -238,15 +244,10 @@ describe('monitor to Redis', () => {
     const site = 'chunk';
     const keys = monitorKeys(`${site}:`);
     const now = Date.now();
-    const message = (device: string, kind: string, seq: number, fields: Record<string, string>) => [
-      kind,
-      site,
-      device,
-      String(seq),
-      String(now - 1000 + seq),
-      String(now - 1000 + seq),
-      JSON.stringify(fields),
-    ];
+    const message = (device: string, kind: string, seq: number, fields: Record<string, string>) => {
+      const [seqText, at] = [String(seq), String(now - 1000 + seq)];
+      return [kind, site, device, seqText, at, JSON.stringify(fields), seqText, at, seqText, at];
+    };
     const args = [
       `${site}:`,
       String(now),
@@ -258,7 +259,7 @@ describe('monitor to Redis', () => {
       ...message('u2', 'telemetry', 3, { SoC: '61' }),
       ...message('u1', 'telemetry', 1, { SoC: '50.5' }),
     ];
-    assert.equal(args.length, 4 + 4 * APPLY_ARGS_PER_MESSAGE);
+    assert.equal(args.length, 4 + 4 * APPLY_ARGS_PER_ENTRY);
     const results = (await redis.evalSha(sha, {
       keys: [keys.sites, keys.lastSeen, keys.online, keys.changes],
       arguments: args,
@@ -269,6 +270,75 @@ describe('monitor to Redis', () => {
     assert.equal((await unit(site, 'u1')).SoC, '50.5');
     assert.equal((await unit(site, 'u2')).SoC, '61');
     assert.deepEqual(await siteCounts(site), { units: 2, online: 2, offline: 0, faulted: 0 });
+  });
+
+  test('a conflated backlog leaves exactly the state, indexes and changes of one message at a time', async () => {
+    const site = 'fold';
+    const withoutSoH = (ts: number, seq: number, SoC: number) =>
+      JSON.stringify({ ts, seq, SoC, V: 770, A: -2, W: -1500 });
+    // Readings in order, late, replayed and with varying fields, between status changes and alarms.
+    let n = 0;
+    for (let round = 1; round <= 6; round++)
+      for (const device of ['u1', 'u2', 'u3', 'u4']) {
+        n++;
+        await publish(site, device, 'telemetry', telemetry(T0 + round * 1000, n, 30 + round, round * 100));
+        if (round === 2) await publish(site, device, 'telemetry', telemetry(T0 + 500, n, 10)); // late
+        if (round === 3 && device === 'u2')
+          await publish(site, device, 'status', status(T0 + 3100, n, 'FAULT'));
+        if (round === 4 && device === 'u3')
+          await publish(site, device, 'telemetry', withoutSoH(T0 + 4200, n, 77));
+        if (round === 5 && device === 'u3')
+          await publish(site, device, 'event', event(T0 + 5100, n, 'OVER_VOLT_ALARM', 'raised'));
+        if (round === 5 && device === 'u4')
+          await publish(site, device, 'telemetry', telemetry(T0 + 2000, n, 32, 200)); // replayed
+      }
+    await publish(site, 'u1', 'status', status(T0 + 7000, 99, 'CONNECTED', 'CHARGING'));
+    await publish(site, 'u3', 'telemetry', withoutSoH(T0 + 3500, 100, 5)); // late, fewer fields
+    await publish(site, 'u2', 'telemetry', telemetry(T0 + 9000, 101, 99));
+    // A newer reading without SoH cannot stand for an older one with it.
+    await publish(site, 'u5', 'telemetry', telemetry(T0 + 1000, 102, 50));
+    await publish(site, 'u5', 'telemetry', withoutSoH(T0 + 2000, 103, 51));
+
+    const batched = await startMonitor(site, { redisKeyPrefix: 'fold-batched:', durable: 'fold-batched' });
+    const single = await startMonitor(site, {
+      redisKeyPrefix: 'fold-single:',
+      durable: 'fold-single',
+      batchSize: '1',
+    });
+    await waitFor(
+      'both monitors to settle',
+      async () => (await settled(batched.durable)) && (await settled(single.durable)),
+    );
+    assert.ok(
+      (await metric(batched.registry, MonitorMetric.conflated, { kind: 'telemetry' })) > 0,
+      'the backlog was conflated',
+    );
+    assert.equal(await metric(single.registry, MonitorMetric.conflated, {}), 0);
+
+    /** Everything a monitor wrote under a prefix, with the prefix taken out. */
+    const snapshot = async (prefix: string) => {
+      const out: Record<string, unknown> = {};
+      for (const key of (await redis.keys(`${prefix}*`)).sort()) {
+        const name = key.slice(prefix.length);
+        const type = await redis.type(key);
+        if (type === 'hash') out[name] = await redis.hGetAll(key);
+        else if (type === 'set') out[name] = (await redis.sMembers(key)).sort();
+        else if (type === 'zset') out[name] = await redis.zRangeWithScores(key, 0, -1);
+        else if (type === 'stream') out[name] = (await redis.xRange(key, '-', '+')).map((e) => e.message);
+        else out[name] = type;
+      }
+      return out;
+    };
+    const folded = await snapshot('fold-batched:');
+    assert.deepEqual(folded, await snapshot('fold-single:'));
+    assert.equal((folded['unit:fold:u3'] as Record<string, string>).SoC, '36', 'the newest reading won');
+    assert.equal((folded['unit:fold:u2'] as Record<string, string>).health, 'faulted');
+    assert.equal(
+      (folded['unit:fold:u5'] as Record<string, string>).SoH,
+      '97.5',
+      'kept from the older reading',
+    );
+    assert.ok((folded.changes as unknown[]).length >= 6, 'changes were announced');
   });
 
   test('loses nothing when Redis is killed and restarted under load', async (t) => {

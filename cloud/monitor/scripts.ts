@@ -14,22 +14,25 @@
  * need a single Redis (not Redis Cluster).
  */
 
-/** Values per message in APPLY_SCRIPT's ARGV. */
-export const APPLY_ARGS_PER_MESSAGE = 7;
+/** Values per entry in APPLY_SCRIPT's ARGV. */
+export const APPLY_ARGS_PER_ENTRY = 10;
 
 /**
- * Messages per APPLY_SCRIPT call: a call runs alone on Redis, so this bounds how long other
- * clients (dashboards) wait behind it (~1 ms), while sparing a command per message.
+ * Entries per APPLY_SCRIPT call: a call runs alone on Redis, so this bounds how long other
+ * clients (dashboards) wait behind it (2.5–3 ms on the benchmark machine), while sparing a command
+ * per message.
  */
 export const APPLY_CHUNK = 100;
 
 /**
  * KEYS: sites, lastseen, online, changes.
- * ARGV: key prefix, now (ms), offlineAfterMs, changes max length, then per message
- *       (APPLY_ARGS_PER_MESSAGE): kind (telemetry|status|event|seen), site, device, stream seq,
- *       device ts (ms), seen (ms), fields (JSON object of strings).
- * Returns per message: 1 if it changed the unit's state, 0 if it was older than what is there, or
- * the error text if applying it failed (the other messages are applied all the same).
+ * ARGV: key prefix, now (ms), offlineAfterMs, changes max length, then per entry
+ *       (APPLY_ARGS_PER_ENTRY, cloud/monitor/conflate.ts): kind (telemetry|status|event|seen),
+ *       site, device, stream seq, device ts (ms), fields (JSON object of strings) of its content;
+ *       stream seq and receive time (ms) of its first message, which a change it makes names; the
+ *       highest stream seq and the latest receive time it stands for. A single message is all of these.
+ * Returns per entry: 1 if it changed the unit's state, 0 if it was older than what is there, or
+ * the error text if applying it failed (the other entries are applied all the same).
  */
 export const APPLY_SCRIPT = `
 local sitesKey, lastseen, online, changes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -38,13 +41,13 @@ local prefix, now, offlineAfter, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(A
 local function num(v) if v then return tonumber(v) end return nil end
 local function str(v) if v then return v end return nil end
 
--- The message being applied (set before each apply()).
-local kind, site, device, seqText, tsText, seenText, seq, ts, seen, f
+-- The entry being applied (set before each apply()): one message, or readings folded together.
+local kind, site, device, seqText, tsText, atSeqText, atSeenText, lastSeqText, seenText, seq, ts, seen, f
 local unit, alarms, siteKey, siteLastseen, member
 
 local function announce(change, from, to, atTs)
   redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'unit', member, 'site', site, 'device', device,
-    'change', change, 'from', from or '', 'to', to or '', 'tsMs', atTs, 'seq', seqText)
+    'change', change, 'from', from or '', 'to', to or '', 'tsMs', atTs, 'seq', atSeqText)
 end
 
 local function newerThan(oldTs, oldSeq)
@@ -124,7 +127,7 @@ local function apply()
   local lastSeen = num(h[10])
   local seenGrew = lastSeen == nil or seen > lastSeen
   if seenGrew then put('lastSeenMs', seenText); lastSeen = seen end
-  if seq > (num(h[11]) or -1) then put('lastSeq', seqText) end
+  if tonumber(lastSeqText) > (num(h[11]) or -1) then put('lastSeq', lastSeqText) end
   if not h[13] then
     put('site', site); put('device', device)
     redis.call('SADD', sitesKey, site)
@@ -155,7 +158,7 @@ local function apply()
       for _, name in ipairs({ 'online', 'offline', 'faulted' }) do redis.call('HINCRBY', siteKey, name, 0) end
     end
     redis.call('HINCRBY', siteKey, health, 1)
-    announce('health', oldHealth or '', health, seenText)
+    announce('health', oldHealth or '', health, atSeenText)
   end
   return applied
 end
@@ -166,16 +169,17 @@ local function applyMessage(fieldsJson)
 end
 
 local results = {}
-for i = 5, #ARGV, ${APPLY_ARGS_PER_MESSAGE} do
+for i = 5, #ARGV, ${APPLY_ARGS_PER_ENTRY} do
   kind, site, device = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  seqText, tsText, seenText = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  seqText, tsText = ARGV[i + 3], ARGV[i + 4]
+  atSeqText, atSeenText, lastSeqText, seenText = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
   seq, ts, seen = tonumber(seqText), tonumber(tsText), tonumber(seenText)
   member = site .. ':' .. device
   unit = prefix .. 'unit:' .. member
   alarms = unit .. ':alarms'
   siteKey = prefix .. 'site:' .. site
   siteLastseen = prefix .. 'lastseen:' .. site
-  local ok, result = pcall(applyMessage, ARGV[i + 6])
+  local ok, result = pcall(applyMessage, ARGV[i + 5])
   if ok then
     results[#results + 1] = result
   else

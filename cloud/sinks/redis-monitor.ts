@@ -4,8 +4,8 @@
  *
  * A batch is one pipeline of EVALSHA calls, each applying up to APPLY_CHUNK messages (one round
  * trip, no MULTI: each message is applied atomically, and every one is idempotent, so a batch that
- * is cut short and retried is harmless). A
- * periodic sweep marks units offline after `offlineAfterMs` of silence. Every change (health,
+ * is cut short and retried is harmless). Telemetry readings a newer reading of the same unit in the
+ * same batch supersedes are folded into it first (cloud/monitor/conflate.ts). A periodic sweep marks units offline after `offlineAfterMs` of silence. Every change (health,
  * State, ChaSt, firmware, an alarm raised or cleared) is announced on the stream `bsu:changes`.
  *
  * Payloads of kind `invalid`, and payloads that do not decode, are counted and only mark the unit
@@ -29,7 +29,8 @@ import {
   TELEMETRY_FIELDS,
   type MonitorKeys,
 } from '../monitor/keys.ts';
-import { APPLY_ARGS_PER_MESSAGE, APPLY_CHUNK, APPLY_SCRIPT, SWEEP_SCRIPT } from '../monitor/scripts.ts';
+import { conflate, type ApplyEntry, type MonitorUpdate } from '../monitor/conflate.ts';
+import { APPLY_CHUNK, APPLY_SCRIPT, SWEEP_SCRIPT } from '../monitor/scripts.ts';
 import type { Sink, SinkMessage, SinkRejection, WriteResult } from '../sink.ts';
 
 /** Settings of the monitor sink (the runner's come from cloud/consumer-command.ts). */
@@ -67,6 +68,7 @@ export interface RedisMonitorOptions extends MonitorConfig {
 export const MonitorMetric = {
   applied: 'switchyard_monitor_updates_total',
   stale: 'switchyard_monitor_stale_total',
+  conflated: 'switchyard_monitor_conflated_total',
   invalid: 'switchyard_monitor_invalid_total',
   offline: 'switchyard_monitor_units_gone_offline_total',
 } as const;
@@ -75,17 +77,13 @@ const SWEEP_LIMIT = 1_000;
 
 type Client = RedisClientType;
 
-/** What one message becomes: the script's kind and fields, or why it only marks the unit seen. */
-type Update = {
-  kind: 'telemetry' | 'status' | 'event' | 'seen';
-  tsMs: number;
-  fields: Record<string, string>;
-};
-
-/** The fields the monitor keeps of a message, as strings (stored verbatim). */
+/**
+ * What one message becomes: the script's update (the fields the monitor keeps, as strings, stored
+ * verbatim), or why it only marks the unit as heard from.
+ */
 export function updateOf(
   message: SinkMessage,
-): Update | { invalid: 'kind-invalid' | 'undecodable'; reason: string } {
+): MonitorUpdate | { invalid: 'kind-invalid' | 'undecodable'; reason: string } {
   if (message.kind === 'invalid') return { invalid: 'kind-invalid', reason: 'kept aside by the bridge' };
   const decoded = decodePayload(message.kind, message.payload);
   if (!decoded.ok) return { invalid: 'undecodable', reason: decoded.reason };
@@ -99,21 +97,23 @@ export function updateOf(
   switch (decoded.kind) {
     case 'telemetry':
       pick(decoded.value, TELEMETRY_FIELDS);
-      return { kind: 'telemetry', tsMs: decoded.tsMs, fields };
+      break;
     case 'status':
       pick(decoded.value, STATUS_FIELDS);
-      return { kind: 'status', tsMs: decoded.tsMs, fields };
+      break;
     case 'event':
-      return {
-        kind: 'event',
-        tsMs: decoded.tsMs,
-        fields: {
-          alarm: decoded.value.alarm,
-          action: decoded.value.action,
-          severity: decoded.value.severity ?? severityOf(decoded.value.alarm as Evt1Alarm),
-        },
-      };
+      fields.alarm = decoded.value.alarm;
+      fields.action = decoded.value.action;
+      fields.severity = decoded.value.severity ?? severityOf(decoded.value.alarm as Evt1Alarm);
   }
+  const { site, device, seq } = message;
+  return { kind: decoded.kind, site, device, seq, tsMs: decoded.tsMs, seenMs: receivedAtMs(message), fields };
+}
+
+/** The update of a message that only says its unit was heard from. */
+function heardFrom(message: SinkMessage): MonitorUpdate {
+  const { site, device, seq } = message;
+  return { kind: 'seen', site, device, seq, tsMs: 0, seenMs: receivedAtMs(message), fields: {} };
 }
 
 export class RedisMonitorSink implements Sink {
@@ -128,6 +128,7 @@ export class RedisMonitorSink implements Sink {
   private lastError = '';
   private readonly applied: Counter<'consumer' | 'kind'>;
   private readonly stale: Counter<'consumer' | 'kind'>;
+  private readonly conflated: Counter<'consumer' | 'kind'>;
   private readonly invalid: Counter<'consumer' | 'reason'>;
   private readonly offline: Counter<'consumer'>;
 
@@ -143,6 +144,12 @@ export class RedisMonitorSink implements Sink {
       'consumer',
       'kind',
     ]);
+    this.conflated = counter(
+      r,
+      MonitorMetric.conflated,
+      'Readings a newer reading of the same unit in the same batch superseded (never sent to Redis)',
+      ['consumer', 'kind'],
+    );
     this.invalid = counter(
       r,
       MonitorMetric.invalid,
@@ -203,37 +210,32 @@ export class RedisMonitorSink implements Sink {
       String(options.offlineAfterMs),
       String(options.changesMaxLen),
     ];
-    const kinds: Update['kind'][] = [];
-    const chunks: string[][] = [];
-    let args: string[] = [];
-    for (const message of batch) {
+    const updates = batch.map((message): MonitorUpdate => {
       const update = updateOf(message);
-      let kind: Update['kind'] = 'seen';
-      let tsMs = 0;
-      let fields: Record<string, string> = {};
-      if ('invalid' in update) {
-        this.invalid.inc({ consumer: options.consumer, reason: update.invalid });
-        options.log.debug({ seq: message.seq, reason: update.reason }, 'payload not applied');
-      } else {
-        ({ kind, tsMs, fields } = update);
-      }
-      kinds.push(kind);
-      if (args.length === 0) args = [...head];
-      args.push(
-        kind,
-        message.site,
-        message.device,
-        String(message.seq),
-        String(tsMs),
-        String(receivedAtMs(message)),
-        JSON.stringify(fields),
-      );
-      if (args.length >= head.length + APPLY_CHUNK * APPLY_ARGS_PER_MESSAGE) {
-        chunks.push(args);
-        args = [];
-      }
+      if (!('invalid' in update)) return update;
+      this.invalid.inc({ consumer: options.consumer, reason: update.invalid });
+      options.log.debug({ seq: message.seq, reason: update.reason }, 'payload not applied');
+      return heardFrom(message);
+    });
+    const entries = conflate(updates);
+    const chunks: string[][] = [];
+    for (let start = 0; start < entries.length; start += APPLY_CHUNK) {
+      const args = [...head];
+      for (const e of entries.slice(start, start + APPLY_CHUNK))
+        args.push(
+          e.kind,
+          e.site,
+          e.device,
+          String(e.seq),
+          String(e.tsMs),
+          JSON.stringify(e.fields),
+          String(e.atSeq),
+          String(e.atSeenMs),
+          String(e.lastSeq),
+          String(e.lastSeenMs),
+        );
+      chunks.push(args);
     }
-    if (args.length > 0) chunks.push(args);
     const scriptKeys = [keys.sites, keys.lastSeen, keys.online, keys.changes];
     const run = async (): Promise<unknown[]> => {
       const pipeline = client.multi();
@@ -250,23 +252,28 @@ export class RedisMonitorSink implements Sink {
       await this.loadScripts(client);
       replies = await run();
     }
-    return this.resultOf(batch, kinds, replies.flat());
+    return this.resultOf(batch, entries, replies.flat());
   }
 
   /**
-   * Per message: 1 applied, 0 older than the state held, or the error the script met applying it
-   * (about that message, and it will not change on retry: rejected, so it is dead-lettered).
+   * Per entry: 1 applied, 0 older than the state held, or the error the script met applying it
+   * (about that message, and it will not change on retry: rejected, so it is dead-lettered, with
+   * the readings folded into it).
    */
-  private resultOf(batch: readonly SinkMessage[], kinds: Update['kind'][], results: unknown[]): WriteResult {
+  private resultOf(batch: readonly SinkMessage[], entries: ApplyEntry[], results: unknown[]): WriteResult {
     const consumer = this.options.consumer;
     const rejected: SinkRejection[] = [];
-    batch.forEach((message, i) => {
+    entries.forEach((entry, i) => {
       const result = results[i];
-      const kind = kinds[i]!;
-      if (typeof result === 'string')
-        rejected.push({ seq: message.seq, reason: `monitor script failed: ${result}` });
-      else if (kind === 'seen') return;
-      else if (result === 1) this.applied.inc({ consumer, kind });
+      if (typeof result === 'string') {
+        for (const index of [entry.carrier, ...entry.folded])
+          rejected.push({ seq: batch[index]!.seq, reason: `monitor script failed: ${result}` });
+        return;
+      }
+      const { kind } = entry;
+      if (entry.folded.length > 0) this.conflated.inc({ consumer, kind }, entry.folded.length);
+      if (kind === 'seen') return;
+      if (result === 1) this.applied.inc({ consumer, kind });
       else if (result === 0) this.stale.inc({ consumer, kind });
     });
     return { rejected };

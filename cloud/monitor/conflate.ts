@@ -1,0 +1,101 @@
+/**
+ * Conflation: the monitor keeps the latest state of a unit, so a telemetry reading that a newer
+ * reading of the same unit in the same write overwrites completely never needs to reach Redis.
+ * While a consumer catches up on a backlog, a batch holds several readings per unit (a fleet
+ * reports every second); live, a batch rarely holds two, and nothing changes.
+ *
+ * The result in Redis is the one the messages would leave applied one by one:
+ * - a reading is folded into another only if the other is newer (device time, then stream
+ *   sequence) and carries every field it carries (SoH is optional), so no field it would have
+ *   set survives it;
+ * - the entry that remains stands where the group's first reading stood, so health moves in the
+ *   same order relative to the unit's status and events (their fields never overlap telemetry's);
+ * - it carries the group's latest receive time and highest stream sequence, which only ever grow
+ *   (`lastSeenMs`, `lastSeq`), and a change it makes (a unit heard from again) names the group's
+ *   first message, the one that made it.
+ * Only status and events announce changes, and they are never folded.
+ */
+
+/** One message as the apply script takes it. */
+export interface MonitorUpdate {
+  kind: 'telemetry' | 'status' | 'event' | 'seen';
+  site: string;
+  device: string;
+  seq: number;
+  tsMs: number;
+  seenMs: number;
+  fields: Record<string, string>;
+}
+
+/** What the script applies: one message, or a group of readings of one unit folded together. */
+export interface ApplyEntry {
+  kind: MonitorUpdate['kind'];
+  site: string;
+  device: string;
+  /** The content, from the newest message of the group: stream sequence, device time, fields. */
+  seq: number;
+  tsMs: number;
+  fields: Record<string, string>;
+  /** The group's first message: where the entry stands, and what a change it makes names. */
+  atSeq: number;
+  atSeenMs: number;
+  /** The highest stream sequence and the latest receive time in the group. */
+  lastSeq: number;
+  lastSeenMs: number;
+  /** Index (in the write) of the message whose content the entry carries. */
+  carrier: number;
+  /** Indexes of the messages folded into it, superseded before they reached Redis. */
+  folded: number[];
+}
+
+const newer = (a: Pick<MonitorUpdate, 'tsMs' | 'seq'>, b: Pick<MonitorUpdate, 'tsMs' | 'seq'>): boolean =>
+  a.tsMs !== b.tsMs ? a.tsMs > b.tsMs : a.seq > b.seq;
+
+function covers(wider: Record<string, string>, narrower: Record<string, string>): boolean {
+  for (const name in narrower) if (!(name in wider)) return false;
+  return true;
+}
+
+/** The entries to apply, in write order, with superseded telemetry folded away. */
+export function conflate(updates: readonly MonitorUpdate[]): ApplyEntry[] {
+  const entries: ApplyEntry[] = [];
+  /** Per unit, the entry its later readings may be folded into (its latest telemetry entry). */
+  const telemetryOf = new Map<string, ApplyEntry>();
+  updates.forEach((update, index) => {
+    const held = update.kind === 'telemetry' ? telemetryOf.get(`${update.site}:${update.device}`) : undefined;
+    if (held && !newer(update, held) && covers(held.fields, update.fields)) {
+      held.folded.push(index);
+      absorb(held, update);
+    } else if (held && newer(update, held) && covers(update.fields, held.fields)) {
+      // The newer reading takes the place of the one held: same position, its content.
+      held.folded.push(held.carrier);
+      Object.assign(held, { seq: update.seq, tsMs: update.tsMs, fields: update.fields, carrier: index });
+      absorb(held, update);
+    } else {
+      const { seq, seenMs } = update;
+      const entry: ApplyEntry = {
+        kind: update.kind,
+        site: update.site,
+        device: update.device,
+        seq,
+        tsMs: update.tsMs,
+        fields: update.fields,
+        atSeq: seq,
+        atSeenMs: seenMs,
+        lastSeq: seq,
+        lastSeenMs: seenMs,
+        carrier: index,
+        folded: [],
+      };
+      if (entry.kind === 'telemetry') telemetryOf.set(`${entry.site}:${entry.device}`, entry);
+      entries.push(entry);
+    }
+  });
+  return entries;
+}
+
+/** The entry now also stands for this message: its receive time and sequence. */
+function absorb(entry: ApplyEntry, update: MonitorUpdate): void {
+  entry.lastSeenMs = Math.max(entry.lastSeenMs, update.seenMs);
+  entry.lastSeq = Math.max(entry.lastSeq, update.seq);
+}
