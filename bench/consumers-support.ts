@@ -22,7 +22,7 @@ import { SimClock, TrafficGenerator } from '../simulate/traffic.ts';
 import { freePort } from '../stack/servers.ts';
 import { startSwitchyard } from '../harness/process.ts';
 import { waitFor } from '../harness/servers.ts';
-import { perSecond, sleepMs } from './support.ts';
+import { cpuMs, perSecond, sleepMs } from './support.ts';
 
 /** One device message as the bridge stores it in the hub stream. */
 export interface FleetMessage {
@@ -254,6 +254,8 @@ export interface ConsumerDrain {
   samples: number;
   /** The sampled counters at the end. */
   totals: Record<string, number>;
+  /** CPU the consumer process used per message over the window, µs (from /proc, 10 ms ticks). */
+  cpuUsPerMessage: number;
 }
 
 /**
@@ -293,14 +295,14 @@ export async function drainWithConsumer(options: {
       30_000,
       20,
     );
-    let first: { ms: number; values: Record<string, number> } | undefined;
+    let first: { ms: number; values: Record<string, number>; cpuMs: number } | undefined;
     let samples = 0;
     const deadline = performance.now() + options.timeoutMs;
     for (;;) {
       const values = await scrape(opsUrl, names);
       const ms = performance.now();
       samples++;
-      if (!first && values[PROCESSED]! > 0) first = { ms, values };
+      if (!first && values[PROCESSED]! > 0) first = { ms, values, cpuMs: cpuMs(p.child.pid!) };
       if (first && values[ACKED]! >= options.messages) {
         const messages = drainOf(first.values[PROCESSED]!, first.ms, values[ACKED]!, ms);
         const pointsPerMessage = values[POINTS]! / values[ACKED]!;
@@ -318,6 +320,8 @@ export async function drainWithConsumer(options: {
           startMs: first.ms - startedMs,
           samples,
           totals: values,
+          cpuUsPerMessage:
+            ((cpuMs(p.child.pid!) - first.cpuMs) * 1000) / (values[ACKED]! - first.values[PROCESSED]!),
         };
       }
       if (p.child.exitCode !== null) throw new Error(`${options.command} exited: ${p.output()}`);

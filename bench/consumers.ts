@@ -133,7 +133,8 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
         note:
           `${fmt(drain.messages.counted)} messages in ${(drain.messages.ms / 1000).toFixed(2)} s, first fetched batch to last ack, ` +
           `batches of ${fmt(batchSize)}; bare ack() before/after, same batches: ${fmt(before.rate)}/${fmt(after.rate)} msgs/s; ` +
-          `process start to first fetched batch ${(drain.startMs / 1000).toFixed(1)} s`,
+          `process start to first fetched batch ${(drain.startMs / 1000).toFixed(1)} s; ` +
+          `the ${name} process used ${drain.cpuUsPerMessage.toFixed(0)} µs of CPU per message`,
       };
       return { figure, rate };
     };
@@ -304,7 +305,8 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
         note:
           `${fmt(points.counted)} points (${fmt(drain.messages.counted)} messages, ${fmt(drain.messages.rate)} msgs/s) in ` +
           `${(points.ms / 1000).toFixed(2)} s, first fetched batch to last ack; raw before/after: plain ${fmt(plainA.rate)}/${fmt(plainB.rate)}, ` +
-          `gzip ${fmt(gzipA.rate)}/${fmt(gzipB.rate)} points/s (ingest sends plain bodies by default); load average ${load()} after`,
+          `gzip ${fmt(gzipA.rate)}/${fmt(gzipB.rate)} points/s (ingest sends plain bodies by default); ` +
+          `the ingest process used ${drain.cpuUsPerMessage.toFixed(0)} µs of CPU per message; load average ${load()} after`,
       });
     }
     await nc.close();

@@ -109,4 +109,15 @@ export function rssBytes(pid: number): number {
   return kb ? Number(kb) * 1024 : NaN;
 }
 
+/** CPU time a process has used so far, user and system (ms), from /proc. */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
+}
+
+/** USER_HZ: what /proc counts CPU time in, 100 on Linux. */
+const CLOCK_TICKS_PER_S = 100;
+
 export const perSecond = (count: number, ms: number): number => (count / ms) * 1000;

@@ -1,6 +1,7 @@
 /** Running `switchyard` commands as real child processes, the way operators run them. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { dyingWithParent } from '../lib/child-process.ts';
 import { childEnv } from '../lib/env.ts';
 
 export const SWITCHYARD_BIN = fileURLToPath(new URL('../bin/switchyard.mjs', import.meta.url));
@@ -27,11 +28,13 @@ export function startSwitchyard(
   options: { compiled?: boolean; nodeOptions?: string[] } = {},
 ): SwitchyardProcess {
   const entry = options.compiled ? SWITCHYARD_DIST : SWITCHYARD_BIN;
-  const child = spawn(process.execPath, [...(options.nodeOptions ?? []), entry, ...args], {
-    env: childEnv(env),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  // A test process that dies early must not leave the command running.
+  // A test process that dies, even killed, must not leave the command running.
+  const [command, commandArgs] = dyingWithParent(process.execPath, [
+    ...(options.nodeOptions ?? []),
+    entry,
+    ...args,
+  ]);
+  const child = spawn(command, commandArgs, { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   const reap = (): void => void child.kill('SIGKILL');
   process.once('exit', reap);
   child.once('exit', () => process.off('exit', reap));

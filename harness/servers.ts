@@ -31,7 +31,9 @@ export class TestServers {
 
   constructor(label: string) {
     this.dir = mkdtempSync(join(tmpdir(), `switchyard-${label}-`));
-    // If the test process dies before `after` runs (a runner timeout), take the servers with it.
+    // If the test process exits before `after` runs (a runner timeout), take the servers with it.
+    // A killed test process runs no handler: the servers then die of their parent-death signal
+    // (startServer, not detached).
     process.once('exit', () => {
       for (const s of this.running) {
         try {

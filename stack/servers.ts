@@ -22,6 +22,7 @@ import {
 import { createServer, connect } from 'node:net';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { dyingWithParent } from '../lib/child-process.ts';
 import { binOverride } from '../lib/env.ts';
 import { sleep } from '../lib/shutdown.ts';
 import { repairS3rverStore } from './s3rver-store.ts';
@@ -439,7 +440,9 @@ export async function startServer(spec: ServerSpec, options: StartOptions = {}):
   const out = openSync(spec.logFile, 'a');
   for (const line of repaired)
     writeSync(out, `switchyard: removed a torn object left by a kill mid-PUT: ${line}\n`);
-  const child = spawn(spec.command, spec.args, { detached, stdio: ['ignore', out, out], cwd: spec.dataDir });
+  // A server that is not left running (tests, benchmarks) dies with this process, even a killed one.
+  const [command, args] = detached ? [spec.command, spec.args] : dyingWithParent(spec.command, spec.args);
+  const child = spawn(command, args, { detached, stdio: ['ignore', out, out], cwd: spec.dataDir });
   closeSync(out);
   let exited: string | undefined;
   child.once('exit', (code, signal) => (exited = `exited with ${signal ?? code}`));
