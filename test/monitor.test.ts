@@ -291,6 +291,9 @@ describe('monitor to Redis', () => {
           await publish(site, device, 'event', event(T0 + 5100, n, 'OVER_VOLT_ALARM', 'raised'));
         if (round === 5 && device === 'u4')
           await publish(site, device, 'telemetry', telemetry(T0 + 2000, n, 32, 200)); // replayed
+        // Messages that only say the unit was heard from, between its readings.
+        if (round === 3 && device === 'u1') await publish(site, device, 'invalid', new Uint8Array([0xff]));
+        if (round === 4 && device === 'u4') await publish(site, device, 'telemetry', '{"ts": "later"}');
       }
     await publish(site, 'u1', 'status', status(T0 + 7000, 99, 'CONNECTED', 'CHARGING'));
     await publish(site, 'u3', 'telemetry', withoutSoH(T0 + 3500, 100, 5)); // late, fewer fields
