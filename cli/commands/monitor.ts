@@ -15,7 +15,7 @@ export const monitorSpec = {
     'site, and announces every change on the Redis stream bsu:changes.',
   sinkConfigSchema: MonitorConfigSchema,
   // Low latency: take what is pending rather than wait for a full batch. A backlog comes in batches
-  // of 2,000, a few readings per unit of a large fleet, which conflation folds into one write each.
+  // of 2,000, where conflation folds the readings of a unit into one update (cloud/monitor/conflate.ts).
   runnerDefaults: {
     batchSize: 2_000,
     fillBatch: false,

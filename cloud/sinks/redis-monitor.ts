@@ -4,9 +4,10 @@
  *
  * A batch is one pipeline of EVALSHA calls, each applying up to APPLY_CHUNK messages (one round
  * trip, no MULTI: each message is applied atomically, and every one is idempotent, so a batch that
- * is cut short and retried is harmless). Telemetry readings a newer reading of the same unit in the
- * same batch supersedes are folded into it first (cloud/monitor/conflate.ts). A periodic sweep marks units offline after `offlineAfterMs` of silence. Every change (health,
- * State, ChaSt, firmware, an alarm raised or cleared) is announced on the stream `bsu:changes`.
+ * is cut short and retried is harmless). Telemetry readings that a newer reading of the same unit
+ * in the same batch supersedes are folded into it first (cloud/monitor/conflate.ts). A periodic
+ * sweep marks units offline after `offlineAfterMs` of silence. Every change (health, State, ChaSt,
+ * firmware, an alarm raised or cleared) is announced on the stream `bsu:changes`.
  *
  * Payloads of kind `invalid`, and payloads that do not decode, are counted and only mark the unit
  * as heard from: the archive keeps them, and dead-lettering each would only copy them again.
