@@ -12,7 +12,8 @@ export const monitorSpec = {
   description:
     'Consumes the hub stream BSU with its own durable and keeps, per unit, the latest telemetry, status and ' +
     'active alarms in Redis, moving only forward in device time; counts units online, offline and faulted per ' +
-    'site, and announces every change on the Redis stream bsu:changes.',
+    'site, and announces every change on the Redis stream bsu:changes. Readings of a unit that a newer one in ' +
+    'the same batch supersedes are folded into it before they reach Redis (conflation).',
   sinkConfigSchema: MonitorConfigSchema,
   // Low latency: take what is pending rather than wait for a full batch. A backlog comes in batches
   // of 2,000, where conflation folds the readings of a unit into one update (cloud/monitor/conflate.ts).
