@@ -320,8 +320,7 @@ export async function drainWithConsumer(options: {
           startMs: first.ms - startedMs,
           samples,
           totals: values,
-          cpuUsPerMessage:
-            ((cpuMs(p.child.pid!) - first.cpuMs) * 1000) / (values[ACKED]! - first.values[PROCESSED]!),
+          cpuUsPerMessage: ((cpuMs(p.child.pid!) - first.cpuMs) * 1000) / messages.counted,
         };
       }
       if (p.child.exitCode !== null) throw new Error(`${options.command} exited: ${p.output()}`);

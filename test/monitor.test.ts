@@ -193,6 +193,9 @@ describe('monitor to Redis', () => {
     await waitFor('the replay to settle', () => settled(replay.durable));
     assert.deepEqual({ ...(await unit(site, 'u1')), lastSeenMs: undefined }, before);
     assert.equal(await redis.xLen(`${site}:changes`), changesBefore, 'a replay announces nothing');
+    // Every replayed reading is stale, folded or not.
+    assert.equal(await metric(replay.registry, MonitorMetric.stale, { kind: 'telemetry' }), 4);
+    assert.equal(await metric(replay.registry, MonitorMetric.conflated, {}), 0);
     assert.deepEqual(await siteCounts(site), { units: 1, online: 0, offline: 0, faulted: 1 });
   });
 

@@ -622,13 +622,12 @@ describe('the pipeline from MQTT to S3, Redis and VictoriaMetrics', () => {
     }
     await assertStoresMatchHub(t, { overlap: true });
     const { opsUrl } = consumers.monitor;
-    // A redelivered message is stale, or folded into a stale one (conflation).
-    const stale =
-      (await metric(opsUrl, 'switchyard_monitor_stale_total')) +
-      (await metric(opsUrl, 'switchyard_monitor_conflated_total'));
-    assert.ok(stale >= held, `the redelivered batch changed nothing (${stale} stale or folded of ${held})`);
+    // Every redelivered message is stale (folded or not: conflation counts those folded into a
+    // stale entry as stale too).
+    const stale = await metric(opsUrl, 'switchyard_monitor_stale_total');
+    assert.ok(stale >= held, `the redelivered batch changed nothing (${stale} stale of ${held})`);
     t.diagnostic(
-      `killed with ${held} messages written and unacked; the next monitor counted ${stale} stale or folded and applied ${await metric(opsUrl, 'switchyard_monitor_updates_total')}`,
+      `killed with ${held} messages written and unacked; the next monitor found ${stale} stale and applied ${await metric(opsUrl, 'switchyard_monitor_updates_total')}`,
     );
   });
 });

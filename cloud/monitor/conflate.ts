@@ -34,26 +34,19 @@ export interface MonitorUpdate {
 
 /** What the script applies: one message, or a group of readings of one unit folded together. */
 export interface ApplyEntry {
-  kind: MonitorUpdate['kind'];
-  site: string;
-  device: string;
-  /** The content, from the newest message of the group: stream sequence, device time, fields. */
-  seq: number;
-  tsMs: number;
-  fields: Record<string, string>;
+  /** The newest message of the group: what is applied (kind, unit, stream seq, device time, fields). */
+  content: MonitorUpdate;
   /** The group's first message: where the entry stands, and what a change it makes names. */
   atSeq: number;
   atSeenMs: number;
   /** The highest stream sequence and the latest receive time in the group. */
   lastSeq: number;
   lastSeenMs: number;
-  /** Index (in the write) of the message whose content the entry carries. */
-  carrier: number;
-  /** Indexes of the messages folded into it, superseded before they reached Redis. */
+  /** Stream sequences of the messages folded into it, superseded before they reached Redis. */
   folded: number[];
 }
 
-const newer = (a: Pick<MonitorUpdate, 'tsMs' | 'seq'>, b: Pick<MonitorUpdate, 'tsMs' | 'seq'>): boolean =>
+const newer = (a: MonitorUpdate, b: MonitorUpdate): boolean =>
   a.tsMs !== b.tsMs ? a.tsMs > b.tsMs : a.seq > b.seq;
 
 function covers(wider: Record<string, string>, narrower: Record<string, string>): boolean {
@@ -66,36 +59,31 @@ export function conflate(updates: readonly MonitorUpdate[]): ApplyEntry[] {
   const entries: ApplyEntry[] = [];
   /** Per unit, the entry its later readings may be folded into (its latest telemetry entry). */
   const telemetryOf = new Map<string, ApplyEntry>();
-  updates.forEach((update, index) => {
-    const held = update.kind === 'telemetry' ? telemetryOf.get(`${update.site}:${update.device}`) : undefined;
-    if (held && !newer(update, held) && covers(held.fields, update.fields)) {
-      held.folded.push(index);
+  for (const update of updates) {
+    const unit = `${update.site}:${update.device}`;
+    const held = update.kind === 'telemetry' ? telemetryOf.get(unit) : undefined;
+    if (held && !newer(update, held.content) && covers(held.content.fields, update.fields)) {
+      held.folded.push(update.seq);
       absorb(held, update);
-    } else if (held && newer(update, held) && covers(update.fields, held.fields)) {
+    } else if (held && newer(update, held.content) && covers(update.fields, held.content.fields)) {
       // The newer reading takes the place of the one held: same position, its content.
-      held.folded.push(held.carrier);
-      Object.assign(held, { seq: update.seq, tsMs: update.tsMs, fields: update.fields, carrier: index });
+      held.folded.push(held.content.seq);
+      held.content = update;
       absorb(held, update);
     } else {
       const { seq, seenMs } = update;
       const entry: ApplyEntry = {
-        kind: update.kind,
-        site: update.site,
-        device: update.device,
-        seq,
-        tsMs: update.tsMs,
-        fields: update.fields,
+        content: update,
         atSeq: seq,
         atSeenMs: seenMs,
         lastSeq: seq,
         lastSeenMs: seenMs,
-        carrier: index,
         folded: [],
       };
-      if (entry.kind === 'telemetry') telemetryOf.set(`${entry.site}:${entry.device}`, entry);
+      if (update.kind === 'telemetry') telemetryOf.set(unit, entry);
       entries.push(entry);
     }
-  });
+  }
   return entries;
 }
 

@@ -148,7 +148,7 @@ export class RedisMonitorSink implements Sink {
     this.conflated = counter(
       r,
       MonitorMetric.conflated,
-      'Readings a newer reading of the same unit in the same batch superseded (never sent to Redis)',
+      'Readings a newer reading of the same unit in the same batch superseded, applied in their place (never sent to Redis)',
       ['consumer', 'kind'],
     );
     this.invalid = counter(
@@ -224,12 +224,12 @@ export class RedisMonitorSink implements Sink {
       const args = [...head];
       for (const e of entries.slice(start, start + APPLY_CHUNK))
         args.push(
-          e.kind,
-          e.site,
-          e.device,
-          String(e.seq),
-          String(e.tsMs),
-          JSON.stringify(e.fields),
+          e.content.kind,
+          e.content.site,
+          e.content.device,
+          String(e.content.seq),
+          String(e.content.tsMs),
+          JSON.stringify(e.content.fields),
           String(e.atSeq),
           String(e.atSeenMs),
           String(e.lastSeq),
@@ -253,29 +253,31 @@ export class RedisMonitorSink implements Sink {
       await this.loadScripts(client);
       replies = await run();
     }
-    return this.resultOf(batch, entries, replies.flat());
+    return this.resultOf(entries, replies.flat());
   }
 
   /**
    * Per entry: 1 applied, 0 older than the state held, or the error the script met applying it
    * (about that message, and it will not change on retry: rejected, so it is dead-lettered, with
-   * the readings folded into it).
+   * the readings folded into it). Readings folded into an applied entry count as conflated; into a
+   * stale one, as stale: they were older still.
    */
-  private resultOf(batch: readonly SinkMessage[], entries: ApplyEntry[], results: unknown[]): WriteResult {
+  private resultOf(entries: ApplyEntry[], results: unknown[]): WriteResult {
     const consumer = this.options.consumer;
     const rejected: SinkRejection[] = [];
-    entries.forEach((entry, i) => {
+    entries.forEach(({ content, folded }, i) => {
       const result = results[i];
       if (typeof result === 'string') {
-        for (const index of [entry.carrier, ...entry.folded])
-          rejected.push({ seq: batch[index]!.seq, reason: `monitor script failed: ${result}` });
+        for (const seq of [content.seq, ...folded])
+          rejected.push({ seq, reason: `monitor script failed: ${result}` });
         return;
       }
-      const { kind } = entry;
-      if (entry.folded.length > 0) this.conflated.inc({ consumer, kind }, entry.folded.length);
+      const { kind } = content;
       if (kind === 'seen') return;
-      if (result === 1) this.applied.inc({ consumer, kind });
-      else if (result === 0) this.stale.inc({ consumer, kind });
+      if (result === 1) {
+        this.applied.inc({ consumer, kind });
+        if (folded.length > 0) this.conflated.inc({ consumer, kind }, folded.length);
+      } else if (result === 0) this.stale.inc({ consumer, kind }, 1 + folded.length);
     });
     return { rejected };
   }
