@@ -6,8 +6,21 @@
  * and two pre-built Error objects with stack traces for a possible failure). At the bridge's rates
  * that was a third of the CPU it spent per message; this does the same protocol with one
  * subscription and one timer for all messages.
+ *
+ * A lost connection fails every publish in flight at once: their PubAcks can no longer come (an
+ * answer on the dead connection is lost with it). Until the client has reconnected, publishes fail
+ * at once too: the client would buffer them, then drop its buffer when it dials again. Failing
+ * both lets the caller publish them again, in order, ahead of anything newer
+ * (edge/ordered-publisher.ts), so a crash of the site's nats-server does not store a device's
+ * readings out of order.
  */
-import { createInbox, type MsgHdrs, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import {
+  createInbox,
+  type MsgHdrs,
+  type NatsConnection,
+  type Status,
+  type Subscription,
+} from '@nats-io/transport-node';
 
 /** What the stream answered. */
 export interface StoredAck {
@@ -22,8 +35,11 @@ export class JetStreamPublishError extends Error {
   override name = 'JetStreamPublishError';
   constructor(
     message: string,
-    /** JetStream's error code, `503` for no responders, `timeout` when no answer came. */
-    readonly code: number | 'timeout' | 'closed',
+    /**
+     * JetStream's error code, `503` for no responders, `timeout` when no answer came, `disconnected`
+     * when the connection was lost before it came, `closed` when the publisher stopped.
+     */
+    readonly code: number | 'timeout' | 'disconnected' | 'closed',
     options?: ErrorOptions,
   ) {
     super(message, options);
@@ -42,7 +58,9 @@ export class AsyncPublisher {
   private readonly pending = new Map<number, Pending>();
   private readonly sub: Subscription;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly statuses: AsyncIterable<Status> & { stop?: () => void };
   private next = 0;
+  private connected = true;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -82,11 +100,32 @@ export class AsyncPublisher {
     });
     this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.floor(timeoutMs / 4)));
     this.sweeper.unref();
+    this.statuses = nc.status();
+    void this.watchConnection();
+  }
+
+  /**
+   * Fails what is in flight as soon as the connection is lost. The client announces it in the same
+   * turn of the event loop in which the socket closed, before any new message can be handed over.
+   */
+  private async watchConnection(): Promise<void> {
+    for await (const status of this.statuses) {
+      if (status.type === 'disconnect') {
+        this.connected = false;
+        this.rejectAll(() => disconnected('connection lost before the PubAck came'));
+      } else if (status.type === 'reconnect') {
+        this.connected = true;
+      }
+    }
   }
 
   /** Publishes and resolves with the stream's PubAck; rejects with JetStreamPublishError. */
   publish(subject: string, payload: Uint8Array, headers: MsgHdrs): Promise<StoredAck> {
     return new Promise<StoredAck>((resolve, reject) => {
+      if (!this.connected) {
+        reject(disconnected('not connected: the client would drop it on reconnecting'));
+        return;
+      }
       const id = ++this.next;
       this.pending.set(id, { resolve, reject, deadlineMs: Date.now() + this.timeoutMs });
       try {
@@ -115,10 +154,19 @@ export class AsyncPublisher {
   /** Rejects everything in flight and stops listening. */
   close(): void {
     clearInterval(this.sweeper);
+    this.statuses.stop?.();
     this.sub.unsubscribe();
+    this.rejectAll(() => new JetStreamPublishError('publisher closed', 'closed'));
+  }
+
+  /** Rejects everything in flight, in publish order. */
+  private rejectAll(error: () => JetStreamPublishError): void {
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
-      p.reject(new JetStreamPublishError('publisher closed', 'closed'));
+      p.reject(error());
     }
   }
 }
+
+const disconnected = (message: string): JetStreamPublishError =>
+  new JetStreamPublishError(message, 'disconnected');
