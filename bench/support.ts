@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import mqtt, { type MqttClient } from 'mqtt';
 import { TrafficGenerator, SimClock } from '../simulate/traffic.ts';
+import { procStatFields } from '../stack/servers.ts';
 
 /** One measured figure. `ratio` is value ÷ baseline when the figure is relative to a raw limit. */
 export interface Figure {
@@ -111,9 +112,8 @@ export function rssBytes(pid: number): number {
 
 /** CPU time a process has used so far, user and system (ms), from /proc. */
 export function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const fields = procStatFields(pid);
+  if (!fields) throw new Error(`no process ${pid}`);
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
 }
 

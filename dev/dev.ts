@@ -24,7 +24,8 @@ import { createLogger, type Logger } from '../lib/log.ts';
 import { connectNats } from '../lib/nats.ts';
 import { sleep } from '../lib/shutdown.ts';
 import { SimClock } from '../simulate/traffic.ts';
-import { isRunning, stackDown, stackUp, tryReadStack, type Stack } from '../stack/stack.ts';
+import { isRunning } from '../stack/servers.ts';
+import { stackDown, stackUp, tryReadStack, type Stack } from '../stack/stack.ts';
 import type { DevConfig } from './config.ts';
 import {
   isRecordedRunning,

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import {
   freePort,
   influxdbSpec,
+  isRunning,
   linkSpec,
   mosquittoSpec,
   natsSpec,
@@ -37,7 +38,7 @@ export class TestServers {
     process.once('exit', () => {
       for (const s of this.running) {
         try {
-          process.kill(s.pid, 'SIGKILL');
+          if (isRunning(s)) process.kill(s.pid, 'SIGKILL');
         } catch {
           // already gone
         }

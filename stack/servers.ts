@@ -63,6 +63,12 @@ export interface ServerSpec {
 /** A running server: its spec and PID. */
 export interface RunningServer extends ServerSpec {
   pid: number;
+  /**
+   * Start time of the process in clock ticks since boot (`/proc/PID/stat`, field 22). A PID is
+   * reused once its process is gone (pid_max is 32,768 here); this tells the process that was
+   * started from a stranger, so that stopping a server never signals a process it did not start.
+   */
+  startTicks?: number;
 }
 
 /** The Debian package that brings each binary, for a clear message when one is missing. */
@@ -399,6 +405,19 @@ export function linkSpec(o: {
 // ---------------------------------------------------------------------------------------------
 // Process control
 
+/**
+ * The fields of `/proc/PID/stat` after the command name (which may itself hold spaces and
+ * parentheses): [0] is the state, [11] and [12] user and system time, [19] the start time.
+ */
+export function procStatFields(pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
 /** True while a process with this PID exists (and is not a zombie we could reap). */
 export function isAlive(pid: number): boolean {
   try {
@@ -406,12 +425,15 @@ export function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.split(') ')[1]?.[0] !== 'Z';
-  } catch {
-    return true;
-  }
+  return procStatFields(pid)?.[0] !== 'Z';
+}
+
+/** True while the process started for `server` runs (not a later one with its PID). */
+export function isRunning(server: { pid: number; startTicks?: number }): boolean {
+  if (!isAlive(server.pid)) return false;
+  if (server.startTicks === undefined) return true;
+  const ticks = processStartTicks(server.pid);
+  return ticks === undefined || ticks === server.startTicks;
 }
 
 function tail(file: string, lines = 15): string {
@@ -450,7 +472,8 @@ export async function startServer(spec: ServerSpec, options: StartOptions = {}):
   if (detached) child.unref();
   const pid = child.pid;
   if (pid === undefined) throw new Error(`${spec.name}: could not start ${spec.command}`);
-  const running: RunningServer = { ...spec, pid };
+  const startTicks = processStartTicks(pid);
+  const running: RunningServer = { ...spec, pid, ...(startTicks !== undefined ? { startTicks } : {}) };
   options.onSpawn?.(running);
   // A detached child is unref'd and the probes' timeouts are too: without a timer of our own, an
   // interrupted start could leave this process with nothing pending and exit mid-await.
@@ -473,38 +496,35 @@ export async function startServer(spec: ServerSpec, options: StartOptions = {}):
 
 /** Start time of a process in clock ticks since boot, where `/proc` tells it. */
 export function processStartTicks(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which may itself hold spaces and parentheses.
-    const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
-    const ticks = Number(fields[19]);
-    return Number.isFinite(ticks) ? ticks : undefined;
-  } catch {
-    return undefined;
-  }
+  const ticks = Number(procStatFields(pid)?.[19]);
+  return Number.isFinite(ticks) ? ticks : undefined;
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone. */
-export async function stopServer(server: { pid: number }, graceMs = 10_000): Promise<void> {
-  if (!isAlive(server.pid)) return;
+export async function stopServer(
+  server: { pid: number; startTicks?: number },
+  graceMs = 10_000,
+): Promise<void> {
+  if (!isRunning(server)) return;
   try {
     process.kill(server.pid, 'SIGTERM');
   } catch {
     return;
   }
   const deadline = Date.now() + graceMs;
-  while (isAlive(server.pid) && Date.now() < deadline) await sleep(50);
-  if (isAlive(server.pid)) await killServer(server);
+  while (isRunning(server) && Date.now() < deadline) await sleep(50);
+  if (isRunning(server)) await killServer(server);
 }
 
 /** SIGKILL; resolves once the process is gone. */
-export async function killServer(server: { pid: number }): Promise<void> {
+export async function killServer(server: { pid: number; startTicks?: number }): Promise<void> {
+  if (!isRunning(server)) return;
   try {
     process.kill(server.pid, 'SIGKILL');
   } catch {
     return;
   }
-  while (isAlive(server.pid)) await sleep(20);
+  while (isRunning(server)) await sleep(20);
 }
 
 // ---------------------------------------------------------------------------------------------

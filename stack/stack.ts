@@ -19,12 +19,11 @@ import {
   findBinary,
   freePort,
   influxdbSpec,
-  isAlive,
   isReady,
+  isRunning,
   killServer,
   linkSpec,
   mosquittoSpec,
-  processStartTicks,
   natsSpec,
   redisSpec,
   s3rverSpec,
@@ -46,14 +45,7 @@ const MARKER_FILE = '.switchyard-stack';
 export const MAX_SITES = 50;
 
 /** A server of the stack: its full spec (so it can be started again), PID and process identity. */
-export interface StackServer extends RunningServer {
-  /**
-   * Start time of the process in clock ticks since boot (`/proc/PID/stat`, field 22). A PID can be
-   * reused once its process is gone; this tells the recorded process from a stranger, so that
-   * `down` and `kill` never signal a process the stack did not start.
-   */
-  startTicks?: number;
-}
+export type StackServer = RunningServer;
 
 /** The content of `DIR/stack.json`. */
 export interface StackFile {
@@ -282,22 +274,6 @@ function updateServer(dir: string, server: StackServer): Stack {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Process identity
-
-/** True while the process the stack recorded for `server` runs (not a later one with its PID). */
-export function isRunning(server: StackServer): boolean {
-  if (!isAlive(server.pid)) return false;
-  if (server.startTicks === undefined) return true;
-  const ticks = processStartTicks(server.pid);
-  return ticks === undefined || ticks === server.startTicks;
-}
-
-const withIdentity = (server: RunningServer): StackServer => {
-  const startTicks = processStartTicks(server.pid);
-  return startTicks === undefined ? { ...server } : { ...server, startTicks };
-};
-
-// ---------------------------------------------------------------------------------------------
 // up
 
 export interface StackUpOptions {
@@ -427,9 +403,9 @@ export async function stackUp(options: StackUpOptions): Promise<Stack> {
     const running = await startServer(spec, {
       detached: true,
       readyTimeoutMs: options.readyTimeoutMs ?? 30_000,
-      onSpawn: (spawned) => record(withIdentity(spawned)),
+      onSpawn: record,
     });
-    const server = file.servers.find((s) => s.name === spec.name) ?? withIdentity(running);
+    const server = file.servers.find((s) => s.name === spec.name) ?? running;
     options.onReady?.(server, Date.now() - started);
     return server;
   };
@@ -597,7 +573,8 @@ export async function restartServerByName(
     { detached: true, readyTimeoutMs: options.readyTimeoutMs ?? 30_000 },
   );
   // Record the spec as it was (a site still waits for its leaf on the next restart).
-  const restarted = withIdentity({ ...spec, pid: running.pid });
+  const { pid, startTicks } = running;
+  const restarted: StackServer = { ...spec, pid, ...(startTicks !== undefined ? { startTicks } : {}) };
   updateServer(dir, restarted);
   return restarted;
 }

@@ -1,7 +1,8 @@
 /**
  * What tests and benchmarks start dies with them: a test process killed with SIGKILL (a runner
  * timeout, a developer's ^C twice) runs no exit handler, and must still leave no server and no
- * switchyard process behind, holding ports and directories.
+ * switchyard process behind, holding ports and directories. And stopping a server signals only
+ * the process that was started, never a later one that reused its PID.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -12,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from '../harness/servers.ts';
-import { isAlive } from '../stack/servers.ts';
+import { isAlive, processStartTicks, stopServer } from '../stack/servers.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'switchyard-reaping-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -67,5 +68,21 @@ setInterval(() => undefined, 1000);
     );
   } finally {
     owner.kill('SIGKILL');
+  }
+});
+
+test('stopping a server never signals a process that took its PID', async () => {
+  const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+  const exited = new Promise((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+  try {
+    const ticks = processStartTicks(child.pid!);
+    assert.ok(ticks !== undefined, 'the start time is readable');
+    // What a server recorded before its process ended and the PID went to this one.
+    await stopServer({ pid: child.pid!, startTicks: ticks - 1 }, 200);
+    assert.ok(isAlive(child.pid!), 'a stranger with the PID is left alone');
+    await stopServer({ pid: child.pid!, startTicks: ticks }, 2_000);
+    assert.equal(await exited, 'SIGTERM', 'the recorded process is stopped');
+  } finally {
+    child.kill('SIGKILL');
   }
 });
