@@ -43,10 +43,10 @@ import type { Registry } from 'prom-client';
 import { describeError, UsageError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Readiness } from '../lib/ops.ts';
-import { connectNats, firstHeaderValues } from '../lib/nats.ts';
+import { connectNats, firstHeaderValues, headerBytes } from '../lib/nats.ts';
 import { sleep } from '../lib/shutdown.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
-import { parseSubject } from '../schemas/subjects.ts';
+import { parseSubject, type SubjectParts } from '../schemas/subjects.ts';
 import { DeadLetterReason, DLQ_STREAM, ensureDlqStream, publishDeadLetter } from './dlq.ts';
 import { DEFAULT_BACKOFF_MS, retryDelayMs } from './runner-backoff.ts';
 import { consumerFilter, subjectMatches, type ConsumerFilter } from './runner-filters.ts';
@@ -190,6 +190,42 @@ export function resolveSettings(options: RunnerOptions): RunnerSettings {
   if (s.filterSubjects.length === 0) problems.push('filterSubjects must not be empty');
   if (problems.length > 0) throw new UsageError(`bad consumer settings: ${problems.join('; ')}`);
   return s;
+}
+
+/**
+ * A fetched message as a sink sees it. Headers and the stored time are parsed on first use: a sink
+ * that never reads them (ingest) does not pay for them.
+ */
+class HubMessage implements SinkMessage {
+  readonly seq: number;
+  readonly subject: string;
+  readonly site: string;
+  readonly device: string;
+  readonly kind: string;
+  readonly payload: Uint8Array;
+  readonly deliveryCount: number;
+  readonly #msg: JsMsg;
+  #headers: Record<string, string> | undefined;
+
+  constructor(msg: JsMsg, parts: SubjectParts) {
+    const info = msg.info;
+    this.#msg = msg;
+    this.seq = info.streamSequence;
+    this.subject = msg.subject;
+    this.site = parts.site;
+    this.device = parts.device;
+    this.kind = parts.kind;
+    this.payload = msg.data;
+    this.deliveryCount = info.deliveryCount;
+  }
+
+  get headers(): Record<string, string> {
+    return (this.#headers ??= firstHeaderValues(this.#msg));
+  }
+
+  get storedAtMs(): number {
+    return Math.floor(this.#msg.info.timestampNanos / 1e6);
+  }
 }
 
 /** One message in hand, with what the sink sees of it. */
@@ -542,7 +578,6 @@ class Runner {
       for await (const msg of iter) {
         got.push(msg);
         this.unsettled.add(msg);
-        this.metrics.inFlight.set(this.labels, this.unsettled.size);
       }
     } catch (err) {
       this.log.warn({ err: describeError(err), received: got.length }, 'fetch failed');
@@ -555,6 +590,7 @@ class Runner {
     } finally {
       clearTimeout(guard);
       this.stopFetch = undefined;
+      this.metrics.inFlight.set(this.labels, this.unsettled.size);
     }
     const last = got.at(-1);
     this.fetchHint = last ? last.info.pending : 1;
@@ -593,23 +629,10 @@ class Runner {
           detail: `delivered ${msg.info.deliveryCount} times without being settled (max ${this.s.maxDeliver})`,
         });
       } else {
-        const headers = firstHeaderValues(msg);
-        let bytes = msg.data.byteLength + msg.subject.length;
-        for (const [k, v] of Object.entries(headers)) bytes += k.length + v.length + 4;
         toWrite.push({
           msg,
-          bytes,
-          sinkMessage: {
-            seq: msg.seq,
-            subject: msg.subject,
-            site: parts.site,
-            device: parts.device,
-            kind: parts.kind,
-            storedAtMs: msg.time.getTime(),
-            headers,
-            payload: msg.data,
-            deliveryCount: msg.info.deliveryCount,
-          },
+          bytes: msg.data.byteLength + msg.subject.length + headerBytes(msg),
+          sinkMessage: new HubMessage(msg, parts),
         });
       }
     }

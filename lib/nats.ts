@@ -84,6 +84,16 @@ export function firstHeaderValues(msg: JsMsg): Record<string, string> {
   return out;
 }
 
+/** Size of a received message's header block in bytes (0 without headers). */
+export function headerBytes(msg: JsMsg): number {
+  const length = (msg as unknown as RawMsg).msg?._msg?.hdr;
+  if (typeof length === 'number') return Math.max(0, length);
+  let bytes = 0;
+  if (msg.headers)
+    for (const [key, values] of msg.headers) bytes += key.length + (values[0]?.length ?? 0) + 4;
+  return bytes;
+}
+
 /**
  * Message headers, encoded once in NATS's wire format (`NATS/1.0\r\nKey: value\r\n…\r\n`), for
  * publishing through `nc.publish(…, { headers })`.
