@@ -49,7 +49,7 @@ export function createS3Client(settings: S3Settings, options: { requestTimeoutMs
   });
 }
 
-/** A data object whose bytes do not match its manifest, or that has none. */
+/** A data object whose bytes do not match its manifest, or a manifest that cannot be read. */
 export class ArchiveIntegrityError extends Error {
   override name = 'ArchiveIntegrityError';
 }
@@ -80,6 +80,19 @@ async function getBytes(client: S3Client, bucket: string, key: string): Promise<
 }
 
 /**
+ * A manifest's JSON. A manifest cut short is an integrity error like any other: S3 never shows a
+ * PUT that did not complete, but s3rver keeps whatever arrived before its client died (measured:
+ * a PUT whose client was killed mid-body is stored as the bytes received).
+ */
+function parseManifest(key: string, bytes: Uint8Array): ArchiveManifest {
+  try {
+    return JSON.parse(Buffer.from(bytes).toString('utf8')) as ArchiveManifest;
+  } catch (err) {
+    throw new ArchiveIntegrityError(`${key}: manifest is not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/**
  * Reads a data object through its manifest and checks it; throws ArchiveIntegrityError when the
  * bytes do not match (a backfill must skip such an object: a later one holds the same records).
  */
@@ -88,9 +101,7 @@ export async function readArchiveObject(
   bucket: string,
   manifestKey: string,
 ): Promise<{ manifest: ArchiveManifest; records: ArchiveRecord[] }> {
-  const manifest = JSON.parse(
-    Buffer.from(await getBytes(client, bucket, manifestKey)).toString(),
-  ) as ArchiveManifest;
+  const manifest = parseManifest(manifestKey, await getBytes(client, bucket, manifestKey));
   if (manifestKeyOf(manifest.object) !== manifestKey)
     throw new ArchiveIntegrityError(`${manifestKey}: manifest names another object, ${manifest.object}`);
   const body = await getBytes(client, bucket, manifest.object);
