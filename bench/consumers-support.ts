@@ -23,7 +23,7 @@ import { SimClock, TrafficGenerator } from '../simulate/traffic.ts';
 import { freePort } from '../stack/servers.ts';
 import { startSwitchyard } from '../harness/process.ts';
 import { waitFor } from '../harness/servers.ts';
-import { cpuMs, perSecond, sleepMs } from './support.ts';
+import { cpuMeter, perSecond, sleepMs } from './support.ts';
 
 /** One device message as the bridge stores it in the hub stream. */
 export interface FleetMessage {
@@ -205,20 +205,22 @@ export async function bareFetchAck(
     let fetched = 0;
     let firstMs = NaN;
     let firstCount = 0;
-    const acks: Promise<void>[] = [];
-    let next: Promise<JsMsg[]> | undefined = fetchBatch(Math.min(options.batchSize, options.messages));
+    const more = (): Promise<JsMsg[]> | undefined =>
+      fetched < options.messages
+        ? fetchBatch(Math.min(options.batchSize, options.messages - fetched))
+        : undefined;
+    let acking: Promise<void> = Promise.resolve();
+    let next = more();
     while (next) {
       const batch = await next;
       fetched += batch.length;
-      // batched: the next fetch goes out while this batch is acked, as the runner fetches ahead.
-      const more = (): Promise<JsMsg[]> | undefined =>
-        fetched < options.messages
-          ? fetchBatch(Math.min(options.batchSize, options.messages - fetched))
-          : undefined;
       if (options.mode === AckMode.batched) {
+        // The next fetch goes out while this batch is acked, as the runner fetches ahead; at most
+        // one batch's confirmation is awaited at a time.
         next = more();
-        acks.push(ackBatch(batch));
-        if (acks.length > 1) await acks.shift();
+        const previous = acking;
+        acking = ackBatch(batch);
+        await previous;
       } else {
         await ackBatch(batch);
         next = more();
@@ -228,7 +230,7 @@ export async function bareFetchAck(
         firstCount = fetched;
       }
     }
-    await Promise.all(acks);
+    await acking;
     await nc.flush();
     const lastMs = performance.now();
     // One look after the run (never during it): every ack must have landed.
@@ -324,14 +326,15 @@ export async function drainWithConsumer(options: {
       30_000,
       20,
     );
-    let first: { ms: number; values: Record<string, number>; cpuMs: number } | undefined;
+    let first: { ms: number; values: Record<string, number>; cpu: ReturnType<typeof cpuMeter> } | undefined;
     let samples = 0;
     const deadline = performance.now() + options.timeoutMs;
     for (;;) {
       const values = await scrape(opsUrl, names);
       const ms = performance.now();
       samples++;
-      if (!first && values[PROCESSED]! > 0) first = { ms, values, cpuMs: cpuMs(p.child.pid!) };
+      if (!first && values[PROCESSED]! > 0)
+        first = { ms, values, cpu: cpuMeter({ [options.command]: p.child.pid! }) };
       if (first && values[ACKED]! >= options.messages) {
         const messages = drainOf(first.values[PROCESSED]!, first.ms, values[ACKED]!, ms);
         const pointsPerMessage = values[POINTS]! / values[ACKED]!;
@@ -349,7 +352,7 @@ export async function drainWithConsumer(options: {
           startMs: first.ms - startedMs,
           samples,
           totals: values,
-          cpuUsPerMessage: ((cpuMs(p.child.pid!) - first.cpuMs) * 1000) / messages.counted,
+          cpuUsPerMessage: first.cpu.perMessage(messages.counted)[options.command]!,
         };
       }
       if (p.child.exitCode !== null) throw new Error(`${options.command} exited: ${p.output()}`);

@@ -35,7 +35,7 @@ import {
   type FleetMessage,
   type RawBodies,
 } from './consumers-support.ts';
-import { cpuMs, type Figure } from './support.ts';
+import { cpuMeter, type CpuPerMessage, type Figure } from './support.ts';
 
 export interface ConsumersBenchOptions {
   /** Messages preloaded into `BSU` for the throughput runs. */
@@ -411,33 +411,6 @@ function describeMix(messages: readonly FleetMessage[]): string {
   }
   const parts = Object.entries(kinds).map(([k, n]) => `${fmt(n)} ${k}`);
   return `${fmt(messages.length)} messages (${parts.join(', ')}), ${Math.round(bytes / messages.length)} B payloads on average, ${FLEET.sites} sites × ${FLEET.devicesPerSite} units`;
-}
-
-/** CPU used per message, µs, by process name. */
-type CpuPerMessage = Record<string, number>;
-
-/**
- * CPU used from now on by other processes (from /proc) and, if `self` names it, by this one; per
- * message when asked.
- */
-function cpuMeter(
-  pids: Record<string, number>,
-  self?: string,
-): { perMessage(messages: number): CpuPerMessage } {
-  const start = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuMs(pid)]));
-  const selfStart = process.cpuUsage();
-  return {
-    perMessage(messages) {
-      const out: CpuPerMessage = {};
-      if (self) {
-        const used = process.cpuUsage(selfStart);
-        out[self] = (used.user + used.system) / messages;
-      }
-      for (const [name, pid] of Object.entries(pids))
-        out[name] = ((cpuMs(pid) - start[name]!) * 1000) / messages;
-      return out;
-    },
-  };
 }
 
 /** `monitor 44.0 µs, nats-server 15.2 µs, redis-server 8.1 µs`. */

@@ -24,7 +24,7 @@ import { startBridge } from '../harness/edge.ts';
 import { natsConnect, streamCount } from '../harness/jetstream.ts';
 import { TestServers } from '../harness/servers.ts';
 import {
-  cpuMs,
+  cpuMeter,
   createSession,
   perSecond,
   publishAll,
@@ -157,15 +157,15 @@ export async function benchEdge(options: EdgeBenchOptions): Promise<Figure[]> {
       natsUrl: site.url,
       compiled: true,
     });
-    const cpuAtReady = { ms: cpuMs(bridge.child.pid!), stored: await streamCount(siteNc, streams.telemetry) };
+    const storedAtReady = await streamCount(siteNc, streams.telemetry);
+    const cpu = cpuMeter({ bridge: bridge.child.pid! });
     // Sampled every 50 ms (±2 % on these runs): polling the stream harder takes CPU from the very
     // processes being measured, while the bare subscriber counts for free in its own callback.
     const t = await timeUntil('bridge drain', () => streamCount(siteNc, streams.telemetry), messages.length, {
       everyMs: DRAIN_SAMPLE_MS,
     });
     const bridgeRate = perSecond(messages.length, t.doneMs - t.firstMs);
-    const bridgeCpuUs =
-      ((cpuMs(bridge.child.pid!) - cpuAtReady.ms) * 1000) / (messages.length - cpuAtReady.stored);
+    const bridgeCpuUs = cpu.perMessage(messages.length - storedAtReady).bridge!;
     await bridge.stop();
     options.log(`edge: bridge ${bridgeRate.toFixed(0)} msgs/s`);
     figures.push({

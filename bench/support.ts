@@ -120,4 +120,31 @@ export function cpuMs(pid: number): number {
 /** USER_HZ: what /proc counts CPU time in, 100 on Linux. */
 const CLOCK_TICKS_PER_S = 100;
 
+/** CPU used per message, µs, by process name. */
+export type CpuPerMessage = Record<string, number>;
+
+/**
+ * CPU used from now on by other processes (from /proc) and, if `self` names it, by this one; per
+ * message when asked.
+ */
+export function cpuMeter(
+  pids: Record<string, number>,
+  self?: string,
+): { perMessage(messages: number): CpuPerMessage } {
+  const start = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuMs(pid)]));
+  const selfStart = process.cpuUsage();
+  return {
+    perMessage(messages) {
+      const out: CpuPerMessage = {};
+      if (self) {
+        const used = process.cpuUsage(selfStart);
+        out[self] = (used.user + used.system) / messages;
+      }
+      for (const [name, pid] of Object.entries(pids))
+        out[name] = ((cpuMs(pid) - start[name]!) * 1000) / messages;
+      return out;
+    },
+  };
+}
+
 export const perSecond = (count: number, ms: number): number => (count / ms) * 1000;

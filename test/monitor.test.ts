@@ -11,7 +11,8 @@ import { createClient, type RedisClientType } from 'redis';
 import { monitorSpec } from '../cli/commands/monitor.ts';
 import { loadConsumerConfig, startConsumer } from '../cloud/consumer-command.ts';
 import { monitorKeys } from '../cloud/monitor/keys.ts';
-import { APPLY_ARGS_PER_ENTRY, APPLY_SCRIPT } from '../cloud/monitor/scripts.ts';
+import { entryOf, type MonitorUpdate } from '../cloud/monitor/conflate.ts';
+import { APPLY_ARGS_PER_ENTRY, APPLY_SCRIPT, applyArgs } from '../cloud/monitor/scripts.ts';
 import { MonitorMetric } from '../cloud/sinks/redis-monitor.ts';
 import { silentLogger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
@@ -247,10 +248,16 @@ describe('monitor to Redis', () => {
     const site = 'chunk';
     const keys = monitorKeys(`${site}:`);
     const now = Date.now();
-    const message = (device: string, kind: string, seq: number, fields: Record<string, string>) => {
-      const [seqText, at] = [String(seq), String(now - 1000 + seq)];
-      return [kind, site, device, seqText, at, JSON.stringify(fields), seqText, at, seqText, at];
-    };
+    // One message per entry, nothing folded: the script alone.
+    const message = (
+      device: string,
+      kind: MonitorUpdate['kind'],
+      seq: number,
+      fields: Record<string, string>,
+    ) =>
+      applyArgs(
+        entryOf({ kind, site, device, seq, tsMs: now - 1000 + seq, seenMs: now - 1000 + seq, fields }),
+      );
     const args = [
       `${site}:`,
       String(now),

@@ -46,6 +46,16 @@ export interface ApplyEntry {
   folded: number[];
 }
 
+/** The entry of one message, nothing folded into it yet. */
+export const entryOf = (update: MonitorUpdate): ApplyEntry => ({
+  content: update,
+  atSeq: update.seq,
+  atSeenMs: update.seenMs,
+  lastSeq: update.seq,
+  lastSeenMs: update.seenMs,
+  folded: [],
+});
+
 const newer = (a: MonitorUpdate, b: MonitorUpdate): boolean =>
   a.tsMs !== b.tsMs ? a.tsMs > b.tsMs : a.seq > b.seq;
 
@@ -71,15 +81,7 @@ export function conflate(updates: readonly MonitorUpdate[]): ApplyEntry[] {
       held.content = update;
       absorb(held, update);
     } else {
-      const { seq, seenMs } = update;
-      const entry: ApplyEntry = {
-        content: update,
-        atSeq: seq,
-        atSeenMs: seenMs,
-        lastSeq: seq,
-        lastSeenMs: seenMs,
-        folded: [],
-      };
+      const entry = entryOf(update);
       if (update.kind === 'telemetry') telemetryOf.set(unit, entry);
       entries.push(entry);
     }

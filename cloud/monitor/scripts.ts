@@ -14,8 +14,27 @@
  * need a single Redis (not Redis Cluster).
  */
 
-/** Values per entry in APPLY_SCRIPT's ARGV. */
+import type { ApplyEntry } from './conflate.ts';
+
+/** Values per entry in APPLY_SCRIPT's ARGV (applyArgs). */
 export const APPLY_ARGS_PER_ENTRY = 10;
+
+/** An entry's values in APPLY_SCRIPT's ARGV, in the order the script reads them. */
+export function applyArgs(e: ApplyEntry): string[] {
+  const { kind, site, device, seq, tsMs, fields } = e.content;
+  return [
+    kind,
+    site,
+    device,
+    String(seq),
+    String(tsMs),
+    JSON.stringify(fields),
+    String(e.atSeq),
+    String(e.atSeenMs),
+    String(e.lastSeq),
+    String(e.lastSeenMs),
+  ];
+}
 
 /**
  * Entries per APPLY_SCRIPT call: a call runs alone on Redis, so this bounds how long other

@@ -31,7 +31,7 @@ import {
   type MonitorKeys,
 } from '../monitor/keys.ts';
 import { conflate, type ApplyEntry, type MonitorUpdate } from '../monitor/conflate.ts';
-import { APPLY_CHUNK, APPLY_SCRIPT, SWEEP_SCRIPT } from '../monitor/scripts.ts';
+import { APPLY_CHUNK, APPLY_SCRIPT, applyArgs, SWEEP_SCRIPT } from '../monitor/scripts.ts';
 import type { Sink, SinkMessage, SinkRejection, WriteResult } from '../sink.ts';
 
 /** Settings of the monitor sink (the runner's come from cloud/consumer-command.ts). */
@@ -222,19 +222,7 @@ export class RedisMonitorSink implements Sink {
     const chunks: string[][] = [];
     for (let start = 0; start < entries.length; start += APPLY_CHUNK) {
       const args = [...head];
-      for (const e of entries.slice(start, start + APPLY_CHUNK))
-        args.push(
-          e.content.kind,
-          e.content.site,
-          e.content.device,
-          String(e.content.seq),
-          String(e.content.tsMs),
-          JSON.stringify(e.content.fields),
-          String(e.atSeq),
-          String(e.atSeenMs),
-          String(e.lastSeq),
-          String(e.lastSeenMs),
-        );
+      for (const e of entries.slice(start, start + APPLY_CHUNK)) args.push(...applyArgs(e));
       chunks.push(args);
     }
     const scriptKeys = [keys.sites, keys.lastSeen, keys.online, keys.changes];
