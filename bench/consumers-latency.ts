@@ -20,12 +20,12 @@ import { monitorKeys, UnitField } from '../cloud/monitor/keys.ts';
 import { deviceTimeMs } from '../schemas/index.ts';
 import { SimClock, TrafficGenerator } from '../simulate/traffic.ts';
 import { freePort } from '../stack/servers.ts';
-import { startBridge } from '../harness/edge.ts';
-import { natsConnect } from '../harness/jetstream.ts';
-import { startSwitchyard } from '../harness/process.ts';
-import { waitFor, type TestServers } from '../harness/servers.ts';
-import { ACKED, envOf, scrape } from './consumers-support.ts';
-import { sleepMs } from './support.ts';
+import { startBridge } from '../test/support/edge.ts';
+import { natsConnect } from '../test/support/jetstream.ts';
+import { startSwitchyard } from '../test/support/process.ts';
+import { waitFor, type TestServers } from '../test/support/servers.ts';
+import { ACKED, envOf, scrape } from './support/consumers.ts';
+import { sleepMs } from './support/common.ts';
 
 export interface LatencyOptions {
   /** Messages per second, all devices together. */

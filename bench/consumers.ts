@@ -18,8 +18,8 @@ import { DEFAULT_RUNNER_SETTINGS } from '../cloud/runner.ts';
 import { archiveSpec } from '../cli/commands/archive.ts';
 import { ingestSpec } from '../cli/commands/ingest.ts';
 import { monitorSpec } from '../cli/commands/monitor.ts';
-import { natsConnect } from '../harness/jetstream.ts';
-import { TestServers } from '../harness/servers.ts';
+import { natsConnect } from '../test/support/jetstream.ts';
+import { TestServers } from '../test/support/servers.ts';
 import { endToEndLatency, percentile } from './consumers-latency.ts';
 import {
   AckMode,
@@ -34,8 +34,8 @@ import {
   type Drain,
   type FleetMessage,
   type RawBodies,
-} from './consumers-support.ts';
-import { cpuMeter, type CpuPerMessage, type Figure } from './support.ts';
+} from './support/consumers.ts';
+import { cpuMeter, type CpuPerMessage, type Figure } from './support/common.ts';
 
 export interface ConsumersBenchOptions {
   /** Messages preloaded into `BSU` for the throughput runs. */

@@ -20,9 +20,9 @@ import { HUB_STREAM, siteStreamNames } from '../schemas/streams.ts';
 import { runSimulator } from '../simulate/simulator.ts';
 import { simulateConfig } from '../simulate/config.ts';
 import { SimClock } from '../simulate/traffic.ts';
-import { startBridge } from '../harness/edge.ts';
-import { natsConnect, streamCount } from '../harness/jetstream.ts';
-import { TestServers } from '../harness/servers.ts';
+import { startBridge } from '../test/support/edge.ts';
+import { natsConnect, streamCount } from '../test/support/jetstream.ts';
+import { TestServers } from '../test/support/servers.ts';
 import {
   cpuMeter,
   createSession,
@@ -33,7 +33,7 @@ import {
   telemetryMessages,
   timeUntil,
   type Figure,
-} from './support.ts';
+} from './support/common.ts';
 
 /** How often a drain into a stream is sampled, ms. */
 const DRAIN_SAMPLE_MS = 50;

@@ -8,7 +8,7 @@ import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { benchConsumers } from './consumers.ts';
 import { benchEdge } from './edge.ts';
-import { met, type Figure } from './support.ts';
+import { met, type Figure } from './support/common.ts';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,

@@ -44,7 +44,7 @@ import { describeError, UsageError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Readiness } from '../lib/ops.ts';
 import { connectNats, firstHeaderValues, headerBytes } from '../lib/nats.ts';
-import { sleep } from '../lib/shutdown.ts';
+import { sleep } from '../lib/timers.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
 import { parseSubject, type SubjectParts } from '../schemas/subjects.ts';
 import { DeadLetterReason, DLQ_STREAM, ensureDlqStream, publishDeadLetter } from './dlq.ts';

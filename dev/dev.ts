@@ -22,7 +22,7 @@ import { loadConfig } from '../lib/config.ts';
 import { describeError, UsageError } from '../lib/errors.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { connectNats } from '../lib/nats.ts';
-import { sleep } from '../lib/shutdown.ts';
+import { sleep } from '../lib/timers.ts';
 import { SimClock } from '../simulate/traffic.ts';
 import { isRunning } from '../stack/servers.ts';
 import { stackDown, stackUp, tryReadStack, type Stack } from '../stack/stack.ts';

@@ -3,7 +3,7 @@
  * to start, and dev counts every message as it is handed to the site's MQTT broker. A run that
  * fails (the broker went away) starts again after a backoff, like a supervised child process.
  */
-import { sleep } from '../lib/shutdown.ts';
+import { sleep } from '../lib/timers.ts';
 import { simulateConfig, type SimulateConfig } from '../simulate/config.ts';
 import { runSimulator } from '../simulate/simulator.ts';
 import { RESTART_BACKOFF_MS, type SupervisorEvent } from './supervisor.ts';

@@ -8,7 +8,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { childEnv } from '../lib/env.ts';
 import { ExitCode } from '../lib/errors.ts';
-import { sleep } from '../lib/shutdown.ts';
+import { sleep } from '../lib/timers.ts';
 import { freePort } from '../stack/servers.ts';
 
 /**

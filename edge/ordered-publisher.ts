@@ -7,7 +7,7 @@
  */
 import type { MsgHdrs } from '@nats-io/transport-node';
 import type { Logger } from '../lib/log.ts';
-import { sleep } from '../lib/shutdown.ts';
+import { sleep } from '../lib/timers.ts';
 import type { AsyncPublisher, StoredAck } from './async-publisher.ts';
 
 export interface PublishRequest {

@@ -18,17 +18,3 @@ export function shutdownSignal(log: Logger): AbortSignal {
   process.on('SIGINT', onSignal);
   return controller.signal;
 }
-
-/** Resolves after `ms`, or at once when `signal` aborts. Never rejects. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}

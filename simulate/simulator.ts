@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { setImmediate as yieldToIo } from 'node:timers/promises';
 import mqtt, { type MqttClient } from 'mqtt';
 import { DEVICE_KINDS, type DeviceKind } from '../schemas/index.ts';
-import { sleep } from '../lib/shutdown.ts';
+import { sleep } from '../lib/timers.ts';
 import { parseStartTime, type SimulateConfig } from './config.ts';
 import { INVALID_REASONS, type InvalidReason } from './payloads.ts';
 import { TrafficGenerator, type SimMessage } from './traffic.ts';

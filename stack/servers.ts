@@ -24,7 +24,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { dyingWithParent } from '../lib/child-process.ts';
 import { binOverride } from '../lib/env.ts';
-import { sleep } from '../lib/shutdown.ts';
+import { sleep } from '../lib/timers.ts';
 import { repairS3rverStore } from './s3rver-store.ts';
 
 export const ServerRole = {

@@ -12,7 +12,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../lib/errors.ts';
-import { sleep } from '../lib/shutdown.ts';
+import { sleep } from '../lib/timers.ts';
 import { envFileText, LOCAL_STACK, toEnv, type CloudSettings, type SiteSettings } from './env-vars.ts';
 import { siteLeafConnected } from './leafz.ts';
 import {

@@ -24,8 +24,8 @@ import { silentLogger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
 import { killServer, type RunningServer } from '../stack/servers.ts';
 import { readArchive } from './support/archive.ts';
-import { startSwitchyard, type SwitchyardProcess } from '../harness/process.ts';
-import { s3rverSettings, TestServers, waitFor } from '../harness/servers.ts';
+import { startSwitchyard, type SwitchyardProcess } from './support/process.ts';
+import { s3rverSettings, TestServers, waitFor } from './support/servers.ts';
 
 const BUCKET = 'switchyard';
 const HOURS = ['2026-11-26T03:15:00.000Z', '2026-11-26T04:45:00.000Z'];

@@ -43,8 +43,8 @@ import { envName, kebab, loadConfig } from '../lib/config.ts';
 import { ENV_PREFIX } from '../lib/env.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
 import { findBinary, freePort, ServerRole, type ServerSpec } from '../stack/servers.ts';
-import { natsConnect, streamCount } from '../harness/jetstream.ts';
-import { TestServers, waitFor } from '../harness/servers.ts';
+import { natsConnect, streamCount } from './support/jetstream.ts';
+import { TestServers, waitFor } from './support/servers.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DEPLOY = join(ROOT, 'deploy');

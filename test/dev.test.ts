@@ -15,8 +15,8 @@ import type { DevStatus } from '../dev/status.ts';
 import { isAlive } from '../stack/servers.ts';
 import { readStack, stackDown } from '../stack/stack.ts';
 import { readDevRecord, stopLeftovers } from '../dev/dev-record.ts';
-import { startSwitchyard, type SwitchyardProcess } from '../harness/process.ts';
-import { waitFor } from '../harness/servers.ts';
+import { startSwitchyard, type SwitchyardProcess } from './support/process.ts';
+import { waitFor } from './support/servers.ts';
 
 /** Every process below `root` (children, grandchildren …), from /proc. */
 function descendants(root: number): number[] {

@@ -18,10 +18,10 @@ import {
   SteadyLoad,
   telemetryPayload,
   type BridgeProcess,
-} from '../harness/edge.ts';
-import { natsConnect, readStream, streamCount } from '../harness/jetstream.ts';
-import { runSwitchyard } from '../harness/process.ts';
-import { TestServers, waitFor } from '../harness/servers.ts';
+} from './support/edge.ts';
+import { natsConnect, readStream, streamCount } from './support/jetstream.ts';
+import { runSwitchyard } from './support/process.ts';
+import { TestServers, waitFor } from './support/servers.ts';
 
 const HUB_CONFIG = { natsUrl: '', hubMaxAgeS: 3600, hubMaxBytes: -1, hubDuplicateWindowS: 900 };
 const SITE_LIMITS = {

@@ -8,10 +8,10 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Header } from '../schemas/index.ts';
 import { siteStreamNames } from '../schemas/streams.ts';
-import { DevicePublisher, startBridge, telemetryPayload, type BridgeProcess } from '../harness/edge.ts';
-import { natsConnect, readStream, streamCount } from '../harness/jetstream.ts';
-import { metricValue } from '../harness/process.ts';
-import { TestServers, waitFor } from '../harness/servers.ts';
+import { DevicePublisher, startBridge, telemetryPayload, type BridgeProcess } from './support/edge.ts';
+import { natsConnect, readStream, streamCount } from './support/jetstream.ts';
+import { metricValue } from './support/process.ts';
+import { TestServers, waitFor } from './support/servers.ts';
 
 const SITE = 'site-in';
 const names = siteStreamNames(SITE);

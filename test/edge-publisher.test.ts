@@ -11,11 +11,11 @@ import { AsyncPublisher } from '../edge/async-publisher.ts';
 import { OrderedPublisher } from '../edge/ordered-publisher.ts';
 import { silentLogger } from '../lib/log.ts';
 import { connectNats, wireHeaders } from '../lib/nats.ts';
-import { sleep } from '../lib/shutdown.ts';
+import { sleep } from '../lib/timers.ts';
 import { Header } from '../schemas/headers.ts';
 import { killServer, type RunningServer } from '../stack/servers.ts';
-import { natsConnect, readStream } from '../harness/jetstream.ts';
-import { TestServers } from '../harness/servers.ts';
+import { natsConnect, readStream } from './support/jetstream.ts';
+import { TestServers } from './support/servers.ts';
 
 describe('JetStream publishing through a site nats-server crash', () => {
   const servers = new TestServers('edge-publisher');

@@ -5,8 +5,8 @@ import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { addSite, ensureHubStream, listSites, removeSite, siteSources } from '../cloud/hub-stream.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
-import { natsConnect } from '../harness/jetstream.ts';
-import { TestServers } from '../harness/servers.ts';
+import { natsConnect } from './support/jetstream.ts';
+import { TestServers } from './support/servers.ts';
 
 const HOUR_S = 3600;
 

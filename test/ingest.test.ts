@@ -12,8 +12,8 @@ import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { childEnv } from '../lib/env.ts';
 import { Header, subjectFor } from '../schemas/index.ts';
 import { freePort, killServer, stopServer, type RunningServer } from '../stack/servers.ts';
-import { devicePayload } from './sink-conformance.ts';
-import { TestServers, waitFor } from '../harness/servers.ts';
+import { devicePayload } from './support/sink-conformance.ts';
+import { TestServers, waitFor } from './support/servers.ts';
 
 const BIN = fileURLToPath(new URL('../bin/switchyard.mjs', import.meta.url));
 const SITES = ['north', 'south'];

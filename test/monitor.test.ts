@@ -17,7 +17,7 @@ import { MonitorMetric } from '../cloud/sinks/redis-monitor.ts';
 import { silentLogger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
 import { killServer, type RunningServer } from '../stack/servers.ts';
-import { TestServers, waitFor } from '../harness/servers.ts';
+import { TestServers, waitFor } from './support/servers.ts';
 
 const T0 = Date.UTC(2026, 10, 26, 3, 0, 0);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

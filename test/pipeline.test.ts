@@ -28,12 +28,12 @@ import {
   SteadyLoad,
   telemetryPayload,
   type BridgeProcess,
-} from '../harness/edge.ts';
-import { natsConnect, readStream, streamCount, type StoredMessage } from '../harness/jetstream.ts';
+} from './support/edge.ts';
+import { natsConnect, readStream, streamCount, type StoredMessage } from './support/jetstream.ts';
 import { asSinkMessage, expectedMonitorState, readMonitorState } from './support/monitor-state.ts';
-import { startSwitchyard, type SwitchyardProcess } from '../harness/process.ts';
+import { startSwitchyard, type SwitchyardProcess } from './support/process.ts';
 import { readArchive } from './support/archive.ts';
-import { s3rverSettings, TestServers, waitFor } from '../harness/servers.ts';
+import { s3rverSettings, TestServers, waitFor } from './support/servers.ts';
 
 const SITE = 'site-1';
 const BUCKET = 'switchyard';

@@ -24,7 +24,7 @@ import { firstHeaderValues, wireHeaders } from '../lib/nats.ts';
 import type { Readiness } from '../lib/ops.ts';
 import { Header } from '../schemas/headers.ts';
 import { stopServer, type RunningServer } from '../stack/servers.ts';
-import { TestServers, waitFor } from '../harness/servers.ts';
+import { TestServers, waitFor } from './support/servers.ts';
 
 /** A sink whose every write is decided by the test. */
 class ScriptedSink implements Sink {

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createS3Client, listKeys } from '../cloud/archive/s3.ts';
 import { killServer, type RunningServer } from '../stack/servers.ts';
-import { s3rverSettings, TestServers } from '../harness/servers.ts';
+import { s3rverSettings, TestServers } from './support/servers.ts';
 
 const BUCKET = 'switchyard';
 

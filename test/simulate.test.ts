@@ -17,7 +17,7 @@ import { simulateConfig, type SimulateConfig } from '../simulate/config.ts';
 import { runSimulator, SimulatorError } from '../simulate/simulator.ts';
 import { TrafficGenerator, type SimMessage, type TrafficOptions } from '../simulate/traffic.ts';
 import { childEnv } from '../lib/env.ts';
-import { TestServers, waitFor } from '../harness/servers.ts';
+import { TestServers, waitFor } from './support/servers.ts';
 
 const run = promisify(execFile);
 const START = '2025-06-01T00:00:00.000Z';

@@ -17,9 +17,9 @@ import { S3ArchiveSink } from '../cloud/sinks/s3-archive.ts';
 import { RedisMonitorSink } from '../cloud/sinks/redis-monitor.ts';
 import { silentLogger } from '../lib/log.ts';
 import { killServer } from '../stack/servers.ts';
-import { sinkConformance } from './sink-conformance.ts';
+import { sinkConformance } from './support/sink-conformance.ts';
 import { canonical, expectedMonitorState, readMonitorState, type Row } from './support/monitor-state.ts';
-import { s3rverSettings, TestServers } from '../harness/servers.ts';
+import { s3rverSettings, TestServers } from './support/servers.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Archive: every record of a site, once per object it is in, payload bytes as base64

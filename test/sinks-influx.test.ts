@@ -12,8 +12,8 @@ import { createInflux2Sink, type Influx2Settings } from '../cloud/sinks/influx2.
 import { InfluxUnavailableError } from '../cloud/sinks/influx-errors.ts';
 import { silentLogger } from '../lib/log.ts';
 import { killServer, stopServer, type RunningServer } from '../stack/servers.ts';
-import { TestServers } from '../harness/servers.ts';
-import { deviceMessages, devicePayload, sinkConformance, sinkMessage } from './sink-conformance.ts';
+import { TestServers } from './support/servers.ts';
+import { deviceMessages, devicePayload, sinkConformance, sinkMessage } from './support/sink-conformance.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Reading back

@@ -19,7 +19,7 @@ import { childEnv } from '../lib/env.ts';
 import { hubLeafs } from '../stack/leafz.ts';
 import { findBinary, isAlive, leafCount, MissingBinaryError, ServerRole } from '../stack/servers.ts';
 import { readStack, stackDown, tryReadStack, type StackStatus } from '../stack/stack.ts';
-import { waitFor } from '../harness/servers.ts';
+import { waitFor } from './support/servers.ts';
 
 const CLI = fileURLToPath(new URL('../bin/switchyard.mjs', import.meta.url));
 

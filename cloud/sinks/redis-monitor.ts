@@ -20,7 +20,7 @@ import Type, { type Static } from 'typebox';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Readiness } from '../../lib/ops.ts';
-import { sleep } from '../../lib/shutdown.ts';
+import { sleep } from '../../lib/timers.ts';
 import { decodePayload, severityOf, type Evt1Alarm } from '../../schemas/index.ts';
 import { receivedAtMs } from '../archive/layout.ts';
 import {

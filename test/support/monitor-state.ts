@@ -11,7 +11,7 @@ import { STATUS_FIELDS, TELEMETRY_FIELDS, type MonitorKeys } from '../../cloud/m
 import type { SinkMessage } from '../../cloud/sink.ts';
 import { parseSubject } from '../../schemas/subjects.ts';
 import { decodePayload, severityOf, type Evt1Alarm } from '../../schemas/index.ts';
-import type { StoredMessage } from '../../harness/jetstream.ts';
+import type { StoredMessage } from './jetstream.ts';
 
 export type Row = Record<string, unknown>;
 

@@ -21,9 +21,10 @@ import {
   victoriaMetricsSpec,
   type RunningServer,
   type ServerSpec,
-} from '../stack/servers.ts';
-import { LOCAL_STACK } from '../stack/env-vars.ts';
-import type { S3Settings } from '../cloud/archive/s3.ts';
+} from '../../stack/servers.ts';
+import { LOCAL_STACK } from '../../stack/env-vars.ts';
+import { waitUntil } from '../../lib/timers.ts';
+import type { S3Settings } from '../../cloud/archive/s3.ts';
 
 export class TestServers {
   readonly dir: string;
@@ -181,25 +182,9 @@ export const s3rverSettings = (server: { url: string }): S3Settings => ({
 });
 
 /** Resolves once `check` returns a truthy value; rejects after `timeoutMs` with `what`. */
-export async function waitFor<T>(
+export const waitFor = <T>(
   what: string,
   check: () => T | Promise<T>,
   timeoutMs = 20_000,
   everyMs = 100,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`,
-      );
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
+): Promise<NonNullable<T>> => waitUntil(what, check, { timeoutMs, everyMs });

@@ -43,9 +43,9 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PermanentSinkError, type Sink, type SinkMessage } from '../cloud/sink.ts';
-import { Header, messageId, schemaTag, subjectFor, type DeviceKind } from '../schemas/index.ts';
-import { waitFor } from '../harness/servers.ts';
+import { PermanentSinkError, type Sink, type SinkMessage } from '../../cloud/sink.ts';
+import { Header, messageId, schemaTag, subjectFor, type DeviceKind } from '../../schemas/index.ts';
+import { waitFor } from './servers.ts';
 
 /** A sink started against its own real server, with what the suite needs to check it. */
 export interface SinkUnderTest {

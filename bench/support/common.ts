@@ -1,8 +1,8 @@
 /** What every benchmark shares: figures, rates, payloads, and waiting on real servers. */
 import { readFileSync } from 'node:fs';
 import mqtt, { type MqttClient } from 'mqtt';
-import { TrafficGenerator, SimClock } from '../simulate/traffic.ts';
-import { procStatFields } from '../stack/servers.ts';
+import { TrafficGenerator, SimClock } from '../../simulate/traffic.ts';
+import { procStatFields } from '../../stack/servers.ts';
 
 /** One measured figure. `ratio` is value ÷ baseline when the figure is relative to a raw limit. */
 export interface Figure {

@@ -1,12 +1,12 @@
 /** Running `switchyard` commands as real child processes, the way operators run them. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { dyingWithParent } from '../lib/child-process.ts';
-import { childEnv } from '../lib/env.ts';
+import { dyingWithParent } from '../../lib/child-process.ts';
+import { childEnv } from '../../lib/env.ts';
 
-export const SWITCHYARD_BIN = fileURLToPath(new URL('../bin/switchyard.mjs', import.meta.url));
+export const SWITCHYARD_BIN = fileURLToPath(new URL('../../bin/switchyard.mjs', import.meta.url));
 /** The compiled entry point (`npm run build`), as production runs it. */
-export const SWITCHYARD_DIST = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+export const SWITCHYARD_DIST = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 
 export interface SwitchyardProcess {
   child: ChildProcess;

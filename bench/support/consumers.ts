@@ -14,16 +14,16 @@ import {
   StorageType,
 } from '@nats-io/jetstream';
 import { headers as natsHeaders, nanos, type NatsConnection } from '@nats-io/transport-node';
-import { messagePoints, toLine } from '../cloud/line-protocol.ts';
-import { AsyncPublisher } from '../edge/async-publisher.ts';
-import { envName } from '../lib/config.ts';
-import { deviceTimeMs, Header, messageId, schemaTag, subjectFor, type DeviceKind } from '../schemas/index.ts';
-import { HUB_STREAM } from '../schemas/streams.ts';
-import { SimClock, TrafficGenerator } from '../simulate/traffic.ts';
-import { freePort } from '../stack/servers.ts';
-import { startSwitchyard } from '../harness/process.ts';
-import { waitFor } from '../harness/servers.ts';
-import { cpuMeter, perSecond, sleepMs } from './support.ts';
+import { messagePoints, toLine } from '../../cloud/line-protocol.ts';
+import { AsyncPublisher } from '../../edge/async-publisher.ts';
+import { envName } from '../../lib/config.ts';
+import { deviceTimeMs, Header, messageId, schemaTag, subjectFor, type DeviceKind } from '../../schemas/index.ts';
+import { HUB_STREAM } from '../../schemas/streams.ts';
+import { SimClock, TrafficGenerator } from '../../simulate/traffic.ts';
+import { freePort } from '../../stack/servers.ts';
+import { startSwitchyard } from '../../test/support/process.ts';
+import { waitFor } from '../../test/support/servers.ts';
+import { cpuMeter, perSecond, sleepMs } from './common.ts';
 
 /** One device message as the bridge stores it in the hub stream. */
 export interface FleetMessage {

@@ -12,13 +12,13 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { waitFor } from '../harness/servers.ts';
+import { waitFor } from './support/servers.ts';
 import { isAlive, processStartTicks, stopServer } from '../stack/servers.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'switchyard-reaping-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const harness = (file: string): string => fileURLToPath(new URL(`../harness/${file}`, import.meta.url));
+const harness = (file: string): string => fileURLToPath(new URL(`./support/${file}`, import.meta.url));
 
 test('servers and switchyard processes a test started die with it when it is SIGKILLed', async () => {
   const script = join(dir, 'owner.mts');
