@@ -8,7 +8,9 @@
  *   dead-letters it (BSU_DLQ) and terms it, and acks the rest.
  * - Throwing `PermanentSinkError` means the whole batch will never be accepted (each message is
  *   dead-lettered). Throwing anything else is transient: the runner naks the batch with a growing
- *   delay and it comes back.
+ *   delay and it comes back. A `TransientSinkError` may narrow that: `failedSeqs` lists the only
+ *   messages that failed (the rest are durable and get acked), and `retryAfterMs` is the store's
+ *   own hint (an HTTP `Retry-After`), which the nak delay never undercuts.
  */
 import type { Readiness } from '../lib/ops.ts';
 
@@ -59,3 +61,24 @@ export class PermanentSinkError extends Error {
 }
 
 export const accepted = (): WriteResult => ({ rejected: [] });
+
+export interface TransientSinkErrorOptions {
+  cause?: unknown;
+  /** The store asked to be left alone this long (e.g. `Retry-After` on 429/503), in ms. */
+  retryAfterMs?: number;
+  /** Only these stream sequences failed; every other message of the batch is durable. */
+  failedSeqs?: readonly number[];
+}
+
+/** The batch (or the part `failedSeqs` names) failed for now and will be retried. */
+export class TransientSinkError extends Error {
+  override name = 'TransientSinkError';
+  readonly retryAfterMs: number | undefined;
+  readonly failedSeqs: readonly number[] | undefined;
+
+  constructor(message: string, options: TransientSinkErrorOptions = {}) {
+    super(message, { cause: options.cause });
+    this.retryAfterMs = options.retryAfterMs;
+    this.failedSeqs = options.failedSeqs;
+  }
+}
