@@ -20,8 +20,8 @@ trap 'rm -rf "$stage"' EXIT
 root=$stage/$name
 mkdir -p "$root/deploy" "$root/docs"
 [[ -x node_modules/.bin/tsc ]] || npm ci --no-audit --no-fund
-# Compiled straight into the release, so a stale file in the checkout's dist/ cannot ship.
-node_modules/.bin/tsc -p tsconfig.build.json --outDir "$root/dist"
+# Built straight into the release, so a stale file in the checkout's dist/ cannot ship.
+bash deploy/build.sh "$root/dist"
 cp package.json package-lock.json "$root/"
 cp -R deploy/systemd "$root/deploy/"
 cp docs/deploy.md "$root/docs/"
