@@ -17,6 +17,7 @@ const wanted = args[0] === 'help' ? args[1] : args[0];
 const entry = commands.find((c) => c.name === wanted);
 if (entry) {
   (await entry.load())(program);
+  program.commands.find((c) => c.name() === entry.name)?.summary(entry.summary);
 } else {
   for (const c of commands) program.command(c.name).summary(c.summary);
 }

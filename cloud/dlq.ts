@@ -4,6 +4,10 @@
  * original termed. Dead letters can be counted, inspected and redriven (republished to their
  * original subject) by JetStream sequence.
  *
+ * When the stream is full it refuses new dead letters rather than evicting old ones (discard
+ * `new`): the consumer then keeps the message in `BSU`, retries it with backoff, logs an error and
+ * counts it (`switchyard_consumer_dead_letter_failures_total{cause="full"}`). Nothing is dropped.
+ *
  * Layout: stream `BSU_DLQ`, subjects `dlq.>`, a dead letter of consumer `archive` for
  * `bsu.s1.u7.telemetry` is `dlq.archive.bsu.s1.u7.telemetry`. Headers (schemas/headers.ts):
  * `Switchyard-Dlq-Reason` (`<class>: <detail>`), `-Consumer`, `-Stream`, `-Seq` (stream sequence of
@@ -11,6 +15,7 @@
  */
 import {
   DiscardPolicy,
+  JetStreamApiError,
   RetentionPolicy,
   StorageType,
   type JetStreamClient,
@@ -18,7 +23,8 @@ import {
   type PubAck,
 } from '@nats-io/jetstream';
 import { headers, nanos, type MsgHdrs } from '@nats-io/transport-node';
-import { isStreamNotFound } from '../lib/nats.ts';
+import { isStreamNotFound, NatsServerErrorCode } from '../lib/nats.ts';
+import type { Logger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
 import { DLQ_STREAM } from '../schemas/streams.ts';
 
@@ -51,18 +57,27 @@ export interface DlqStreamOptions {
   stream?: string;
   /** Window in which a second dead letter with the same id is dropped, in ms (default 1 h). */
   duplicateWindowMs?: number;
-  /** Oldest dead letters are removed beyond this, in bytes (default 1 GiB). */
+  /** Beyond this, in bytes, new dead letters are refused (default 1 GiB). */
   maxBytes?: number;
 }
 
 /**
- * Creates the dead-letter stream if it is missing; an existing one is left as it is (an operator
- * may have tuned its limits).
+ * Creates the dead-letter stream if it is missing. An existing one keeps its limits (an operator
+ * may have tuned them), but one that would evict old dead letters to make room is switched to
+ * refusing new ones.
  */
-export async function ensureDlqStream(jsm: JetStreamManager, options: DlqStreamOptions = {}): Promise<void> {
+export async function ensureDlqStream(
+  jsm: JetStreamManager,
+  options: DlqStreamOptions = {},
+  log?: Logger,
+): Promise<void> {
   const name = options.stream ?? DLQ_STREAM;
   try {
-    await jsm.streams.info(name);
+    const info = await jsm.streams.info(name);
+    if (info.config.discard !== DiscardPolicy.New) {
+      await jsm.streams.update(name, { ...info.config, discard: DiscardPolicy.New });
+      log?.warn({ stream: name }, 'dead-letter stream evicted its oldest when full: it now refuses new ones');
+    }
     return;
   } catch (err) {
     if (!isStreamNotFound(err)) throw err;
@@ -73,7 +88,7 @@ export async function ensureDlqStream(jsm: JetStreamManager, options: DlqStreamO
       subjects: [`${DLQ_SUBJECT_ROOT}.>`],
       storage: StorageType.File,
       retention: RetentionPolicy.Limits,
-      discard: DiscardPolicy.Old,
+      discard: DiscardPolicy.New,
       max_bytes: options.maxBytes ?? 1024 ** 3,
       duplicate_window: nanos(options.duplicateWindowMs ?? 3_600_000),
     });
@@ -84,6 +99,10 @@ export async function ensureDlqStream(jsm: JetStreamManager, options: DlqStreamO
     });
   }
 }
+
+/** The dead-letter stream refused a dead letter because it is full (or could not store it). */
+export const isDlqFull = (err: unknown): boolean =>
+  err instanceof JetStreamApiError && err.code === NatsServerErrorCode.streamStoreFailed;
 
 /** A message to dead-letter, as the runner knows it. */
 export interface DeadLetter {

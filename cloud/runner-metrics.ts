@@ -12,6 +12,7 @@ export const RunnerMetric = {
   acked: 'switchyard_consumer_messages_acked_total',
   retried: 'switchyard_consumer_messages_retried_total',
   deadLettered: 'switchyard_consumer_messages_dead_lettered_total',
+  deadLetterFailures: 'switchyard_consumer_dead_letter_failures_total',
   skipped: 'switchyard_consumer_messages_skipped_total',
   writeSeconds: 'switchyard_consumer_batch_write_seconds',
   lag: 'switchyard_consumer_lag_messages',
@@ -26,6 +27,7 @@ export interface RunnerMetrics {
   acked: Counter<'consumer'>;
   retried: Counter<'consumer'>;
   deadLettered: Counter<'consumer' | 'reason'>;
+  deadLetterFailures: Counter<'consumer' | 'cause'>;
   skipped: Counter<'consumer'>;
   writeSeconds: Histogram<'consumer' | 'outcome'>;
   lag: Gauge<'consumer'>;
@@ -55,6 +57,11 @@ export function runnerMetrics(registry: Registry): RunnerMetrics {
       RunnerMetric.deadLettered,
       'Messages published to the dead-letter stream and termed, by reason class',
       ['consumer', 'reason'],
+    ),
+    deadLetterFailures: counter(
+      RunnerMetric.deadLetterFailures,
+      'Dead letters the dead-letter stream did not store (cause full: it refuses new ones); the message stays and is retried',
+      ['consumer', 'cause'],
     ),
     skipped: counter(RunnerMetric.skipped, 'Messages outside the filter subjects, acked unwritten', [
       'consumer',

@@ -1,5 +1,5 @@
 /** NATS connections with the settings every Switchyard process shares. */
-import type { JsMsg } from '@nats-io/jetstream';
+import { JetStreamApiCodes, JetStreamApiError, type JsMsg } from '@nats-io/jetstream';
 import { connect, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 
 export interface NatsOptions {
@@ -35,16 +35,18 @@ export function connectNats(options: NatsOptions): Promise<NatsConnection> {
   });
 }
 
-/** JetStream's "stream not found" (API error 10059), across client versions and error shapes. */
-export function isStreamNotFound(err: unknown): boolean {
-  const e = err as { code?: unknown; api_error?: { err_code?: number }; message?: string } | undefined;
-  return (
-    e?.api_error?.err_code === 10059 ||
-    e?.code === 10059 ||
-    e?.code === '404' ||
-    /stream not found/i.test(e?.message ?? '')
-  );
-}
+/**
+ * JetStream API error codes that nats.js's `JetStreamApiCodes` does not name (nats-server's
+ * errors.json).
+ */
+export const NatsServerErrorCode = {
+  /** JSStreamStoreFailedF: the stream could not store a message (e.g. full, with discard new). */
+  streamStoreFailed: 10077,
+} as const;
+
+/** JetStream's "stream not found". */
+export const isStreamNotFound = (err: unknown): boolean =>
+  err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
 
 /** The parts of nats.js's message classes that hold the raw header block (not public API). */
 interface RawMsg {

@@ -6,12 +6,10 @@ import { EdgeConfigSchema } from '../../edge/config.ts';
 import type { RegisterCommand } from './index.ts';
 
 export const registerEdge: RegisterCommand = (program) => {
-  const command = new Command('edge')
-    .summary('bridge a site: MQTT broker → the site JetStream (runs on the gateway)')
-    .description(
-      'Subscribes to the site broker (QoS 1, persistent session), validates each payload and stores it in the ' +
-        "site's JetStream streams; the PUBACK follows JetStream's PubAck. Invalid payloads are kept as kind invalid.",
-    );
+  const command = new Command('edge').description(
+    'Subscribes to the site broker (QoS 1, persistent session), validates each payload and stores it in the ' +
+      "site's JetStream streams; the PUBACK follows JetStream's PubAck. Invalid payloads are kept as kind invalid.",
+  );
   addConfigOptions(command, EdgeConfigSchema).action(async (flags: Record<string, unknown>) => {
     const config = loadConfig(EdgeConfigSchema, { flags });
     await runService({

@@ -1,10 +1,12 @@
 import type { Command } from 'commander';
+import { consumers } from '../../cloud/consumers.ts';
 
 /** Adds one subcommand to the program. */
 export type RegisterCommand = (program: Command) => void;
 
 /**
- * Every command, in the order `--help` lists them. Only the command being run is loaded: a bridge
+ * Every command, in the order `--help` lists them, with its one-line summary (written here only:
+ * cli/main.ts gives it to the command it loads). Only the command being run is loaded: a bridge
  * on a gateway does not pay for the S3 client, and `--help` answers without loading any of them.
  */
 export interface CommandEntry {
@@ -19,21 +21,11 @@ export const commands: CommandEntry[] = [
     summary: 'bridge a site: MQTT broker → the site JetStream (runs on the gateway)',
     load: async () => (await import('./edge.ts')).registerEdge,
   },
-  {
-    name: 'archive',
-    summary: 'archive every message of the hub stream to S3 (long-term replay and backfill)',
-    load: async () => (await import('./archive.ts')).registerArchive,
-  },
-  {
-    name: 'monitor',
-    summary: 'keep the latest state of every unit in Redis (dashboards, alerting)',
-    load: async () => (await import('./monitor.ts')).registerMonitor,
-  },
-  {
-    name: 'ingest',
-    summary: 'write device readings from the hub stream to InfluxDB (v2 API or 1.x) or VictoriaMetrics',
-    load: async () => (await import('./ingest.ts')).registerIngest,
-  },
+  ...consumers.map((c): CommandEntry => ({
+    name: c.name,
+    summary: c.summary,
+    load: async () => (await import('./consumer.ts')).consumerCommand(await c.load()),
+  })),
   {
     name: 'site',
     summary: 'onboard sites: their streams at the edge, their sourcing at the hub',

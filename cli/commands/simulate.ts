@@ -35,7 +35,6 @@ export const registerSimulate: RegisterCommand = (program) => {
     // flag makes commander exit 1 by itself instead of throwing to cli/main.ts (exit 2).
     .exitOverride()
     .showHelpAfterError('(add --help for usage)')
-    .summary('simulated BSUs publishing telemetry, status and events to an MQTT broker')
     .description(
       'Publishes QoS 1 JSON on bsu/<device>/<kind> at a steady rate, from devices whose readings follow ' +
         'battery physics (SoC follows power, temperature follows current, cycles follow throughput). ' +

@@ -1,15 +1,10 @@
-/**
- * `switchyard ingest`: device readings from the hub stream into a time-series database, through
- * the InfluxDB v2 write API (InfluxDB 2/3, VictoriaMetrics) or InfluxDB 1.x (docs/ingest.md).
- */
-import { consumerCommand, type ConsumerCommandSpec } from '../../cloud/consumer-command.ts';
-import { createIngestSink, IngestSinkConfigSchema } from '../../cloud/sinks/influx-config.ts';
+/** The ingest consumer: device readings into a time-series engine (docs/ingest.md). */
 import { kindFilter, MessageKind } from '../../schemas/index.ts';
+import type { ConsumerSpec } from '../consumer.ts';
+import { createIngestSink, IngestSinkConfigSchema } from '../sinks/influx-config.ts';
 
-/** The ingest consumer: its settings, defaults and sink (also run in-process by `dev` and tests). */
-export const ingestSpec = {
+export const ingestConsumer = {
   name: 'ingest',
-  summary: 'write device readings from the hub stream to InfluxDB (v2 API or 1.x) or VictoriaMetrics',
   description:
     'Consumes telemetry, status and event messages of the hub stream BSU with its own durable and writes ' +
     'them as points (measurements telemetry, telemetry_string, telemetry_module, status, event; tags site ' +
@@ -19,8 +14,8 @@ export const ingestSpec = {
     'refuses, is dead-lettered with the reason; a database that is down or misconfigured is retried.',
   sinkConfigSchema: IngestSinkConfigSchema,
   runnerDefaults: {
-    // Invalid payloads stay with the archive. nats-server 2.9 takes one filter: the runner then asks
-    // for bsu.*.*.* and acks the rest itself.
+    // Invalid payloads stay with the archive. On nats-server 2.9 (one filter per consumer) the
+    // runner asks for bsu.*.*.* and acks the rest itself.
     filterSubjects: [MessageKind.telemetry, MessageKind.status, MessageKind.event].map(kindFilter),
     batchSize: 1_000,
     opsPort: 9466,
@@ -29,6 +24,4 @@ export const ingestSpec = {
   defaultDurable: (config) => `ingest-${config.sink}`,
   createSink: (config, log, registry) =>
     createIngestSink(config, log, { registry, consumer: config.durable }),
-} satisfies ConsumerCommandSpec<typeof IngestSinkConfigSchema>;
-
-export const registerIngest = consumerCommand(ingestSpec);
+} satisfies ConsumerSpec<typeof IngestSinkConfigSchema>;
