@@ -1,8 +1,7 @@
 /** What every benchmark shares: figures, rates, payloads, and waiting on real servers. */
-import { readFileSync } from 'node:fs';
 import mqtt, { type MqttClient } from 'mqtt';
 import { TrafficGenerator, SimClock } from '../../simulate/traffic.ts';
-import { procStatFields } from '../../stack/servers.ts';
+import { processCpuMs, processRssBytes } from '../../lib/process.ts';
 
 /** One measured figure. `ratio` is value ÷ baseline when the figure is relative to a raw limit. */
 export interface Figure {
@@ -103,22 +102,8 @@ export async function createSession(url: string, clientId: string, filter: strin
   await client.endAsync();
 }
 
-/** Resident memory of a process (bytes), from /proc. */
-export function rssBytes(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
-  return kb ? Number(kb) * 1024 : NaN;
-}
-
-/** CPU time a process has used so far, user and system (ms), from /proc. */
-export function cpuMs(pid: number): number {
-  const fields = procStatFields(pid);
-  if (!fields) throw new Error(`no process ${pid}`);
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
-}
-
-/** USER_HZ: what /proc counts CPU time in, 100 on Linux. */
-const CLOCK_TICKS_PER_S = 100;
+/** Resident memory of a process (bytes). */
+export const rssBytes = processRssBytes;
 
 /** CPU used per message, µs, by process name. */
 export type CpuPerMessage = Record<string, number>;
@@ -131,7 +116,7 @@ export function cpuMeter(
   pids: Record<string, number>,
   self?: string,
 ): { perMessage(messages: number): CpuPerMessage } {
-  const start = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuMs(pid)]));
+  const start = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, processCpuMs(pid)]));
   const selfStart = process.cpuUsage();
   return {
     perMessage(messages) {
@@ -141,7 +126,7 @@ export function cpuMeter(
         out[self] = (used.user + used.system) / messages;
       }
       for (const [name, pid] of Object.entries(pids))
-        out[name] = ((cpuMs(pid) - start[name]!) * 1000) / messages;
+        out[name] = ((processCpuMs(pid) - start[name]!) * 1000) / messages;
       return out;
     },
   };
