@@ -20,29 +20,31 @@ import {
   readlinkSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { basename, dirname, join, posix, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Command } from 'commander';
 import type { TObject } from 'typebox';
 import { parseAllDocuments } from 'yaml';
-import { archiveSpec } from '../cli/commands/archive.ts';
+import { archiveConsumer } from '../cloud/archive/consumer.ts';
 import { commands } from '../cli/commands/index.ts';
-import { ingestSpec } from '../cli/commands/ingest.ts';
-import { monitorSpec } from '../cli/commands/monitor.ts';
-import { consumerCommandSchema } from '../cloud/consumer-command.ts';
+import { ingestConsumer } from '../cloud/ingest/consumer.ts';
+import { monitorConsumer } from '../cloud/monitor/consumer.ts';
+import { consumerSchema } from '../cloud/consumer.ts';
 import { addSite, HubStreamConfigSchema } from '../cloud/hub-stream.ts';
 import { DYNAMIC_DEFAULTS, envValue, renderEnvExample } from '../deploy/env-example.ts';
 import { EDGE_NODE_OPTIONS, EdgeConfigSchema, SiteStreamConfigSchema } from '../edge/config.ts';
 import { ensureSiteStreams } from '../edge/site-streams.ts';
 import { envName, kebab, loadConfig } from '../lib/config.ts';
-import { ENV_PREFIX } from '../lib/env.ts';
+import { childEnv, ENV_PREFIX } from '../lib/env.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
-import { findBinary, freePort, ServerRole, type ServerSpec } from '../stack/servers.ts';
+import { freePort } from '../lib/process.ts';
+import { findBinary, ServerRole, type ServerSpec } from '../stack/server-specs.ts';
 import { natsConnect, streamCount } from './support/jetstream.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
@@ -59,9 +61,9 @@ const read = (path: string): string => readFileSync(path, 'utf8');
 /** The config schema behind each command line that takes settings. */
 const SCHEMAS: Record<string, TObject> = {
   edge: EdgeConfigSchema,
-  archive: consumerCommandSchema(archiveSpec),
-  monitor: consumerCommandSchema(monitorSpec),
-  ingest: consumerCommandSchema(ingestSpec),
+  archive: consumerSchema(archiveConsumer),
+  monitor: consumerSchema(monitorConsumer),
+  ingest: consumerSchema(ingestConsumer),
   'site add': HubStreamConfigSchema,
   'site remove': HubStreamConfigSchema,
   'site list': HubStreamConfigSchema,
@@ -824,37 +826,292 @@ describe('Kubernetes manifests', () => {
   });
 });
 
-describe('Dockerfile', () => {
-  const dockerfile = read(join(ROOT, 'Dockerfile'));
-  const instructions = dockerfile
-    .split('\n')
-    .filter((l) => l.trim() && !l.trim().startsWith('#'))
-    .map((l) => l.trim());
+// ---------------------------------------------------------------------------------------------
+// The image
 
-  test('builds every folder the build compiles, and runs the compiled CLI as a non-root user', () => {
-    const build = JSON.parse(read(join(ROOT, 'tsconfig.build.json'))) as { include: string[] };
+/** One Dockerfile instruction: `COPY --from=build /app/dist ./dist` → COPY, {from: build}, args. */
+interface DockerInstruction {
+  op: string;
+  flags: Record<string, string>;
+  args: string[];
+  /** Everything after the op, as written (a RUN's shell command). */
+  rest: string;
+}
+
+interface DockerStage {
+  image: string;
+  name?: string;
+  instructions: DockerInstruction[];
+}
+
+/** A Dockerfile's stages, continuation lines joined and comments dropped. */
+function dockerStages(text: string): DockerStage[] {
+  const stages: DockerStage[] = [];
+  const lines = text
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
+  for (const line of lines) {
+    const [, op, rest] = /^(\S+)\s+(.*)$/.exec(line) ?? [];
+    assert.ok(op && rest, `not a Dockerfile instruction: ${line}`);
+    if (op.toUpperCase() === 'FROM') {
+      const [, image, name] = /^(\S+)(?:\s+AS\s+(\S+))?$/i.exec(rest) ?? [];
+      assert.ok(image, `FROM ${rest}`);
+      stages.push({ image, ...(name ? { name } : {}), instructions: [] });
+      continue;
+    }
+    const stage = stages.at(-1);
+    assert.ok(stage, `${op} before FROM`);
+    const words = rest.split(/\s+/);
+    const flags: Record<string, string> = {};
+    while (words[0]?.startsWith('--')) {
+      const [key, value = ''] = words.shift()!.slice(2).split('=');
+      flags[key!] = value;
+    }
+    stage.instructions.push({ op: op.toUpperCase(), flags, args: words, rest });
+  }
+  return stages;
+}
+
+/**
+ * .dockerignore as Docker reads it: patterns relative to the context, a path left out when it or
+ * a folder above it matches, `!` taking a path back in, the last matching line deciding.
+ */
+function dockerIgnore(text: string): (path: string) => boolean {
+  const rules = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'))
+    .map((line) => {
+      const negate = line.startsWith('!');
+      const glob = (negate ? line.slice(1) : line).replace(/^\/+|\/+$/g, '');
+      assert.doesNotMatch(glob, /[[\\]/, `.dockerignore: ${line}: character classes are not read here`);
+      const source = glob
+        .split(/(\*\*\/|\*\*|\*|\?)/)
+        .map((part) =>
+          part === '**/'
+            ? '(?:.*/)?'
+            : part === '**'
+              ? '.*'
+              : part === '*'
+                ? '[^/]*'
+                : part === '?'
+                  ? '[^/]'
+                  : part.replace(/[.+^${}()|]/g, '\\$&'),
+        )
+        .join('');
+      return { negate, pattern: new RegExp(`^${source}$`) };
+    });
+  return (path) => {
+    const parts = path.split('/');
+    const self = parts.map((_, i) => parts.slice(0, i + 1).join('/'));
+    let ignored = false;
+    for (const rule of rules) if (self.some((p) => rule.pattern.test(p))) ignored = !rule.negate;
+    return ignored;
+  };
+}
+
+/** Every file under `dir`, as paths relative to it. */
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => relative(dir, join(e.parentPath, e.name)));
+}
+
+/**
+ * A process environment as an image gives it: PATH (to find node and npm), HOME and the stage's
+ * ENV, none of this test process's own variables.
+ */
+function imageEnv(stageEnv: Record<string, string>): NodeJS.ProcessEnv {
+  const { PATH, HOME } = childEnv();
+  return { PATH, HOME, ...stageEnv };
+}
+
+/** What a build of one stage did, in a directory standing for the container's root. */
+interface StageBuild {
+  rootfs: string;
+  workdir: string;
+  env: Record<string, string>;
+  entrypoint?: string[];
+  /** Folders COPY took from the context, as container paths. */
+  copiedFolders: { context: string; container: string }[];
+}
+
+/**
+ * Builds one Dockerfile stage without a Docker engine: COPY takes exactly the paths it names from
+ * the build context (this checkout, less what .dockerignore leaves out) or from an earlier stage;
+ * `npm ci` links this checkout's node_modules (it holds the dev dependencies as well, so a
+ * runtime import of one is not caught); every other RUN runs with sh in the stage's WORKDIR.
+ */
+function buildStage(
+  stage: DockerStage,
+  rootfs: string,
+  built: Map<string, StageBuild>,
+  ignored: (path: string) => boolean,
+): StageBuild {
+  const result: StageBuild = { rootfs, workdir: '/', env: {}, copiedFolders: [] };
+  const host = (containerPath: string): string => join(rootfs, posix.resolve(result.workdir, containerPath));
+  for (const { op, flags, args, rest } of stage.instructions) {
+    switch (op) {
+      case 'WORKDIR':
+        result.workdir = posix.resolve(result.workdir, args[0]!);
+        mkdirSync(host('.'), { recursive: true });
+        break;
+      case 'ENV':
+        for (const pair of args) {
+          const eq = pair.indexOf('=');
+          assert.ok(eq > 0, `ENV ${rest}: only KEY=value is read here`);
+          result.env[pair.slice(0, eq)] = pair.slice(eq + 1);
+        }
+        break;
+      case 'COPY': {
+        assert.ok(!rest.trimStart().startsWith('['), `COPY ${rest}: only the plain form is read here`);
+        const sources = args.slice(0, -1);
+        const dest = args.at(-1)!;
+        const from = flags.from === undefined ? undefined : built.get(flags.from);
+        assert.ok(flags.from === undefined || from, `COPY --from=${flags.from}: no such stage before it`);
+        for (const source of sources) {
+          assert.doesNotMatch(source, /[*?[]/, `COPY ${source}: wildcards are not read here`);
+          const intoDir = dest.endsWith('/') || sources.length > 1;
+          let origin: string;
+          if (from) origin = join(from.rootfs, posix.resolve(from.workdir, source));
+          else {
+            const path = posix.normalize(source).replace(/\/$/, '');
+            assert.ok(!path.startsWith('..') && !ignored(path), `COPY ${source}: not in the build context`);
+            origin = join(ROOT, path);
+          }
+          assert.ok(existsSync(origin), `COPY ${source}: no such file`);
+          if (statSync(origin).isDirectory()) {
+            // A folder's contents go to the destination, as Docker copies them.
+            const target = host(dest);
+            cpSync(origin, target, {
+              recursive: true,
+              filter: (p) => from !== undefined || !ignored(relative(ROOT, p)),
+            });
+            if (!from)
+              result.copiedFolders.push({
+                context: relative(ROOT, origin),
+                container: posix.resolve(result.workdir, dest),
+              });
+          } else {
+            const target = intoDir ? join(host(dest), basename(source)) : host(dest);
+            mkdirSync(dirname(target), { recursive: true });
+            cpSync(origin, target);
+          }
+        }
+        break;
+      }
+      case 'RUN':
+        if (/^npm ci\b/.test(rest)) symlinkSync(join(ROOT, 'node_modules'), host('node_modules'), 'dir');
+        else {
+          const r = spawnSync('/bin/sh', ['-c', rest], {
+            cwd: host('.'),
+            env: imageEnv(result.env),
+            encoding: 'utf8',
+          });
+          assert.equal(r.status, 0, `RUN ${rest}:\n${r.stdout}${r.stderr}`);
+        }
+        break;
+      case 'ENTRYPOINT':
+        result.entrypoint = JSON.parse(rest) as string[];
+        break;
+      case 'USER':
+        break;
+      default:
+        assert.fail(`${op}: not an instruction this test knows how to build`);
+    }
+  }
+  return result;
+}
+
+describe('Dockerfile', () => {
+  const stages = dockerStages(read(join(ROOT, 'Dockerfile')));
+  const buildStageOf = stages.find((s) => s.name === 'build');
+  const final = stages.at(-1)!;
+  const tsconfig = JSON.parse(read(join(ROOT, 'tsconfig.json'))) as {
+    compilerOptions: { outDir: string; rootDir: string };
+  };
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'switchyard-image-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('compiles in a build stage and runs the compiled CLI from node slim, as a non-root user', () => {
+    assert.ok(buildStageOf, 'a stage named build');
     const copied = new Set(
-      instructions
-        .filter((l) => l.startsWith('COPY ') && !l.includes('--from'))
-        .map((l) => l.split(/\s+/)[1]),
+      buildStageOf.instructions.filter((i) => i.op === 'COPY' && !i.flags.from).flatMap((i) => i.args),
     );
+    // The full build below fails on a missing folder too; this names it.
+    const build = JSON.parse(read(join(ROOT, 'tsconfig.build.json'))) as { include: string[] };
     for (const folder of build.include) assert.ok(copied.has(folder), `COPY ${folder}`);
-    assert.ok(instructions.some((l) => /^RUN npm ci --omit=dev\b/.test(l)));
-    assert.ok(instructions.includes('RUN npm run build'));
-    for (const from of instructions.filter((l) => l.startsWith('FROM ')))
-      assert.match(from, /^FROM node:(20|22|24)-slim\b/);
-    assert.equal(instructions.at(-1), 'ENTRYPOINT ["node", "dist/cli/main.js"]');
-    const user = instructions.filter((l) => l.startsWith('USER ')).at(-1);
-    const uid = Number(/^USER (\d+)/.exec(user ?? '')?.[1]);
+    assert.ok(final.instructions.some((i) => i.op === 'RUN' && /^npm ci --omit=dev\b/.test(i.rest)));
+    for (const stage of stages) assert.match(stage.image, /^node:(20|22|24)-slim$/);
+    const last = final.instructions.at(-1)!;
+    assert.equal(`${last.op} ${last.rest}`, 'ENTRYPOINT ["node", "dist/cli/main.js"]');
+    const user = final.instructions.filter((i) => i.op === 'USER').at(-1);
+    const uid = Number(/^(\d+)/.exec(user?.rest ?? '')?.[1]);
     assert.ok(uid > 0, 'a numeric, non-root USER (Kubernetes checks runAsNonRoot by number)');
     const k8sUid = parseYamlFile(join(K8S, 'archive.yaml'))[0]!.spec.template.spec.securityContext.runAsUser;
     assert.equal(k8sUid, uid);
   });
 
+  test(
+    'builds from exactly the files it copies, and the image runs every command with its files',
+    { timeout: 600_000 },
+    () => {
+      const ignored = dockerIgnore(read(join(ROOT, '.dockerignore')));
+      const built = new Map<string, StageBuild>();
+      let image: StageBuild | undefined;
+      stages.forEach((stage, i) => {
+        const result = buildStage(stage, join(dir, `stage-${i}`), built, ignored);
+        built.set(stage.name ?? String(i), result);
+        image = result;
+      });
+      assert.ok(image?.entrypoint);
+      const compiled = built.get('build')!;
+      const dist = posix.join(compiled.workdir, tsconfig.compilerOptions.outDir);
+      assert.ok(
+        existsSync(join(compiled.rootfs, dist, 'cli/main.js')),
+        `the build wrote ${dist}/cli/main.js`,
+      );
+
+      // tsc emits only what it compiles (rootDir "." keeps the layout): a file any module may read at
+      // run time, such as a Redis script, must be beside the JavaScript in the image.
+      const missing: string[] = [];
+      for (const folder of compiled.copiedFolders)
+        for (const file of filesUnder(join(ROOT, folder.context))) {
+          if (file.endsWith('.ts') || ignored(posix.join(folder.context, file))) continue;
+          const at = posix.join(compiled.workdir, tsconfig.compilerOptions.rootDir);
+          const inDist = posix.join(dist, posix.relative(at, posix.join(folder.container, file)));
+          if (!existsSync(join(image.rootfs, inDist))) missing.push(`${folder.context}/${file} → ${inDist}`);
+        }
+      assert.deepEqual(missing, [], 'files of the copied folders missing from the image');
+
+      const [command, ...args] = image.entrypoint;
+      const run = (extra: string[]) =>
+        spawnSync(command!, [...args, ...extra], {
+          cwd: join(image!.rootfs, image!.workdir),
+          env: imageEnv(image!.env),
+          encoding: 'utf8',
+        });
+      const help = run(['--help']);
+      assert.equal(help.status, 0, help.stderr);
+      assert.match(help.stdout, /^Usage: switchyard /);
+      // Each command is loaded only when it runs: its --help imports all it needs.
+      for (const { name } of commands) {
+        const r = run([name, '--help']);
+        assert.equal(r.status, 0, `${name} --help: ${r.stderr}`);
+        assert.match(r.stdout, new RegExp(`^Usage: switchyard ${name} `), name);
+      }
+    },
+  );
+
   test('.dockerignore keeps the host build and dependencies out of the context', () => {
-    const ignored = read(join(ROOT, '.dockerignore'))
-      .split('\n')
-      .map((l) => l.trim());
-    for (const entry of ['node_modules', 'dist', '.git']) assert.ok(ignored.includes(entry), entry);
+    const ignored = dockerIgnore(read(join(ROOT, '.dockerignore')));
+    for (const path of ['node_modules', 'dist', '.git', 'dist/cli/main.js']) assert.ok(ignored(path), path);
+    for (const path of ['cli', 'cloud/runner.ts', 'package.json', 'deploy/build.sh'])
+      assert.ok(!ignored(path), path);
   });
 });
