@@ -21,12 +21,19 @@ export class ConsumerConfigError extends UsageError {
   override name = 'ConsumerConfigError';
 }
 
+/** The durable is missing because an operator is moving it (switchyard replay --consumer): wait. */
+export class DurableMovingError extends Error {
+  override name = 'DurableMovingError';
+}
+
 export interface DurableSpec {
   stream: string;
   durable: string;
   ackWaitMs: number;
   maxAckPending: number;
   filter: ConsumerFilter;
+  /** Whether a move of the durable is in progress (cloud/control.ts); a missing durable is then not created. */
+  isMoving?: () => Promise<boolean>;
 }
 
 /** Consumer info, or undefined when the durable does not exist. */
@@ -62,6 +69,10 @@ export async function ensureDurable(jsm: JetStreamManager, spec: DurableSpec, lo
   };
   const info = await durableInfo(jsm, stream, durable);
   if (!info) {
+    // Created at the start of the stream only when nobody is moving it: a runner that lost its
+    // durable in the middle of a move must not race the move and start over from sequence 1.
+    if (await spec.isMoving?.())
+      throw new DurableMovingError(`durable ${durable} is being moved (switchyard replay): waiting for it`);
     await jsm.consumers.add(stream, want);
     log.info({ stream, durable }, 'created the durable consumer');
     return;

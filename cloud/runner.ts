@@ -24,13 +24,17 @@ import {
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream';
+import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { Registry } from 'prom-client';
 import { describeError, UsageError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { connectNats } from '../lib/nats.ts';
 import type { Readiness } from '../lib/ops.ts';
 import { sleep, withTimeout } from '../lib/timers.ts';
+import { announcePresence, controlBucket, readMoveMarker } from './control.ts';
 import { ensureDlqStream } from './dlq.ts';
 import { ensureDurable } from './durable.ts';
 import { retryDelayMs } from './runner-backoff.ts';
@@ -104,6 +108,8 @@ class Runner {
   /** When the last fetch delivered something (epoch ms). */
   private lastDeliveryAtMs = 0;
   private stopFetch: (() => void) | undefined;
+  private withdrawPresence: (() => Promise<void>) | undefined;
+  private controlKv: KV | undefined;
 
   constructor(
     private readonly options: RunnerOptions,
@@ -181,6 +187,7 @@ class Runner {
       this.signal.removeEventListener('abort', onStop);
       clearInterval(heartbeat);
       clearInterval(lagTimer);
+      await this.withdrawPresence?.();
       // Also after a failed open: it may have left a client reconnecting in the background.
       await sink.close().catch((err) => this.log.warn({ err }, 'closing the sink failed'));
       if (this.nc && !this.options.nc) {
@@ -310,6 +317,18 @@ class Runner {
         this.js,
       );
       await ensureDlqStream(this.jsm, { stream: this.s.dlqStream }, this.log);
+      this.controlKv ??= await controlBucket(nc);
+      this.withdrawPresence ??= await announcePresence(
+        nc,
+        {
+          durable: this.options.durable,
+          instance: randomUUID().slice(0, 8),
+          host: hostname(),
+          pid: process.pid,
+          startedAt: new Date().toISOString(),
+        },
+        (err) => this.log.debug({ err: describeError(err) }, 'could not announce presence'),
+      );
       this.filter = consumerFilter(this.s.filterSubjects, nc.info?.version);
       await ensureDurable(
         this.jsm,
@@ -319,6 +338,7 @@ class Runner {
           ackWaitMs: this.s.ackWaitMs,
           maxAckPending: this.s.maxAckPending,
           filter: this.filter,
+          isMoving: async () => (await readMoveMarker(this.controlKv!, this.options.durable)) !== undefined,
         },
         this.log,
       );

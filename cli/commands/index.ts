@@ -27,6 +27,12 @@ export const commands: CommandEntry[] = [
     load: async () => (await import('./consumer.ts')).consumerCommand(await c.load()),
   })),
   {
+    name: 'replay',
+    summary:
+      're-run a consumer from a JetStream sequence (one-shot through its sink, or by moving its durable)',
+    load: async () => (await import('./replay.ts')).registerReplay,
+  },
+  {
     name: 'site',
     summary: 'onboard sites: their streams at the edge, their sourcing at the hub',
     load: async () => (await import('./site.ts')).registerSite,
