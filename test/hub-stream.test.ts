@@ -1,9 +1,18 @@
-/** Onboarding against a real hub nats-server: what `site add/remove` change in BSU, and what not. */
+/**
+ * Onboarding against a real hub nats-server: what `site add/remove` change in BSU, and what not.
+ * Each test has a hub of its own, so that it starts from no BSU and sees only what it did.
+ */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { after, describe, test, type TestContext } from 'node:test';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import type { NatsConnection } from '@nats-io/transport-node';
-import { addSite, ensureHubStream, listSites, removeSite, siteSources } from '../cloud/hub-stream.ts';
+import {
+  addSite,
+  ensureHubStream,
+  listSites,
+  removeSite,
+  siteSources,
+  type HubStreamConfig,
+} from '../cloud/hub-stream.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
 import { natsConnect } from './support/jetstream.ts';
 import { TestServers } from './support/servers.ts';
@@ -12,22 +21,26 @@ const HOUR_S = 3600;
 
 describe('hub stream onboarding', () => {
   const servers = new TestServers('hub-stream');
-  let nc: NatsConnection;
-  let jsm: JetStreamManager;
-  let natsUrl: string;
+  after(() => servers.stopAll());
 
-  before(async () => {
-    natsUrl = (await servers.nats()).url;
-    nc = await natsConnect(natsUrl);
-    jsm = await jetstreamManager(nc);
-  });
-  after(async () => {
-    await nc?.close();
-    await servers.stopAll();
+  /** A fresh hub nats-server for test `t`: its manager, and the settings that point at it. */
+  async function freshHub(t: TestContext): Promise<{ jsm: JetStreamManager; natsUrl: string }> {
+    const { url: natsUrl } = await servers.nats();
+    const nc = await natsConnect(natsUrl);
+    t.after(() => nc.close());
+    return { jsm: await jetstreamManager(nc), natsUrl };
+  }
+
+  const limits = (natsUrl: string, hubMaxAgeS = HOUR_S): HubStreamConfig => ({
+    natsUrl,
+    hubMaxAgeS,
+    hubMaxBytes: -1,
+    hubDuplicateWindowS: 900,
   });
 
-  test('site add sources both site streams over the leaf with a per-site deliver prefix, once', async () => {
-    const config = { natsUrl, hubMaxAgeS: 2 * HOUR_S, hubMaxBytes: -1, hubDuplicateWindowS: 600 };
+  test('site add creates BSU sourcing both site streams over the leaf with a per-site deliver prefix, once', async (t) => {
+    const { jsm, natsUrl } = await freshHub(t);
+    const config = { ...limits(natsUrl, 2 * HOUR_S), hubDuplicateWindowS: 600 };
     await addSite(jsm, 'site-a', config);
     await addSite(jsm, 'site-a', config);
     const info = await jsm.streams.info(HUB_STREAM);
@@ -40,30 +53,44 @@ describe('hub stream onboarding', () => {
       ],
     );
     assert.equal(info.config.max_age, 2 * HOUR_S * 1e9);
+    assert.equal(info.config.duplicate_window, 600 * 1e9);
   });
 
-  test('site add leaves the limits an operator set on BSU alone', async () => {
+  test('site add leaves the limits an operator set on BSU alone', async (t) => {
+    const { jsm, natsUrl } = await freshHub(t);
     await ensureHubStream(jsm, {
       natsUrl,
       hubMaxAgeS: 5 * HOUR_S,
       hubMaxBytes: 1024 ** 3,
       hubDuplicateWindowS: 300,
     });
-    await addSite(jsm, 'site-b', { natsUrl, hubMaxAgeS: HOUR_S, hubMaxBytes: -1, hubDuplicateWindowS: 900 });
+    await addSite(jsm, 'site-b', limits(natsUrl));
     const { config } = await jsm.streams.info(HUB_STREAM);
     assert.equal(config.max_age, 5 * HOUR_S * 1e9);
     assert.equal(config.max_bytes, 1024 ** 3);
     assert.equal(config.duplicate_window, 300 * 1e9);
+    assert.deepEqual(config.sources, siteSources('site-b'));
+    assert.deepEqual(
+      (await listSites(jsm)).map((s) => s.site),
+      ['site-b'],
+    );
+  });
+
+  test('site remove stops sourcing one site and keeps the others', async (t) => {
+    const { jsm, natsUrl } = await freshHub(t);
+    await addSite(jsm, 'site-a', limits(natsUrl));
+    await addSite(jsm, 'site-b', limits(natsUrl));
     assert.deepEqual(
       (await listSites(jsm)).map((s) => s.site),
       ['site-a', 'site-b'],
     );
-  });
-
-  test('site remove stops sourcing one site and keeps the others', async () => {
     assert.equal(await removeSite(jsm, 'site-a'), true);
     assert.equal(await removeSite(jsm, 'site-a'), false);
     const { config } = await jsm.streams.info(HUB_STREAM);
     assert.deepEqual(config.sources, siteSources('site-b'));
+    assert.deepEqual(
+      (await listSites(jsm)).map((s) => s.site),
+      ['site-b'],
+    );
   });
 });
