@@ -19,7 +19,7 @@ import { addSite } from '../cloud/hub-stream.ts';
 import { monitorKeys, UnitField } from '../cloud/monitor/keys.ts';
 import { deviceTimeMs } from '../schemas/index.ts';
 import { SimClock, TrafficGenerator } from '../simulate/traffic.ts';
-import { freePort } from '../stack/servers.ts';
+import { freePort } from '../lib/process.ts';
 import { startBridge } from '../test/support/edge.ts';
 import { natsConnect } from '../test/support/jetstream.ts';
 import { startSwitchyard } from '../test/support/process.ts';

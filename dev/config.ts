@@ -3,7 +3,7 @@
  * (`SWITCHYARD_SITES`) and `--config FILE` all come from it (lib/config.ts).
  */
 import Type, { type Static } from 'typebox';
-import { MAX_SITES } from '../stack/stack.ts';
+import { MAX_SITES } from '../stack/up.ts';
 
 /** Where `switchyard dev` keeps its stack and logs unless told otherwise (relative to the working dir). */
 export const DEFAULT_DEV_DIR = '.switchyard/dev';

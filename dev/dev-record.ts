@@ -6,7 +6,8 @@
  */
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isAlive, processStartTicks, stopServer } from '../stack/servers.ts';
+import { isAlive, processStartTicks } from '../lib/process.ts';
+import { stopServer } from '../stack/server-process.ts';
 
 /** The record's file name inside DIR. */
 export const DEV_FILE = 'dev.json';

@@ -24,8 +24,10 @@ import { createLogger, type Logger } from '../lib/log.ts';
 import { connectNats } from '../lib/nats.ts';
 import { sleep } from '../lib/timers.ts';
 import { SimClock } from '../simulate/traffic.ts';
-import { isRunning } from '../stack/servers.ts';
-import { stackDown, stackUp, tryReadStack, type Stack } from '../stack/stack.ts';
+import { isRunning } from '../lib/process.ts';
+import { tryReadStack, type Stack } from '../stack/stack-file.ts';
+import { stackUp } from '../stack/up.ts';
+import { stackDown } from '../stack/verbs.ts';
 import type { DevConfig } from './config.ts';
 import {
   isRecordedRunning,

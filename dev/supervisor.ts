@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { childEnv } from '../lib/env.ts';
 import { ExitCode } from '../lib/errors.ts';
 import { sleep } from '../lib/timers.ts';
-import { freePort } from '../stack/servers.ts';
+import { freePort } from '../lib/process.ts';
 
 /**
  * The `switchyard` entry point to run children with: the sources' launcher in a checkout, or the

@@ -19,7 +19,7 @@ export const LOCAL_STACK = {
   influx2Bucket: 'switchyard',
   /** VictoriaMetrics ignores the token; the InfluxDB client requires one. */
   influx2Token: 'local',
-  /** Created by the InfluxDB 1.x readiness probe (stack/servers.ts). */
+  /** Created by the InfluxDB 1.x readiness probe (stack/server-readiness.ts). */
   influx1Database: 'switchyard',
   /** The sink `ingest` writes to by default: the new engine (VictoriaMetrics, v2 API). */
   sink: 'influx2',

@@ -22,7 +22,7 @@ import { ArchiveIntegrityError, createS3Client, listKeys, listManifests } from '
 import { loadConsumerConfig, startConsumer } from '../cloud/consumer-command.ts';
 import { silentLogger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
-import { killServer, type RunningServer } from '../stack/servers.ts';
+import { killServer, type RunningServer } from '../stack/server-process.ts';
 import { readArchive } from './support/archive.ts';
 import { startSwitchyard, type SwitchyardProcess } from './support/process.ts';
 import { s3rverSettings, TestServers, waitFor } from './support/servers.ts';

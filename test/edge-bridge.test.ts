@@ -10,7 +10,7 @@ import { addSite, listSites } from '../cloud/hub-stream.ts';
 import { ensureSiteStreams } from '../edge/site-streams.ts';
 import { Header } from '../schemas/index.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
-import { killServer, type RunningServer } from '../stack/servers.ts';
+import { killServer, type RunningServer } from '../stack/server-process.ts';
 import {
   DevicePublisher,
   startBridge,

@@ -13,7 +13,7 @@ import { silentLogger } from '../lib/log.ts';
 import { connectNats, wireHeaders } from '../lib/nats.ts';
 import { sleep } from '../lib/timers.ts';
 import { Header } from '../schemas/headers.ts';
-import { killServer, type RunningServer } from '../stack/servers.ts';
+import { killServer, type RunningServer } from '../stack/server-process.ts';
 import { natsConnect, readStream } from './support/jetstream.ts';
 import { TestServers } from './support/servers.ts';
 

@@ -11,7 +11,8 @@ import { jetstream, jetstreamManager, StorageType, type JetStreamClient } from '
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { childEnv } from '../lib/env.ts';
 import { Header, subjectFor } from '../schemas/index.ts';
-import { freePort, killServer, stopServer, type RunningServer } from '../stack/servers.ts';
+import { freePort } from '../lib/process.ts';
+import { killServer, stopServer, type RunningServer } from '../stack/server-process.ts';
 import { devicePayload } from './support/sink-conformance.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 

@@ -16,7 +16,7 @@ import { APPLY_ARGS_PER_ENTRY, APPLY_SCRIPT, applyArgs } from '../cloud/monitor/
 import { MonitorMetric } from '../cloud/sinks/redis-monitor.ts';
 import { silentLogger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
-import { killServer, type RunningServer } from '../stack/servers.ts';
+import { killServer, type RunningServer } from '../stack/server-process.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
 const T0 = Date.UTC(2026, 10, 26, 3, 0, 0);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { GetObjectCommand, HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createS3Client, listKeys } from '../cloud/archive/s3.ts';
-import { killServer, type RunningServer } from '../stack/servers.ts';
+import { killServer, type RunningServer } from '../stack/server-process.ts';
 import { s3rverSettings, TestServers } from './support/servers.ts';
 
 const BUCKET = 'switchyard';

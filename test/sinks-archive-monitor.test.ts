@@ -16,7 +16,7 @@ import type { SinkMessage } from '../cloud/sink.ts';
 import { S3ArchiveSink } from '../cloud/sinks/s3-archive.ts';
 import { RedisMonitorSink } from '../cloud/sinks/redis-monitor.ts';
 import { silentLogger } from '../lib/log.ts';
-import { killServer } from '../stack/servers.ts';
+import { killServer } from '../stack/server-process.ts';
 import { sinkConformance } from './support/sink-conformance.ts';
 import { canonical, expectedMonitorState, readMonitorState, type Row } from './support/monitor-state.ts';
 import { s3rverSettings, TestServers } from './support/servers.ts';

@@ -11,7 +11,7 @@ import { createInflux1Sink, type Influx1Settings } from '../cloud/sinks/influx1.
 import { createInflux2Sink, type Influx2Settings } from '../cloud/sinks/influx2.ts';
 import { InfluxUnavailableError } from '../cloud/sinks/influx-errors.ts';
 import { silentLogger } from '../lib/log.ts';
-import { killServer, stopServer, type RunningServer } from '../stack/servers.ts';
+import { killServer, stopServer, type RunningServer } from '../stack/server-process.ts';
 import { TestServers } from './support/servers.ts';
 import { deviceMessages, devicePayload, sinkConformance, sinkMessage } from './support/sink-conformance.ts';
 

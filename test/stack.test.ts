@@ -17,8 +17,11 @@ import mqtt from 'mqtt';
 import { createClient } from 'redis';
 import { childEnv } from '../lib/env.ts';
 import { hubLeafs } from '../stack/leafz.ts';
-import { findBinary, isAlive, leafCount, MissingBinaryError, ServerRole } from '../stack/servers.ts';
-import { readStack, stackDown, tryReadStack, type StackStatus } from '../stack/stack.ts';
+import { isAlive } from '../lib/process.ts';
+import { findBinary, MissingBinaryError, ServerRole } from '../stack/server-specs.ts';
+import { leafCount } from '../stack/server-readiness.ts';
+import { readStack, tryReadStack } from '../stack/stack-file.ts';
+import { stackDown, type StackStatus } from '../stack/verbs.ts';
 import { waitFor } from './support/servers.ts';
 
 const CLI = fileURLToPath(new URL('../bin/switchyard.mjs', import.meta.url));

@@ -13,7 +13,8 @@ import { createInterface } from 'node:readline';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from './support/servers.ts';
-import { isAlive, processStartTicks, stopServer } from '../stack/servers.ts';
+import { isAlive, processStartTicks } from '../lib/process.ts';
+import { stopServer } from '../stack/server-process.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'switchyard-reaping-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -26,7 +27,7 @@ test('servers and switchyard processes a test started die with it when it is SIG
     script,
     `import { TestServers } from ${JSON.stringify(harness('servers.ts'))};
 import { startSwitchyard } from ${JSON.stringify(harness('process.ts'))};
-import { freePort } from ${JSON.stringify(fileURLToPath(new URL('../stack/servers.ts', import.meta.url)))};
+import { freePort } from ${JSON.stringify(fileURLToPath(new URL('../lib/process.ts', import.meta.url)))};
 const servers = new TestServers('reaping');
 const nats = await servers.nats();
 const opsPort = await freePort();

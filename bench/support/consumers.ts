@@ -20,7 +20,7 @@ import { envName } from '../../lib/config.ts';
 import { deviceTimeMs, Header, messageId, schemaTag, subjectFor, type DeviceKind } from '../../schemas/index.ts';
 import { HUB_STREAM } from '../../schemas/streams.ts';
 import { SimClock, TrafficGenerator } from '../../simulate/traffic.ts';
-import { freePort } from '../../stack/servers.ts';
+import { freePort } from '../../lib/process.ts';
 import { startSwitchyard } from '../../test/support/process.ts';
 import { waitFor } from '../../test/support/servers.ts';
 import { cpuMeter, perSecond, sleepMs } from './common.ts';

@@ -7,7 +7,7 @@ import { relative } from 'node:path';
 import { Command } from 'commander';
 import { addConfigOptions, loadConfig } from '../../lib/config.ts';
 import { UsageError } from '../../lib/errors.ts';
-import { MissingBinaryError } from '../../stack/servers.ts';
+import { MissingBinaryError } from '../../stack/server-specs.ts';
 import { DevConfigSchema } from '../../dev/config.ts';
 import { DevSession } from '../../dev/dev.ts';
 import { TerminalOutput } from '../../dev/view.ts';

@@ -1,27 +1,24 @@
 /**
  * `switchyard stack up | down | status | kill | restart | cut-link | heal-link`: the local stack of
- * real servers (stack/stack.ts) from the command line. Every verb takes `--dir` (default
- * `.switchyard/stack`); `up` takes `--sites N`.
+ * real servers (stack/up.ts, stack/verbs.ts, stack/link.ts) from the command line. Every verb takes
+ * `--dir` (default `.switchyard/stack`); `up` takes `--sites N`.
  */
 import { relative } from 'node:path';
 import type { Command } from 'commander';
 import Type, { type TObject } from 'typebox';
 import { addConfigOptions, loadConfig } from '../../lib/config.ts';
 import { UsageError } from '../../lib/errors.ts';
-import { MissingBinaryError } from '../../stack/servers.ts';
+import { MissingBinaryError } from '../../stack/server-specs.ts';
+import { DEFAULT_STACK_DIR, type Stack } from '../../stack/stack-file.ts';
+import { MAX_SITES, stackUp } from '../../stack/up.ts';
 import {
-  cutLink,
-  DEFAULT_STACK_DIR,
-  healLink,
   killServerByName,
-  MAX_SITES,
   restartServerByName,
   stackDown,
   stackStatus,
-  stackUp,
   type ServerStatus,
-  type Stack,
-} from '../../stack/stack.ts';
+} from '../../stack/verbs.ts';
+import { cutLink, healLink } from '../../stack/link.ts';
 import type { RegisterCommand } from './index.ts';
 
 const dir = Type.String({

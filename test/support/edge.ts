@@ -1,7 +1,7 @@
 /** A running edge bridge for tests and benchmarks, and an MQTT device publisher that counts what the broker took. */
 import mqtt, { type MqttClient } from 'mqtt';
 import { EDGE_NODE_OPTIONS } from '../../edge/config.ts';
-import { freePort } from '../../stack/servers.ts';
+import { freePort } from '../../lib/process.ts';
 import { waitFor } from './servers.ts';
 import { startSwitchyard, type SwitchyardProcess } from './process.ts';
 

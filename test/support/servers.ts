@@ -6,22 +6,19 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort, isRunning } from '../../lib/process.ts';
 import {
-  freePort,
   influxdbSpec,
-  isRunning,
   linkSpec,
   mosquittoSpec,
   natsSpec,
   redisSpec,
   s3rverSpec,
   ServerRole,
-  startServer,
-  stopServer,
   victoriaMetricsSpec,
-  type RunningServer,
   type ServerSpec,
-} from '../../stack/servers.ts';
+} from '../../stack/server-specs.ts';
+import { startServer, stopServer, type RunningServer } from '../../stack/server-process.ts';
 import { LOCAL_STACK } from '../../stack/env-vars.ts';
 import { waitUntil } from '../../lib/timers.ts';
 import type { S3Settings } from '../../cloud/archive/s3.ts';

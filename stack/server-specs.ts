@@ -1,31 +1,12 @@
 /**
- * Real servers as child processes on loopback: how to start each one (a `ServerSpec`), how to tell
- * it is ready, and how to stop it by PID. The local stack, the tests and the benchmarks all start
- * their servers through this module, so they exercise exactly the same processes.
- *
- * A spec is plain data (command, args, ports, paths) so that `stack restart NAME` can start a server
- * again from what `stack.json` recorded, on the same port and data.
+ * What each server is: its binary, config file, arguments, ports and directories, as a
+ * `ServerSpec`. A spec is plain data, so that `stack restart NAME` can start a server again from
+ * what `stack.json` recorded, on the same port and data.
  */
-import { spawn } from 'node:child_process';
-import {
-  accessSync,
-  closeSync,
-  constants,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  statSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { accessSync, constants, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { dyingWithParent } from '../lib/child-process.ts';
 import { binOverride } from '../lib/env.ts';
-import { sleep } from '../lib/timers.ts';
-import { repairS3rverStore } from './s3rver-store.ts';
 
 export const ServerRole = {
   hubNats: 'hub-nats',
@@ -58,17 +39,6 @@ export interface ServerSpec {
   target?: string;
   /** For a site nats-server: it is ready only once its leaf link to the hub is up. */
   waitForLeaf?: boolean;
-}
-
-/** A running server: its spec and PID. */
-export interface RunningServer extends ServerSpec {
-  pid: number;
-  /**
-   * Start time of the process in clock ticks since boot (`/proc/PID/stat`, field 22). A PID is
-   * reused once its process is gone (pid_max is 32,768 here); this tells the process that was
-   * started from a stranger, so that stopping a server never signals a process it did not start.
-   */
-  startTicks?: number;
 }
 
 /** The Debian package that brings each binary, for a clear message when one is missing. */
@@ -111,21 +81,6 @@ function isExecutable(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** A TCP port that is free on 127.0.0.1 right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      srv.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
 }
 
 const HOST = '127.0.0.1';
@@ -400,191 +355,4 @@ export function linkSpec(o: {
     logFile: join(o.dir, 'link.log'),
     target: o.target,
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Process control
-
-/**
- * The fields of `/proc/PID/stat` after the command name (which may itself hold spaces and
- * parentheses): [0] is the state, [11] and [12] user and system time, [19] the start time.
- */
-export function procStatFields(pid: number): string[] | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
-  } catch {
-    return undefined;
-  }
-}
-
-/** True while a process with this PID exists (and is not a zombie we could reap). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  return procStatFields(pid)?.[0] !== 'Z';
-}
-
-/** True while the process started for `server` runs (not a later one with its PID). */
-export function isRunning(server: { pid: number; startTicks?: number }): boolean {
-  if (!isAlive(server.pid)) return false;
-  if (server.startTicks === undefined) return true;
-  const ticks = processStartTicks(server.pid);
-  return ticks === undefined || ticks === server.startTicks;
-}
-
-function tail(file: string, lines = 15): string {
-  try {
-    return readFileSync(file, 'utf8').trim().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
-export interface StartOptions {
-  /** Leave the server running after this process exits (the stack CLI); default true. */
-  detached?: boolean;
-  readyTimeoutMs?: number;
-  /** Called once the process exists, before it is ready: lets a caller record its PID early. */
-  onSpawn?: (server: RunningServer) => void;
-}
-
-/**
- * Starts a server and resolves once it answers its own protocol (a site nats-server: once its leaf
- * link is up too). Rejects with the tail of its log if it exits or does not answer in time.
- */
-export async function startServer(spec: ServerSpec, options: StartOptions = {}): Promise<RunningServer> {
-  const detached = options.detached ?? true;
-  const repaired = spec.role === ServerRole.s3 ? repairS3rverStore(spec.dataDir) : [];
-  const out = openSync(spec.logFile, 'a');
-  for (const line of repaired)
-    writeSync(out, `switchyard: removed a torn object left by a kill mid-PUT: ${line}\n`);
-  // A server that is not left running (tests, benchmarks) dies with this process, even a killed one.
-  const [command, args] = detached ? [spec.command, spec.args] : dyingWithParent(spec.command, spec.args);
-  const child = spawn(command, args, { detached, stdio: ['ignore', out, out], cwd: spec.dataDir });
-  closeSync(out);
-  let exited: string | undefined;
-  child.once('exit', (code, signal) => (exited = `exited with ${signal ?? code}`));
-  child.once('error', (err) => (exited = err.message));
-  if (detached) child.unref();
-  const pid = child.pid;
-  if (pid === undefined) throw new Error(`${spec.name}: could not start ${spec.command}`);
-  const startTicks = processStartTicks(pid);
-  const running: RunningServer = { ...spec, pid, ...(startTicks !== undefined ? { startTicks } : {}) };
-  options.onSpawn?.(running);
-  // A detached child is unref'd and the probes' timeouts are too: without a timer of our own, an
-  // interrupted start could leave this process with nothing pending and exit mid-await.
-  const keepAlive = setInterval(() => undefined, 1000);
-  try {
-    const deadline = Date.now() + (options.readyTimeoutMs ?? 30_000);
-    while (Date.now() < deadline) {
-      if (exited) throw new Error(`${spec.name} ${exited}; its log ends:\n${tail(spec.logFile)}`);
-      if (await isReady(running)) return running;
-      await sleep(100);
-    }
-    await stopServer(running);
-    throw new Error(
-      `${spec.name} did not answer within ${options.readyTimeoutMs ?? 30_000} ms; its log ends:\n${tail(spec.logFile)}`,
-    );
-  } finally {
-    clearInterval(keepAlive);
-  }
-}
-
-/** Start time of a process in clock ticks since boot, where `/proc` tells it. */
-export function processStartTicks(pid: number): number | undefined {
-  const ticks = Number(procStatFields(pid)?.[19]);
-  return Number.isFinite(ticks) ? ticks : undefined;
-}
-
-/** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone. */
-export async function stopServer(
-  server: { pid: number; startTicks?: number },
-  graceMs = 10_000,
-): Promise<void> {
-  if (!isRunning(server)) return;
-  try {
-    process.kill(server.pid, 'SIGTERM');
-  } catch {
-    return;
-  }
-  const deadline = Date.now() + graceMs;
-  while (isRunning(server) && Date.now() < deadline) await sleep(50);
-  if (isRunning(server)) await killServer(server);
-}
-
-/** SIGKILL; resolves once the process is gone. */
-export async function killServer(server: { pid: number; startTicks?: number }): Promise<void> {
-  if (!isRunning(server)) return;
-  try {
-    process.kill(server.pid, 'SIGKILL');
-  } catch {
-    return;
-  }
-  while (isRunning(server)) await sleep(20);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Readiness probes
-
-function tcpOpen(url: string): Promise<boolean> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect({ host: hostname, port: Number(port) });
-    const done = (ok: boolean): void => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
-
-async function httpOk(url: string, init?: RequestInit): Promise<Response | undefined> {
-  try {
-    const res = await fetch(url, { ...init, signal: AbortSignal.timeout(2000) });
-    return res;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The number of leaf connections a nats-server's monitor reports. */
-export async function leafCount(monitorUrl: string): Promise<number> {
-  const res = await httpOk(`${monitorUrl}/leafz`);
-  if (!res?.ok) return -1;
-  const body = (await res.json()) as { leafnodes?: number };
-  return body.leafnodes ?? 0;
-}
-
-/** Does the server answer its own protocol? */
-export async function isReady(server: ServerSpec): Promise<boolean> {
-  switch (server.role) {
-    case ServerRole.hubNats:
-    case ServerRole.siteNats: {
-      const res = await httpOk(`${server.monitorUrl}/healthz?js-enabled=true`);
-      if (!res?.ok) return false;
-      return server.waitForLeaf ? (await leafCount(server.monitorUrl!)) > 0 : true;
-    }
-    case ServerRole.victoriaMetrics:
-      return (await httpOk(`${server.url}/health`))?.ok ?? false;
-    case ServerRole.influxdb: {
-      if ((await httpOk(`${server.url}/ping`))?.status !== 204) return false;
-      const res = await httpOk(`${server.url}/query`, {
-        method: 'POST',
-        body: new URLSearchParams({ q: 'CREATE DATABASE switchyard' }),
-      });
-      return res?.ok ?? false;
-    }
-    case ServerRole.s3:
-      return (await httpOk(server.url)) !== undefined;
-    case ServerRole.redis:
-    case ServerRole.siteMqtt:
-    case ServerRole.link:
-      return tcpOpen(server.url.replace(/^\w+:/, 'tcp:'));
-  }
 }
