@@ -33,6 +33,11 @@ export const commands: CommandEntry[] = [
     load: async () => (await import('./replay.ts')).registerReplay,
   },
   {
+    name: 'backfill',
+    summary: "load a time range of the S3 archive into a consumer's store (a new engine, a rebuilt cache)",
+    load: async () => (await import('./backfill.ts')).registerBackfill,
+  },
+  {
     name: 'site',
     summary: 'onboard sites: their streams at the edge, their sourcing at the hub',
     load: async () => (await import('./site.ts')).registerSite,

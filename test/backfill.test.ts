@@ -1,0 +1,204 @@
+/**
+ * `switchyard backfill` against real servers: readings of two sites over three past hours go
+ * through the real archive consumer into s3rver, then backfill loads them into InfluxDB 1.x, run as
+ * the operator runs it (a child process with an env file). InfluxDB counts points exactly.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
+import { Registry } from 'prom-client';
+import { archiveConsumer } from '../cloud/archive/consumer.ts';
+import { createS3Client, listManifests, readArchiveObject } from '../cloud/archive/s3.ts';
+import { loadConsumerConfig, startConsumer } from '../cloud/consumer.ts';
+import { silentLogger } from '../lib/log.ts';
+import { Header, subjectFor } from '../schemas/index.ts';
+import { envFileText } from '../stack/env-vars.ts';
+import type { RunningServer } from '../stack/server-process.ts';
+import { runSwitchyard, startSwitchyard } from './support/process.ts';
+import { devicePayload } from './support/sink-conformance.ts';
+import { s3rverSettings, TestServers, waitFor } from './support/servers.ts';
+
+const SITES = ['north', 'south'];
+const PER_SITE_HOUR = 40;
+const HOUR_MS = 3_600_000;
+
+async function influxCount(url: string, db: string): Promise<number> {
+  const res = await fetch(`${url}/query?db=${db}`, {
+    method: 'POST',
+    body: new URLSearchParams({ q: 'SELECT count(SoC) FROM telemetry' }),
+  });
+  const body = (await res.json()) as { results: { series?: { values: [string, number][] }[] }[] };
+  return body.results[0]?.series?.[0]?.values[0]?.[1] ?? 0;
+}
+
+describe('switchyard backfill', () => {
+  const servers = new TestServers('backfill');
+  let nats: RunningServer;
+  let influx: RunningServer;
+  let s3server: RunningServer;
+  let s3: S3Client;
+  let nc: NatsConnection;
+  let dir: string;
+  /** Start of the first of the three hours. */
+  let t0: number;
+  const total = SITES.length * 3 * PER_SITE_HOUR;
+
+  async function envFile(db: string): Promise<string> {
+    await fetch(`${influx.url}/query`, {
+      method: 'POST',
+      body: new URLSearchParams({ q: `CREATE DATABASE "${db}"` }),
+    });
+    const path = join(dir, `${db}.env`);
+    writeFileSync(
+      path,
+      envFileText({
+        natsUrl: nats.url,
+        s3Endpoint: s3server.url,
+        s3AccessKeyId: 'S3RVER',
+        s3SecretAccessKey: 'S3RVER',
+        influx1Url: influx.url,
+        influx1Database: db,
+        sink: 'influx1',
+      }),
+    );
+    return path;
+  }
+
+  const range = (fromHour: number, toHour: number) => [
+    '--since',
+    new Date(t0 + fromHour * HOUR_MS).toISOString(),
+    '--until',
+    new Date(t0 + toHour * HOUR_MS).toISOString(),
+  ];
+
+  const backfill = async (args: string[]) => {
+    const { code, output } = await runSwitchyard([
+      'backfill',
+      '--to',
+      'ingest',
+      '--sink',
+      'influx1',
+      ...args,
+      '--json',
+    ]);
+    const last = output.trim().split('\n').at(-1) ?? '';
+    return { code, output, report: last.startsWith('{') ? JSON.parse(last) : undefined };
+  };
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'switchyard-backfill-'));
+    [nats, influx, s3server] = await Promise.all([servers.nats(), servers.influxdb(), servers.s3()]);
+    s3 = createS3Client(s3rverSettings(s3server));
+    nc = await connect({ servers: nats.url });
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: 'BSU', subjects: ['bsu.>'] });
+    const js = jetstream(nc);
+    t0 = Math.floor((Date.now() - 5 * HOUR_MS) / HOUR_MS) * HOUR_MS;
+    for (let hour = 0; hour < 3; hour++)
+      for (let i = 0; i < PER_SITE_HOUR; i++)
+        for (const site of SITES) {
+          const at = t0 + hour * HOUR_MS + i * 60_000;
+          const h = headers();
+          h.set(Header.receivedAt, new Date(at).toISOString());
+          await js.publish(
+            subjectFor(site, `bsu-${i % 4}`, 'telemetry'),
+            JSON.stringify(devicePayload('telemetry', i, at)),
+            {
+              headers: h,
+            },
+          );
+        }
+    const controller = new AbortController();
+    const config = loadConsumerConfig(archiveConsumer, {
+      env: {},
+      flags: { natsUrl: nats.url, ...s3rverSettings(s3server), batchSize: '30', fetchExpiresMs: '1000' },
+    });
+    const run = await startConsumer(archiveConsumer, config, {
+      log: silentLogger,
+      registry: new Registry(),
+      signal: controller.signal,
+    });
+    await waitFor(
+      'everything archived',
+      async () => (await jsm.consumers.info('BSU', 'archive')).ack_floor.stream_seq === total,
+    );
+    controller.abort();
+    await run.done;
+  });
+
+  after(async () => {
+    await nc?.close();
+    await servers.stopAll();
+  });
+
+  test('loads exactly the records of the time range; a second run finds everything done', async () => {
+    const env = await envFile('window');
+    const checkpoint = join(dir, 'window.json');
+    const first = await backfill([...range(1, 3), '--env-file', env, '--checkpoint', checkpoint]);
+    assert.equal(first.code, 0, first.output);
+    assert.equal(first.report.groups, SITES.length * 2);
+    assert.equal(first.report.written, SITES.length * 2 * PER_SITE_HOUR);
+    assert.equal(await influxCount(influx.url, 'window'), SITES.length * 2 * PER_SITE_HOUR);
+    const again = await backfill([...range(1, 3), '--env-file', env, '--checkpoint', checkpoint]);
+    assert.equal(again.code, 0, again.output);
+    assert.equal(again.report.resumed, SITES.length * 2);
+    assert.equal(again.report.written, 0);
+  });
+
+  test('a backfill killed half way resumes where it stopped and ends with exact counts', async () => {
+    const env = await envFile('killed');
+    const checkpoint = join(dir, 'killed.json');
+    const args = ['backfill', '--to', 'ingest', '--sink', 'influx1', ...range(0, 3), '--batch-size', '1'];
+    const p = startSwitchyard([...args, '--env-file', env, '--checkpoint', checkpoint, '--json']);
+    await waitFor(
+      'the first site-hour checkpointed',
+      () =>
+        existsSync(checkpoint) &&
+        (JSON.parse(readFileSync(checkpoint, 'utf8')) as { done: string[] }).done.length >= 1,
+      60_000,
+      5,
+    );
+    p.child.kill('SIGKILL');
+    await p.exited;
+    const done = (JSON.parse(readFileSync(checkpoint, 'utf8')) as { done: string[] }).done.length;
+    assert.ok(done < SITES.length * 3, `killed before the end (${done} site-hours done)`);
+
+    const resumed = await backfill([...range(0, 3), '--env-file', env, '--checkpoint', checkpoint]);
+    assert.equal(resumed.code, 0, resumed.output);
+    assert.ok(resumed.report.resumed >= done, `resumed ${resumed.report.resumed}, checkpoint had ${done}`);
+    assert.equal(resumed.report.written, (SITES.length * 3 - resumed.report.resumed) * PER_SITE_HOUR);
+    assert.equal(await influxCount(influx.url, 'killed'), total);
+  });
+
+  test('a tampered and a deleted object are reported by key, nothing of them is written', async () => {
+    const manifests = await listManifests(s3, 'switchyard', 'raw/site=south/');
+    const [tampered, deleted] = [manifests[0]!, manifests.at(-1)!];
+    const lost = [];
+    for (const key of [tampered, deleted]) lost.push(await readArchiveObject(s3, 'switchyard', key));
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: 'switchyard',
+        Key: lost[0]!.manifest.object,
+        Body: Buffer.from('not what was archived'),
+      }),
+    );
+    await s3.send(new DeleteObjectCommand({ Bucket: 'switchyard', Key: lost[1]!.manifest.object }));
+
+    const r = await backfill([...range(0, 3), '--env-file', await envFile('damaged')]);
+    assert.equal(r.code, 1, r.output);
+    const reasons = new Map(
+      (r.report.skippedObjects as { key: string; reason: string }[]).map((o) => [o.key, o.reason]),
+    );
+    assert.equal(reasons.size, 2);
+    assert.match(reasons.get(tampered)!, /sha256/);
+    assert.match(reasons.get(deleted)!, /missing/);
+    const lostRecords = lost[0]!.records.length + lost[1]!.records.length;
+    assert.equal(r.report.written, total - lostRecords);
+    assert.equal(await influxCount(influx.url, 'damaged'), total - lostRecords);
+  });
+});
