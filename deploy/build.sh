@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Compiles the CLI into OUT_DIR (default dist/) with tsconfig.build.json, then copies beside the
-# JavaScript every other file of the compiled folders (Redis scripts, for one): modules read them
-# at run time relative to themselves, and tsc emits only what it compiles. The image (Dockerfile)
-# and gateway releases (make-release.sh) are built by this script, so both ship the same tree.
+# Builds the CLI into OUT_DIR (default dist/), for the image and for releases alike: tsc emits only
+# JavaScript, so the other files of the compiled folders (Redis scripts) are copied beside it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-dist}
 node_modules/.bin/tsc -p tsconfig.build.json --outDir "$out"
-# The folders come from tsconfig.build.json, so a folder added to the build cannot miss its files.
+# The folders tsconfig.build.json compiles: a folder added there brings its files along.
 read -r -a folders <<<"$(node -p 'require("./tsconfig.build.json").include.join(" ")')"
 find "${folders[@]}" -type f ! -name '*.ts' -print0 |
   while IFS= read -r -d '' file; do
