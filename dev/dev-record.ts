@@ -2,22 +2,19 @@
  * `DIR/dev.json`: the record of a running `switchyard dev` (its PID and the PIDs of the processes
  * it spawned), so that a second dev on the same DIR is refused while the first runs, and a dev that
  * was killed outright (SIGKILL, a closed terminal) is cleaned up after by the next one. The servers
- * have their own record, `DIR/stack.json` (stack/stack.ts).
+ * have their own record, `DIR/stack.json` (stack/stack-file.ts).
  */
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isAlive, processStartTicks } from '../lib/process.ts';
+import { isRunning, processIdentity, type ProcessIdentity } from '../lib/process.ts';
 import { stopServer } from '../stack/server-process.ts';
 
 /** The record's file name inside DIR. */
 export const DEV_FILE = 'dev.json';
 
-/** A process as recorded: its PID and start time, which together tell it from a later PID reuse. */
-export interface RecordedProcess {
+/** A process as recorded: its name, PID and start time (which tell it from a later PID reuse). */
+export interface RecordedProcess extends ProcessIdentity {
   name: string;
-  pid: number;
-  /** Start time in clock ticks since boot (`/proc/PID/stat`, field 22), where known. */
-  startTicks?: number;
 }
 
 export interface DevRecord {
@@ -32,16 +29,7 @@ export interface DevRecord {
 
 /** `pid` as a record entry, with its start time. */
 export function recordProcess(name: string, pid: number): RecordedProcess {
-  const startTicks = processStartTicks(pid);
-  return startTicks === undefined ? { name, pid } : { name, pid, startTicks };
-}
-
-/** True while the recorded process runs (not a later process that got its PID). */
-export function isRecordedRunning(p: RecordedProcess): boolean {
-  if (!isAlive(p.pid)) return false;
-  if (p.startTicks === undefined) return true;
-  const ticks = processStartTicks(p.pid);
-  return ticks === undefined || ticks === p.startTicks;
+  return { name, ...processIdentity(pid) };
 }
 
 const recordPath = (dir: string): string => join(dir, DEV_FILE);
@@ -74,7 +62,7 @@ export function removeDevRecord(dir: string): void {
  * returns their names. Only processes whose identity matches the record are signalled.
  */
 export async function stopLeftovers(record: DevRecord, graceMs = 10_000): Promise<string[]> {
-  const leftovers = record.processes.filter(isRecordedRunning);
+  const leftovers = record.processes.filter(isRunning);
   await Promise.all(leftovers.map((p) => stopServer(p, graceMs)));
   return leftovers.map((p) => p.name);
 }

@@ -1,17 +1,8 @@
 /**
- * `switchyard dev`: the whole pipeline on this machine, supervised, with a live view.
- *
- * 1. the local stack with N sites (stack/stack.ts), in DIR;
- * 2. every site sourced into the hub stream BSU (cloud/hub-stream.ts, hub defaults);
- * 3. per site a bridge (`switchyard edge`, a child process) and, once the bridge is ready, simulated
- *    devices publishing to the site's broker (in this process, dev/site-simulator.ts);
- * 4. the three consumers `switchyard archive | monitor | ingest` as child processes;
- * 5. a snapshot every second (dev/status.ts), drawn as the live view or printed as JSON lines;
- * 6. on stop: the simulators, then the bridges and consumers (SIGTERM, wait), then the stack.
- *
- * Children log JSON lines to `DIR/logs/<name>.log`, dev itself to `DIR/logs/dev.log`. Every
- * process dev spawns is recorded in `DIR/dev.json` (dev/dev-record.ts), the servers in
- * `DIR/stack.json`: dev stops exactly those, and a later dev cleans up after one that was killed.
+ * `switchyard dev`: the local stack, a bridge and simulated devices per site, and the three
+ * consumers, supervised, with a live view (docs/dev.md). Every process it starts is recorded, the
+ * servers in `DIR/stack.json` and the children in `DIR/dev.json`: dev stops exactly those, and a
+ * later dev cleans up after one that was killed.
  */
 import { mkdirSync, openSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -22,15 +13,14 @@ import { loadConfig } from '../lib/config.ts';
 import { describeError, UsageError } from '../lib/errors.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { connectNats } from '../lib/nats.ts';
+import { isRunning } from '../lib/process.ts';
 import { sleep } from '../lib/timers.ts';
 import { SimClock } from '../simulate/traffic.ts';
-import { isRunning } from '../lib/process.ts';
 import { tryReadStack, type Stack } from '../stack/stack-file.ts';
 import { stackUp } from '../stack/up.ts';
 import { stackDown } from '../stack/verbs.ts';
 import type { DevConfig } from './config.ts';
 import {
-  isRecordedRunning,
   readDevRecord,
   recordProcess,
   removeDevRecord,
@@ -168,7 +158,7 @@ export class DevSession {
   /** Refuses a DIR where another dev or a stack runs; cleans up after a dev that was killed. */
   private async checkDir(): Promise<void> {
     const previous = readDevRecord(this.dir);
-    if (previous && previous.dev.pid !== process.pid && isRecordedRunning(previous.dev))
+    if (previous && previous.dev.pid !== process.pid && isRunning(previous.dev))
       throw new UsageError(
         `switchyard dev is already running in ${this.dir} (pid ${previous.dev.pid}): ` +
           `stop it (Ctrl-C in its terminal, or kill -TERM ${previous.dev.pid}) or use another --dir`,

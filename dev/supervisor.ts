@@ -8,8 +8,8 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { childEnv } from '../lib/env.ts';
 import { ExitCode } from '../lib/errors.ts';
-import { sleep } from '../lib/timers.ts';
 import { freePort } from '../lib/process.ts';
+import { waitUntil, withTimeout } from '../lib/timers.ts';
 
 /**
  * The `switchyard` entry point to run children with: the sources' launcher in a checkout, or the
@@ -179,21 +179,27 @@ export class SupervisedProcess {
     }, delayMs);
   }
 
-  /** Resolves once `/readyz` answers 200, or after `timeoutMs` (false), or when `signal` aborts. */
+  /**
+   * Resolves true once `/readyz` answers 200; false after `timeoutMs` (ms), once the process is
+   * being stopped, or when `signal` aborts.
+   */
   async waitReady(timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline && !signal?.aborted && !this.stopping) {
-      if (this.opsUrl && this.lifecycle === Lifecycle.running) {
-        try {
-          const res = await fetch(`${this.opsUrl}/readyz`, { signal: AbortSignal.timeout(1000) });
-          if (res.ok) return true;
-        } catch {
-          // not listening yet
-        }
-      }
-      await sleep(250, signal);
+    // waitUntil rejects only at the deadline or on the signal: both mean not ready.
+    const outcome = await waitUntil(
+      `${this.spec.name} to be ready`,
+      async () => (this.stopping ? 'stopping' : (await this.answersReady()) && 'ready'),
+      { timeoutMs, everyMs: 250, signal },
+    ).catch(() => undefined);
+    return outcome === 'ready';
+  }
+
+  private async answersReady(): Promise<boolean> {
+    if (!this.opsUrl || this.lifecycle !== Lifecycle.running) return false;
+    try {
+      return (await fetch(`${this.opsUrl}/readyz`, { signal: AbortSignal.timeout(1000) })).ok;
+    } catch {
+      return false; // not listening yet
     }
-    return false;
   }
 
   /**
@@ -211,13 +217,11 @@ export class SupervisedProcess {
     }
     child.kill(graceMs > 0 ? 'SIGTERM' : 'SIGKILL');
     const exited = this.exited;
-    // The timer must not outlive the exit: a pending timer would keep dev alive after its work.
-    const timer = new AbortController();
-    const timedOut = await Promise.race([
+    const timedOut = await withTimeout(
       exited.then(() => false),
-      sleep(graceMs, timer.signal).then(() => !timer.signal.aborted),
-    ]);
-    timer.abort();
+      graceMs,
+      () => true,
+    );
     if (timedOut && this.child === child) {
       this.hooks.onEvent({
         name: this.spec.name,
