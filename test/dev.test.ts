@@ -6,13 +6,14 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'redis';
 import { createS3Client, listKeys } from '../cloud/archive/s3.ts';
 import type { DevStatus } from '../dev/status.ts';
-import { isAlive } from '../lib/process.ts';
+import { isAlive, listPids, parentPid } from '../lib/process.ts';
+import { withTimeout } from '../lib/timers.ts';
 import { readStack } from '../stack/stack-file.ts';
 import { stackDown } from '../stack/verbs.ts';
 import { readDevRecord, stopLeftovers } from '../dev/dev-record.ts';
@@ -22,15 +23,9 @@ import { waitFor } from './support/servers.ts';
 /** Every process below `root` (children, grandchildren …), from /proc. */
 function descendants(root: number): number[] {
   const children = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(') ') + 2).split(' ')[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
-    } catch {
-      // gone meanwhile
-    }
+  for (const pid of listPids()) {
+    const ppid = parentPid(pid); // undefined: gone meanwhile
+    if (ppid !== undefined) children.set(ppid, [...(children.get(ppid) ?? []), pid]);
   }
   const out: number[] = [];
   const queue = [root];
@@ -51,7 +46,7 @@ describe('switchyard dev', () => {
     // A failed test must not leave the pipeline running: dev's own stop first, its records next.
     if (dev && dev.child.exitCode === null && dev.child.signalCode === null) {
       dev.child.kill('SIGINT');
-      await Promise.race([dev.exited, new Promise((r) => setTimeout(r, 30_000))]);
+      await withTimeout(dev.exited, 30_000, () => 'still running');
     }
     const record = readDevRecord(dir);
     if (record) await stopLeftovers(record, 2000);

@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,7 +17,7 @@ import mqtt from 'mqtt';
 import { createClient } from 'redis';
 import { childEnv } from '../lib/env.ts';
 import { hubLeafs } from '../stack/leafz.ts';
-import { isAlive } from '../lib/process.ts';
+import { isAlive, listPids, processCwd } from '../lib/process.ts';
 import { findBinary, MissingBinaryError, ServerRole } from '../stack/server-specs.ts';
 import { leafCount } from '../stack/server-readiness.ts';
 import { readStack, tryReadStack } from '../stack/stack-file.ts';
@@ -52,17 +52,7 @@ function cli(args: string[], env: Record<string, string> = {}): Promise<CliResul
 
 /** PIDs of live processes whose working directory is under `dir` (every stack server's is). */
 function processesUnder(dir: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readlinkSync(`/proc/${entry}/cwd`).startsWith(dir) && isAlive(Number(entry)))
-        pids.push(Number(entry));
-    } catch {
-      // Gone meanwhile, or not ours to read.
-    }
-  }
-  return pids;
+  return listPids().filter((pid) => processCwd(pid)?.startsWith(dir) && isAlive(pid));
 }
 
 const envFile = (path: string): Record<string, string> =>

@@ -1,6 +1,7 @@
 /** Reading what really reached a stream, for assertions. */
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { isStreamNotFound } from '../../lib/nats.ts';
 
 export interface StoredMessage {
   seq: number;
@@ -18,7 +19,7 @@ export async function streamCount(nc: NatsConnection, stream: string): Promise<n
     const jsm = await jetstreamManager(nc, { checkAPI: false });
     return (await jsm.streams.info(stream)).state.messages;
   } catch (err) {
-    return /not found/i.test(String(err)) ? 0 : -1;
+    return isStreamNotFound(err) ? 0 : -1;
   }
 }
 
