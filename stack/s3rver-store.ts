@@ -1,15 +1,8 @@
 /**
- * Crash recovery for s3rver's filesystem store.
- *
- * S3 makes a PUT visible whole or not at all. s3rver does not: it writes the object file, then its
- * `.md5`, then its `metadata.json`, each in place. A kill in between leaves a torn object, and
- * because s3rver answers HeadBucket by listing the bucket and reading each object's metadata, one
- * empty `metadata.json` makes every HeadBucket fail with a 500 until someone deletes it by hand
- * (the archive checks its bucket that way before it writes). The stack and the tests kill s3rver
- * on purpose, so before each start the torn objects are removed: what S3 itself shows after a PUT
- * that never answered. The client of that PUT got no 200, so it writes the object again. Every
- * object is read once to check its checksum: 0.75 s per 500 MB of archive here, paid only when
- * s3rver starts.
+ * Crash recovery for s3rver's filesystem store. s3rver writes an object, its `.md5` and its
+ * `metadata.json` one after the other, in place, and a kill in between leaves a torn object that
+ * makes every HeadBucket fail with a 500. S3 shows a PUT whole or not at all, so before s3rver
+ * starts the torn objects are removed; the client of that PUT got no 200 and writes it again.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
