@@ -43,13 +43,14 @@ type ReaderConfig = Pick<
   | 'influx2Url'
   | 'influx2Token'
   | 'influx2Bucket'
+  | 'influxGzip'
 >;
 
 /**
  * The reader of engine `sink` (`influx1`: InfluxQL; `influx2`: VictoriaMetrics, or InfluxQL for
  * InfluxDB 3) from an ingest sink configuration; `config.sink` itself is not looked at, so one
- * configuration serves both sides of an engine swap. ConfigError (exit 2) if that engine's URL is
- * missing.
+ * configuration serves both sides of an engine swap. `influxGzip` asks VictoriaMetrics for gzipped
+ * exports, as it gzips writes. ConfigError (exit 2) if that engine's URL is missing.
  */
 export function createEngineReader(
   sink: IngestEngine,
@@ -82,6 +83,7 @@ export function createEngineReader(
     engine: sink,
     url: config.influx2Url,
     ...(config.influx2Token ? { token: config.influx2Token } : {}),
+    gzip: config.influxGzip,
     requestTimeoutMs,
   });
 }

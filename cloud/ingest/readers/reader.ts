@@ -240,21 +240,25 @@ export async function readerRequest<T>(
 
 /**
  * The lines of a response body, decoded as UTF-8, as they arrive, so a large export is never held
- * whole. Empty lines are skipped.
+ * whole. Empty lines are skipped. Works on bytes: a line (one exported series can be megabytes) is
+ * decoded once, when its newline arrives, not searched again with every chunk.
  */
 export async function* bodyLines(res: Response): AsyncGenerator<string> {
   if (!res.body) return;
   const decoder = new TextDecoder();
-  let rest = '';
-  for await (const chunk of res.body) {
-    rest += decoder.decode(chunk as Uint8Array, { stream: true });
+  let pending: Buffer[] = [];
+  for await (const part of res.body) {
+    const chunk = Buffer.from(part as Uint8Array);
     let start = 0;
-    for (let end = rest.indexOf('\n'); end >= 0; end = rest.indexOf('\n', start)) {
-      if (end > start) yield rest.slice(start, end);
+    for (let end = chunk.indexOf(0x0a); end >= 0; end = chunk.indexOf(0x0a, start)) {
+      const piece = chunk.subarray(start, end);
+      const line = pending.length === 0 ? piece : Buffer.concat([...pending, piece]);
+      pending = [];
+      if (line.length > 0) yield decoder.decode(line);
       start = end + 1;
     }
-    rest = rest.slice(start);
+    if (start < chunk.length) pending.push(chunk.subarray(start));
   }
-  rest += decoder.decode();
-  if (rest.trim() !== '') yield rest;
+  const last = decoder.decode(Buffer.concat(pending));
+  if (last.trim() !== '') yield last;
 }

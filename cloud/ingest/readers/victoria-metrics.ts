@@ -8,7 +8,8 @@
  * of start and step by the server's cache, while the raw samples are exact by construction and the
  * buckets are ours. Export returns each series merged and de-duplicated (`-dedup.minScrapeInterval`),
  * as a query would see it. The cost is the transfer: every sample of the asked-for fields crosses the
- * wire (about 30 bytes each), streamed and never held whole.
+ * wire (about 19 bytes each), streamed and never held whole. Measured here: a day of 10 devices at
+ * one reading a second, 3 fields (2.6 M samples, 50 MB), in 3.8 s, 1.5 s of it this process's CPU.
  *
  * VictoriaMetrics stores field `f` of measurement `m` as the series `m_f` with the tags as labels, and
  * keeps no types: text is stored as 0, and values are kept to about 15 significant digits.
@@ -44,6 +45,11 @@ export interface VictoriaMetricsSettings {
   token?: string;
   /** Timeout of one request, answer included, ms. */
   requestTimeoutMs: number;
+  /**
+   * Ask for gzipped answers: for a server across a slow link. Off, answers come as they are, which
+   * costs both ends less CPU than compressing exports near the server (like `influxGzip` for writes).
+   */
+  gzip?: boolean;
   /**
    * Ask the server to make everything it received searchable (`GET /internal/force_flush`) before
    * each read; without it, points written in the last second or so may not be seen yet. Default on.
@@ -97,6 +103,8 @@ export class VictoriaMetricsReader implements EngineReader {
     this.engine = settings.engine;
     this.target = this.base;
     if (settings.token) this.headers.authorization = `Token ${settings.token}`;
+    // fetch asks for gzip by default; near the server, decompressing an export costs more than the transfer.
+    this.headers['accept-encoding'] = settings.gzip ? 'gzip' : 'identity';
   }
 
   /**
