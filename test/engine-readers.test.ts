@@ -232,6 +232,27 @@ describe('engine readers', () => {
     }
   });
 
+  test('a window of several days reads the same as its hours (VictoriaMetrics exports it a day at a time)', async () => {
+    // Two days back and an hour on: the fleet's readings before and after its three hours count too.
+    const since = startMs - 2 * 24 * HOUR;
+    const until = untilMs + HOUR;
+    const want = expectedStats(readings, since, until).filter((r) => r.site === 'rd-north');
+    assert.deepEqual(
+      want.filter((r) => r.device === 'bsu-1').map((r) => r.count),
+      [2, 60, 60, 60, 3],
+    );
+    for (const reader of readers) {
+      const got = await reader.hourlyStats({
+        sinceMs: since,
+        untilMs: until,
+        site: 'rd-north',
+        measurement: Measurement.telemetry,
+        fields: ['SoC', 'W'],
+      });
+      assert.deepEqual(got, want, reader.engine);
+    }
+  });
+
   test('site and device narrow the rows to that device', async () => {
     const want = expectedStats(readings, startMs, untilMs).filter(
       (r) => r.site === 'rd-south' && r.device === 'bsu-2',

@@ -83,6 +83,8 @@ export function seriesSelector(
   return `{${matchers.join(',')}}`;
 }
 
+const DAY_MS = 24 * HOUR_MS;
+
 /** A time as VictoriaMetrics takes it: seconds since the epoch, with ms as decimals. */
 const seconds = (ms: number): string => (ms / 1000).toFixed(3);
 
@@ -237,8 +239,11 @@ export class VictoriaMetricsReader implements EngineReader {
 
   /**
    * Streams the samples of `fields` of the query's measurement, site and device in its window to
-   * `onSeries`, one exported line at a time, with the series' field name. VictoriaMetrics' export
-   * is inclusive at both ends: it is asked for [since, until - 1 ms], and the callers drop anything
+   * `onSeries`, one exported line at a time, with the series' field name. One request per UTC day
+   * of the window (each within the request timeout, and far below the server's
+   * `-search.maxExportDuration`, 30 days by default); a series whose samples span several days
+   * arrives once per day, which the callers' aggregates add up. VictoriaMetrics' export is
+   * inclusive at both ends: it is asked for [since, until - 1 ms], and the callers drop anything
    * outside the window all the same.
    */
   private async export(
@@ -247,12 +252,24 @@ export class VictoriaMetricsReader implements EngineReader {
     onSeries: (series: ExportedSeries, field: string) => void,
   ): Promise<void> {
     await this.flush(query.signal);
+    const selector = seriesSelector(query.measurement, [...new Set(fields)], query);
+    for (let from = query.sinceMs; from < query.untilMs;) {
+      const to = Math.min(query.untilMs, (Math.floor(from / DAY_MS) + 1) * DAY_MS);
+      await this.exportPart(query, selector, from, to, onSeries);
+      from = to;
+    }
+  }
+
+  /** One export request: the samples of `selector` in [fromMs, toMs). */
+  private async exportPart(
+    query: WindowQuery,
+    selector: string,
+    fromMs: number,
+    toMs: number,
+    onSeries: (series: ExportedSeries, field: string) => void,
+  ): Promise<void> {
     const prefix = `${query.measurement}_`;
-    const form = new URLSearchParams({
-      'match[]': seriesSelector(query.measurement, [...new Set(fields)], query),
-      start: seconds(query.sinceMs),
-      end: seconds(query.untilMs - 1),
-    });
+    const form = new URLSearchParams({ 'match[]': selector, start: seconds(fromMs), end: seconds(toMs - 1) });
     const what = `${this.engine} export at ${this.target}`;
     await readerRequest(
       what,
