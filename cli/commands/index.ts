@@ -38,6 +38,11 @@ export const commands: CommandEntry[] = [
     load: async () => (await import('./backfill.ts')).registerBackfill,
   },
   {
+    name: 'dlq',
+    summary: 'dead letters: list them, show one, redrive them through their consumer’s sink',
+    load: async () => (await import('./dlq.ts')).registerDlq,
+  },
+  {
     name: 'site',
     summary: 'onboard sites: their streams at the edge, their sourcing at the hub',
     load: async () => (await import('./site.ts')).registerSite,
