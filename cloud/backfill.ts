@@ -27,8 +27,13 @@ export interface BackfillRequest {
   untilMs: number;
   site?: string;
   device?: string;
-  /** The durable whose sink is filled (part of the checkpoint's identity). */
+  /** The durable whose sink is filled. */
   target: string;
+  /**
+   * A digest of where that sink writes (its settings: URL, database …), so that a checkpoint of one
+   * database is never taken for another's.
+   */
+  destination?: string;
 }
 
 /** What a backfill has finished, kept between runs. */
@@ -60,7 +65,9 @@ export interface BackfillReport {
 /** A stable identity of a request, for its checkpoint. */
 export const backfillId = (r: BackfillRequest): string =>
   createHash('sha256')
-    .update(JSON.stringify([r.target, r.sinceMs, r.untilMs, r.site ?? '', r.device ?? '']))
+    .update(
+      JSON.stringify([r.target, r.destination ?? '', r.sinceMs, r.untilMs, r.site ?? '', r.device ?? '']),
+    )
     .digest('hex')
     .slice(0, 16);
 

@@ -34,6 +34,8 @@ export interface DurableSpec {
   filter: ConsumerFilter;
   /** Whether a move of the durable is in progress (cloud/control.ts); a missing durable is then not created. */
   isMoving?: () => Promise<boolean>;
+  /** Where a durable created now starts (default the start of the stream). */
+  startSeq?: number;
 }
 
 /** Consumer info, or undefined when the durable does not exist. */
@@ -59,7 +61,9 @@ export async function ensureDurable(jsm: JetStreamManager, spec: DurableSpec, lo
   const want: Partial<ConsumerConfig> = {
     durable_name: durable,
     ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
+    ...(spec.startSeq !== undefined
+      ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: spec.startSeq }
+      : { deliver_policy: DeliverPolicy.All }),
     ack_wait: nanos(spec.ackWaitMs),
     max_ack_pending: spec.maxAckPending,
     // Unlimited on the server: at the server's limit a message would silently stop being
@@ -96,7 +100,7 @@ export async function ensureDurable(jsm: JetStreamManager, spec: DurableSpec, lo
     have.max_deliver !== want.max_deliver ||
     !sameFilter
   ) {
-    const { durable_name: _, ack_policy: _a, deliver_policy: _d, ...update } = want;
+    const { durable_name: _, ack_policy: _a, deliver_policy: _d, opt_start_seq: _s, ...update } = want;
     await jsm.consumers.update(stream, durable, update);
     log.info({ stream, durable, update }, 'updated the durable consumer');
   }

@@ -23,12 +23,19 @@ export interface HubRange {
   signal?: AbortSignal;
 }
 
-/** Messages the range holds that match its filter (one consumer info, nothing read). */
+/**
+ * Messages the range holds that match its filter, nothing read: what is pending from its start less
+ * what is pending after its end (consumer info counts to the end of the stream).
+ */
 export async function countHubRange(nc: NatsConnection, range: HubRange): Promise<number> {
   if (range.toSeq < range.fromSeq) return 0;
-  const consumer = await orderedConsumer(nc, range);
-  const info = await consumer.info(true);
-  return info.num_pending;
+  const pendingFrom = async (fromSeq: number): Promise<number> => {
+    const consumer = await orderedConsumer(nc, { ...range, fromSeq });
+    const pending = (await consumer.info(true)).num_pending;
+    await consumer.delete().catch(() => undefined);
+    return pending;
+  };
+  return (await pendingFrom(range.fromSeq)) - (await pendingFrom(range.toSeq + 1));
 }
 
 /**

@@ -79,10 +79,13 @@ function jsonLines(options: ProgressOptions, stream: NodeJS.WriteStream): Progre
   };
   const timer = setInterval(() => line(false), options.everyMs ?? 5_000);
   timer.unref();
+  let stopped = false;
   return {
     increment: (n) => void (done += n),
     setTotal: (t) => void (total = t),
     stop: () => {
+      if (stopped) return;
+      stopped = true;
       clearInterval(timer);
       line(true);
     },

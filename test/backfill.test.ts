@@ -19,7 +19,7 @@ import { silentLogger } from '../lib/log.ts';
 import { Header, subjectFor } from '../schemas/index.ts';
 import { envFileText } from '../stack/env-vars.ts';
 import type { RunningServer } from '../stack/server-process.ts';
-import { runSwitchyard, startSwitchyard } from './support/process.ts';
+import { runReport, startSwitchyard } from './support/process.ts';
 import { devicePayload } from './support/sink-conformance.ts';
 import { s3rverSettings, TestServers, waitFor } from './support/servers.ts';
 
@@ -76,19 +76,8 @@ describe('switchyard backfill', () => {
     new Date(t0 + toHour * HOUR_MS).toISOString(),
   ];
 
-  const backfill = async (args: string[]) => {
-    const { code, output } = await runSwitchyard([
-      'backfill',
-      '--to',
-      'ingest',
-      '--sink',
-      'influx1',
-      ...args,
-      '--json',
-    ]);
-    const last = output.trim().split('\n').at(-1) ?? '';
-    return { code, output, report: last.startsWith('{') ? JSON.parse(last) : undefined };
-  };
+  const backfill = (args: string[]) =>
+    runReport(['backfill', '--to', 'ingest', '--sink', 'influx1', ...args]);
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'switchyard-backfill-'));
@@ -189,7 +178,13 @@ describe('switchyard backfill', () => {
     );
     await s3.send(new DeleteObjectCommand({ Bucket: 'switchyard', Key: lost[1]!.manifest.object }));
 
-    const r = await backfill([...range(0, 3), '--env-file', await envFile('damaged')]);
+    const r = await backfill([
+      ...range(0, 3),
+      '--env-file',
+      await envFile('damaged'),
+      '--checkpoint',
+      join(dir, 'damaged.json'),
+    ]);
     assert.equal(r.code, 1, r.output);
     const reasons = new Map(
       (r.report.skippedObjects as { key: string; reason: string }[]).map((o) => [o.key, o.reason]),

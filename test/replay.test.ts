@@ -19,7 +19,7 @@ import { silentLogger } from '../lib/log.ts';
 import { Header, subjectFor } from '../schemas/index.ts';
 import { envFileText } from '../stack/env-vars.ts';
 import type { RunningServer } from '../stack/server-process.ts';
-import { runSwitchyard } from './support/process.ts';
+import { runReport, runSwitchyard } from './support/process.ts';
 import { devicePayload } from './support/sink-conformance.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
@@ -61,11 +61,7 @@ describe('switchyard replay', () => {
     return path;
   }
 
-  const replay = async (args: string[]) => {
-    const { code, output } = await runSwitchyard(['replay', ...args, '--json']);
-    const last = output.trim().split('\n').at(-1) ?? '';
-    return { code, output, report: last.startsWith('{') ? JSON.parse(last) : undefined };
-  };
+  const replay = (args: string[]) => runReport(['replay', ...args]);
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'switchyard-replay-'));

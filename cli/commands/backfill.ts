@@ -2,6 +2,7 @@
  * `switchyard backfill`: a time range of the S3 archive through a consumer's sink (docs/replay.md).
  */
 import { Command } from 'commander';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { backfillId, runBackfill, type BackfillReport } from '../../cloud/backfill.ts';
 import { ExitCode, UsageError } from '../../lib/errors.ts';
@@ -46,8 +47,20 @@ export const registerBackfill: RegisterCommand = (program) => {
     const untilMs = timeFlag('until', flags.until)!;
     if (untilMs <= sinceMs) throw new UsageError('--until must be after --since');
     process.exitCode = await withOperator('backfill', flags, async (ctx) => {
-      const { config, sink } = await ctx.openSink(flags.to!, flags.sink ? { sink: flags.sink } : {});
-      const request = { sinceMs, untilMs, site: flags.site, device: flags.device, target: config.durable };
+      const { spec, config, sink } = await ctx.openSink(flags.to!, flags.sink ? { sink: flags.sink } : {});
+      const sinkSettings = Object.keys(spec.sinkConfigSchema.properties).map((k) => [
+        k,
+        (config as Record<string, unknown>)[k],
+      ]);
+      const request = {
+        sinceMs,
+        untilMs,
+        site: flags.site,
+        device: flags.device,
+        target: config.durable,
+        // A digest: the settings hold credentials, and the request is printed in the report.
+        destination: createHash('sha256').update(JSON.stringify(sinkSettings)).digest('hex').slice(0, 16),
+      };
       const checkpoint =
         flags.checkpoint ?? join('.switchyard', 'backfill', `${config.durable}-${backfillId(request)}.json`);
       const report = await runBackfill({

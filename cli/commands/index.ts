@@ -38,6 +38,11 @@ export const commands: CommandEntry[] = [
     load: async () => (await import('./backfill.ts')).registerBackfill,
   },
   {
+    name: 'migrate',
+    summary: 'swap the time-series engine in flight: plan, start, backfill, verify, cutover',
+    load: async () => (await import('./migrate.ts')).registerMigrate,
+  },
+  {
     name: 'dlq',
     summary: 'dead letters: list them, show one, redrive them through their consumer’s sink',
     load: async () => (await import('./dlq.ts')).registerDlq,

@@ -12,6 +12,8 @@ export interface SwitchyardProcess {
   child: ChildProcess;
   /** Everything it printed so far (stdout and stderr). */
   output(): string;
+  /** What it printed on stdout alone (a command's report, without the progress and logs of stderr). */
+  stdout(): string;
   /** Resolves with the exit code (or signal name) once it exited. */
   exited: Promise<number | string>;
   /** Sends `signal` and waits for the exit. */
@@ -39,7 +41,11 @@ export function startSwitchyard(
   process.once('exit', reap);
   child.once('exit', () => process.off('exit', reap));
   let text = '';
-  child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+  let stdout = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    text += d.toString();
+    stdout += d.toString();
+  });
   child.stderr!.on('data', (d: Buffer) => (text += d.toString()));
   const exited = new Promise<number | string>((resolve) =>
     child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)),
@@ -47,6 +53,7 @@ export function startSwitchyard(
   return {
     child,
     output: () => text,
+    stdout: () => stdout,
     exited,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
@@ -59,7 +66,7 @@ export function startSwitchyard(
 export async function runSwitchyard(args: string[], env: Record<string, string> = {}) {
   const p = startSwitchyard(args, env);
   const code = await p.exited;
-  return { code, output: p.output() };
+  return { code, output: p.output(), stdout: p.stdout() };
 }
 
 /** Value of one Prometheus sample (`name{labels}`) from a /metrics endpoint, 0 if absent. */
@@ -69,4 +76,16 @@ export async function metricValue(opsUrl: string, sample: string): Promise<numbe
     if (line.startsWith(`${sample} `)) return Number(line.slice(sample.length + 1));
   }
   return 0;
+}
+
+/**
+ * Runs `switchyard <args> --json` to completion: the exit code, everything printed, and the report
+ * (the last line of stdout, parsed; undefined if there is none).
+ */
+export async function runReport(args: string[], env: Record<string, string> = {}) {
+  const { code, output, stdout } = await runSwitchyard([...args, '--json'], env);
+  const last = stdout.trim().split('\n').at(-1) ?? '';
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a report's shape is the command's
+  const report: any = last.startsWith('{') ? JSON.parse(last) : undefined;
+  return { code, output, report };
 }
