@@ -3,24 +3,33 @@
  * Each test has its own site token, durable and key prefix; assertions read Redis itself.
  */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { Registry } from 'prom-client';
 import { createClient, type RedisClientType } from 'redis';
-import { monitorSpec } from '../cli/commands/monitor.ts';
-import { loadConsumerConfig, startConsumer } from '../cloud/consumer-command.ts';
+import { monitorConsumer } from '../cloud/monitor/consumer.ts';
+import { loadConsumerConfig, startConsumer } from '../cloud/consumer.ts';
 import { monitorKeys } from '../cloud/monitor/keys.ts';
 import { entryOf, type MonitorUpdate } from '../cloud/monitor/conflate.ts';
-import { APPLY_ARGS_PER_ENTRY, APPLY_SCRIPT, applyArgs } from '../cloud/monitor/scripts.ts';
-import { MonitorMetric } from '../cloud/sinks/redis-monitor.ts';
+import {
+  APPLY_ARGS_PER_ENTRY,
+  APPLY_KEYS_PER_ENTRY,
+  applyCall,
+  monitorScripts,
+} from '../cloud/monitor/scripts.ts';
+import { MonitorMetric, RedisMonitorSink } from '../cloud/sinks/redis-monitor.ts';
 import { silentLogger } from '../lib/log.ts';
+import { sleep, waitUntil } from '../lib/timers.ts';
 import { Header } from '../schemas/headers.ts';
+import { freePort } from '../lib/process.ts';
+import { redisSpec } from '../stack/server-specs.ts';
 import { killServer, type RunningServer } from '../stack/server-process.ts';
 import { TestServers, waitFor } from './support/servers.ts';
+import { sinkMessage } from './support/sink-conformance.ts';
 
 const T0 = Date.UTC(2026, 10, 26, 3, 0, 0);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const telemetry = (ts: number, seq: number, SoC: number, W = 1000) =>
   JSON.stringify({ ts, seq, SoC, V: 780.5, A: 1.25, W, SoH: 97.5 });
@@ -67,7 +76,7 @@ describe('monitor to Redis', () => {
   async function startMonitor(site: string, extra: Record<string, string> = {}) {
     const controller = new AbortController();
     const registry = new Registry();
-    const config = loadConsumerConfig(monitorSpec, {
+    const config = loadConsumerConfig(monitorConsumer, {
       env: {},
       flags: {
         natsUrl: nats.url,
@@ -81,7 +90,7 @@ describe('monitor to Redis', () => {
         ...extra,
       },
     });
-    const run = await startConsumer(monitorSpec, config, {
+    const run = await startConsumer(monitorConsumer, config, {
       log: silentLogger,
       registry,
       signal: controller.signal,
@@ -244,7 +253,7 @@ describe('monitor to Redis', () => {
   });
 
   test('one script call applies many messages; a message that fails is reported alone', async () => {
-    const sha = await redis.scriptLoad(APPLY_SCRIPT);
+    const sha = await redis.scriptLoad(monitorScripts().apply);
     const site = 'chunk';
     const keys = monitorKeys(`${site}:`);
     const now = Date.now();
@@ -254,32 +263,30 @@ describe('monitor to Redis', () => {
       kind: MonitorUpdate['kind'],
       seq: number,
       fields: Record<string, string>,
-    ) =>
-      applyArgs(
-        entryOf({ kind, site, device, seq, tsMs: now - 1000 + seq, seenMs: now - 1000 + seq, fields }),
-      );
-    const args = [
-      `${site}:`,
-      String(now),
-      '120000',
-      '1000',
-      ...message('u1', 'telemetry', 1, { SoC: '50.5' }),
+    ) => entryOf({ kind, site, device, seq, tsMs: now - 1000 + seq, seenMs: now - 1000 + seq, fields });
+    const call = applyCall(keys, { nowMs: now, offlineAfterMs: 120_000, changesMaxLen: 1000 }, [
+      message('u1', 'telemetry', 1, { SoC: '50.5' }),
       // An event without an action: applying it fails in the script.
-      ...message('u1', 'event', 2, { alarm: 'OVER_TEMP' }),
-      ...message('u2', 'telemetry', 3, { SoC: '61' }),
-      ...message('u1', 'telemetry', 1, { SoC: '50.5' }),
-    ];
-    assert.equal(args.length, 4 + 4 * APPLY_ARGS_PER_ENTRY);
-    const results = (await redis.evalSha(sha, {
-      keys: [keys.sites, keys.lastSeen, keys.online, keys.changes],
-      arguments: args,
-    })) as unknown[];
+      message('u1', 'event', 2, { alarm: 'OVER_TEMP' }),
+      message('u2', 'telemetry', 3, { SoC: '61' }),
+      message('u1', 'telemetry', 1, { SoC: '50.5' }),
+    ]);
+    assert.equal(call.keys.length, 4 + 4 * APPLY_KEYS_PER_ENTRY);
+    assert.equal(call.arguments.length, 3 + 4 * APPLY_ARGS_PER_ENTRY);
+    const results = (await redis.evalSha(sha, call)) as unknown[];
     assert.equal(results.length, 4);
     assert.deepEqual([results[0], results[2], results[3]], [1, 1, 0], 'applied, applied, replayed (stale)');
     assert.match(String(results[1]), /^error: /, 'the failing message is reported as an error');
     assert.equal((await unit(site, 'u1')).SoC, '50.5');
     assert.equal((await unit(site, 'u2')).SoC, '61');
     assert.deepEqual(await siteCounts(site), { units: 2, online: 2, offline: 0, faulted: 0 });
+    // Every key the script wrote is one it was given: Redis Cluster routes a call by its KEYS.
+    const written = await redis.keys(`${site}:*`);
+    assert.equal(written.length, 8);
+    assert.deepEqual(
+      written.filter((key) => !call.keys.includes(key)),
+      [],
+    );
   });
 
   test('a conflated backlog leaves exactly the state, indexes and changes of one message at a time', async () => {
@@ -386,5 +393,92 @@ describe('monitor to Redis', () => {
       await monitor.registry.getSingleMetric('switchyard_consumer_messages_retried_total')!.get()
     ).values[0]?.value;
     t.diagnostic(`${retried ?? 0} messages retried across the Redis outage`);
+  });
+});
+
+describe('monitor on a Redis Cluster node', () => {
+  const servers = new TestServers('monitor-cluster');
+  let admin: RedisClientType;
+  let url: string;
+
+  before(async () => {
+    const spec = redisSpec({
+      name: 'redis-cluster',
+      dir: join(servers.dir, 'cluster'),
+      port: await freePort(),
+    });
+    const node = await servers.start({
+      ...spec,
+      args: [
+        ...spec.args,
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        join(spec.dataDir, 'nodes.conf'),
+      ],
+    });
+    url = node.url;
+    admin = createClient({ url });
+    admin.on('error', () => undefined);
+    await admin.connect();
+    // One node holding every slot: a cluster that checks each call's keys like a large one does.
+    await admin.sendCommand(['CLUSTER', 'ADDSLOTSRANGE', '0', '16383']);
+    await waitUntil('the cluster state to be ok', async () =>
+      String(await admin.sendCommand(['CLUSTER', 'INFO'])).includes('cluster_state:ok'),
+    );
+  });
+  after(async () => {
+    admin?.destroy();
+    await servers.stopAll();
+  });
+
+  const monitorSink = (redisKeyPrefix: string, now: () => number) =>
+    new RedisMonitorSink({
+      redisUrl: url,
+      redisKeyPrefix,
+      offlineAfterMs: 60_000,
+      sweepIntervalMs: 3_600_000,
+      changesMaxLen: 1000,
+      consumer: 'monitor',
+      log: silentLogger,
+      registry: new Registry(),
+      now,
+    });
+  const batch = () => [
+    sinkMessage('cl', 'u1', 'telemetry', { ts: Date.now() - 1000, seq: 1, SoC: 51, V: 770, A: 1, W: 770 }),
+    sinkMessage('cl', 'u2', 'status', { ts: Date.now() - 1000, seq: 1, State: 'FAULT' }),
+    sinkMessage('cl', 'u2', 'event', {
+      ts: Date.now() - 900,
+      seq: 2,
+      alarm: 'GROUND_FAULT',
+      action: 'raised',
+    }),
+  ];
+
+  test('applies and sweeps when its key prefix is a hash tag, and cannot without one', async (t) => {
+    let now = Date.now();
+    const sink = monitorSink('{mon}:', () => now);
+    const untagged = monitorSink('mon:', () => now);
+    t.after(() => Promise.all([sink.close(), untagged.close()]));
+    await sink.open();
+    assert.deepEqual(await sink.write(batch(), AbortSignal.timeout(5_000)), { rejected: [] });
+    const keys = monitorKeys('{mon}:');
+    assert.equal((await admin.hGetAll(keys.unit('cl', 'u1'))).SoC, '51');
+    assert.equal((await admin.hGetAll(keys.unit('cl', 'u2'))).health, 'faulted');
+    now += 120_000;
+    assert.equal(await sink.sweep(), 2, 'both units went offline');
+    assert.deepEqual(
+      { ...(await admin.hGetAll(keys.site('cl'))) },
+      {
+        units: '2',
+        online: '0',
+        offline: '2',
+        faulted: '0',
+      },
+    );
+
+    // Without a hash tag the keys of one call fall in different slots: Redis refuses the call.
+    await untagged.open();
+    await assert.rejects(untagged.write(batch(), AbortSignal.timeout(5_000)), /CROSSSLOT/);
   });
 });

@@ -1,18 +1,8 @@
 /**
- * The monitor's Redis keys (prefix `bsu:` by default; a second monitor during an engine swap uses
- * another prefix). Site and device ids never contain `:` (schemas/subjects.ts), so
- * `<site>:<device>` splits unambiguously.
- *
- * | key | type | content |
- * |---|---|---|
- * | `bsu:unit:<site>:<device>` | hash | latest state of a unit (UnitField) |
- * | `bsu:unit:<site>:<device>:alarms` | hash | per alarm name: `<tsMs>\|<stream seq>\|raised or cleared\|<severity>` |
- * | `bsu:site:<site>` | hash | `units`, `online`, `offline`, `faulted` counts |
- * | `bsu:sites` | set | every site seen |
- * | `bsu:lastseen` | sorted set | member `<site>:<device>`, score last-seen time (ms) |
- * | `bsu:lastseen:<site>` | sorted set | member `<device>`, score last-seen time (ms) |
- * | `bsu:online` | sorted set | units not offline (the offline sweep's work list) |
- * | `bsu:changes` | stream | one entry per change (UnitChange), capped near `changesMaxLen` |
+ * The monitor's Redis keys (docs/consumers.md has the table): all under one prefix, `bsu:` by
+ * default, another for a second monitor during an engine swap, and a hash tag such as `{bsu}:` on
+ * Redis Cluster (cloud/monitor/apply.lua says why). Site and device ids never contain `:`
+ * (schemas/subjects.ts), so `<site>:<device>` splits unambiguously.
  */
 
 export const DEFAULT_KEY_PREFIX = 'bsu:';

@@ -1,17 +1,10 @@
 /**
- * The monitor sink: the latest state of every unit in Redis, for dashboards and alerting (keys:
- * cloud/monitor/keys.ts; update rules: cloud/monitor/scripts.ts).
+ * The monitor sink: the latest state of every unit in Redis (docs/consumers.md; keys:
+ * cloud/monitor/keys.ts; update rules: cloud/monitor/apply.lua).
  *
- * A batch is one pipeline of EVALSHA calls, each applying up to APPLY_CHUNK messages (one round
- * trip, no MULTI: each message is applied atomically, and every one is idempotent, so a batch that
- * is cut short and retried is harmless). Telemetry readings that a newer reading of the same unit
- * in the same batch supersedes are folded into it first (cloud/monitor/conflate.ts). A periodic
- * sweep marks units offline after `offlineAfterMs` of silence. Every change (health, State, ChaSt,
- * firmware, an alarm raised or cleared) is announced on the stream `bsu:changes`.
- *
- * Payloads of kind `invalid`, and payloads that do not decode, are counted and only mark the unit
- * as heard from: the archive keeps them, and dead-lettering each would only copy them again.
- * While Redis is unreachable every write fails fast (no offline queue) and the runner waits.
+ * A batch is one pipeline of EVALSHA calls of up to APPLY_CHUNK entries: one round trip, and no
+ * MULTI, because each message is applied atomically and idempotently, so a batch cut short and
+ * retried is harmless.
  */
 import type { Counter, Registry } from 'prom-client';
 import { registeredCounter as counter } from '../../lib/metrics.ts';
@@ -20,7 +13,7 @@ import Type, { type Static } from 'typebox';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Readiness } from '../../lib/ops.ts';
-import { sleep } from '../../lib/timers.ts';
+import { waitUntil, withTimeout } from '../../lib/timers.ts';
 import { decodePayload, severityOf, type Evt1Alarm } from '../../schemas/index.ts';
 import { receivedAtMs } from '../archive/layout.ts';
 import {
@@ -31,10 +24,17 @@ import {
   type MonitorKeys,
 } from '../monitor/keys.ts';
 import { conflate, type ApplyEntry, type MonitorUpdate } from '../monitor/conflate.ts';
-import { APPLY_CHUNK, APPLY_SCRIPT, applyArgs, SWEEP_SCRIPT } from '../monitor/scripts.ts';
+import {
+  APPLY_CHUNK,
+  applyCall,
+  monitorScripts,
+  sweepCall,
+  type ScriptCall,
+  type ScriptSettings,
+} from '../monitor/scripts.ts';
 import type { Sink, SinkMessage, SinkRejection, WriteResult } from '../sink.ts';
 
-/** Settings of the monitor sink (the runner's come from cloud/consumer-command.ts). */
+/** Settings of the monitor sink (the runner's: cloud/runner-settings.ts). */
 export const MonitorConfigSchema = Type.Object({
   redisUrl: Type.String({ minLength: 1, default: 'redis://127.0.0.1:6379', description: 'Redis URL' }),
   redisKeyPrefix: Type.String({ default: DEFAULT_KEY_PREFIX, description: 'prefix of every monitor key' }),
@@ -134,6 +134,8 @@ export class RedisMonitorSink implements Sink {
   private readonly offline: Counter<'consumer'>;
 
   constructor(private readonly options: RedisMonitorOptions) {
+    // Read now: a script missing from the build stops the consumer at start, not at every open.
+    monitorScripts();
     this.keys = monitorKeys(options.redisKeyPrefix);
     this.now = options.now ?? Date.now;
     const r = options.registry;
@@ -185,19 +187,27 @@ export class RedisMonitorSink implements Sink {
       client.connect().catch(() => undefined);
       this.client = client;
     }
-    const deadline = Date.now() + 5_000;
-    while (!this.client.isReady && Date.now() < deadline) await sleep(50);
-    if (!this.client.isReady)
-      throw new Error(`redis at ${this.options.redisUrl} is not reachable: ${this.lastError}`);
-    await this.loadScripts(this.client);
+    const client = this.client;
+    await waitUntil('redis to be ready', () => client.isReady, { timeoutMs: 5_000, everyMs: 50 }).catch(
+      () => {
+        throw new Error(`redis at ${this.options.redisUrl} is not reachable: ${this.lastError}`);
+      },
+    );
+    await this.loadScripts(client);
     this.sweepTimer = setInterval(() => void this.sweep(), this.options.sweepIntervalMs);
     this.sweepTimer.unref();
     this.options.log.info({ prefix: this.options.redisKeyPrefix }, 'monitoring into redis');
   }
 
   private async loadScripts(client: Client): Promise<void> {
-    this.applySha = await client.scriptLoad(APPLY_SCRIPT);
-    this.sweepSha = await client.scriptLoad(SWEEP_SCRIPT);
+    const scripts = monitorScripts();
+    this.applySha = await client.scriptLoad(scripts.apply);
+    this.sweepSha = await client.scriptLoad(scripts.sweep);
+  }
+
+  private scriptSettings(): ScriptSettings {
+    const { offlineAfterMs, changesMaxLen } = this.options;
+    return { nowMs: this.now(), offlineAfterMs, changesMaxLen };
   }
 
   async write(batch: readonly SinkMessage[], signal: AbortSignal): Promise<WriteResult> {
@@ -205,12 +215,7 @@ export class RedisMonitorSink implements Sink {
     if (!client?.isReady)
       throw new Error(`redis is not connected${this.lastError ? `: ${this.lastError}` : ''}`);
     const { keys, options } = this;
-    const head = [
-      options.redisKeyPrefix,
-      String(this.now()),
-      String(options.offlineAfterMs),
-      String(options.changesMaxLen),
-    ];
+    const settings = this.scriptSettings();
     const updates = batch.map((message): MonitorUpdate => {
       const update = updateOf(message);
       if (!('invalid' in update)) return update;
@@ -219,16 +224,12 @@ export class RedisMonitorSink implements Sink {
       return heardFrom(message);
     });
     const entries = conflate(updates);
-    const chunks: string[][] = [];
-    for (let start = 0; start < entries.length; start += APPLY_CHUNK) {
-      const args = [...head];
-      for (const e of entries.slice(start, start + APPLY_CHUNK)) args.push(...applyArgs(e));
-      chunks.push(args);
-    }
-    const scriptKeys = [keys.sites, keys.lastSeen, keys.online, keys.changes];
+    const calls: ScriptCall[] = [];
+    for (let start = 0; start < entries.length; start += APPLY_CHUNK)
+      calls.push(applyCall(keys, settings, entries.slice(start, start + APPLY_CHUNK)));
     const run = async (): Promise<unknown[]> => {
       const pipeline = client.multi();
-      for (const chunk of chunks) pipeline.evalSha(this.applySha, { keys: scriptKeys, arguments: chunk });
+      for (const call of calls) pipeline.evalSha(this.applySha, call);
       return pipeline.execAsPipeline();
     };
     let replies: unknown[];
@@ -270,7 +271,11 @@ export class RedisMonitorSink implements Sink {
     return { rejected };
   }
 
-  /** Marks silent units offline; runs on its own timer, and is safe to run from several monitors. */
+  /**
+   * Marks silent units offline and resolves to how many; runs on its own timer, and is safe to run
+   * from several monitors. The candidates are read first, so that the script is handed every key
+   * it touches; it checks each again before it moves it.
+   */
   async sweep(): Promise<number> {
     const client = this.client;
     if (this.sweeping || !client?.isReady || !this.sweepSha) return 0;
@@ -278,18 +283,14 @@ export class RedisMonitorSink implements Sink {
     let total = 0;
     try {
       for (;;) {
-        const seen = (await client.evalSha(this.sweepSha, {
-          keys: [this.keys.online, this.keys.changes],
-          arguments: [
-            String(this.now()),
-            String(this.options.offlineAfterMs),
-            String(SWEEP_LIMIT),
-            String(this.options.changesMaxLen),
-            this.options.redisKeyPrefix,
-          ],
-        })) as number;
-        total += seen;
-        if (seen < SWEEP_LIMIT) break;
+        const settings = this.scriptSettings();
+        const silentSince = settings.nowMs - settings.offlineAfterMs;
+        const candidates = await client.zRangeByScore(this.keys.online, '-inf', `(${silentSince}`, {
+          LIMIT: { offset: 0, count: SWEEP_LIMIT },
+        });
+        if (candidates.length === 0) break;
+        total += (await client.evalSha(this.sweepSha, sweepCall(this.keys, settings, candidates))) as number;
+        if (candidates.length < SWEEP_LIMIT) break;
       }
       if (total > 0) this.offline.inc({ consumer: this.options.consumer }, total);
     } catch (err) {
@@ -307,19 +308,13 @@ export class RedisMonitorSink implements Sink {
         ready: false,
         reasons: [`not connected to ${this.options.redisUrl}${this.lastError ? `: ${this.lastError}` : ''}`],
       };
-    let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
-        this.client.ping(),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error('PING timed out')), 2_000);
-        }),
-      ]);
+      await withTimeout(this.client.ping(), 2_000, () => {
+        throw new Error('PING timed out');
+      });
       return { ready: true };
     } catch (err) {
       return { ready: false, reasons: [describeError(err)] };
-    } finally {
-      clearTimeout(timer);
     }
   }
 
