@@ -1,15 +1,19 @@
 /**
  * The ingest sinks against their real servers: `influx2` against VictoriaMetrics (the v2 write
  * API), `influx1` against InfluxDB 1.x. Both pass the shared conformance suite; below it, what is
- * particular to line-protocol engines (server-side refusals, a missing database, request size).
+ * particular to line-protocol engines (server-side refusals, a missing database, request size, the
+ * server's Retry-After).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { messagePoints, type Point } from '../cloud/line-protocol.ts';
-import type { SinkMessage } from '../cloud/sink.ts';
+import { TransientSinkError, type SinkMessage } from '../cloud/sink.ts';
 import { createInflux1Sink, type Influx1Settings } from '../cloud/sinks/influx1.ts';
 import { createInflux2Sink, type Influx2Settings } from '../cloud/sinks/influx2.ts';
 import { InfluxUnavailableError } from '../cloud/sinks/influx-errors.ts';
+import { parseRetryAfter } from '../cloud/sinks/retry-after.ts';
 import { silentLogger } from '../lib/log.ts';
 import { killServer, stopServer, type RunningServer } from '../stack/server-process.ts';
 import { TestServers } from './support/servers.ts';
@@ -116,7 +120,7 @@ async function readVictoriaMetrics(url: string, site: string): Promise<Row[]> {
 // ---------------------------------------------------------------------------------------------
 // Adapters
 
-const influx2Settings = (vm: RunningServer): Influx2Settings => ({
+const influx2Settings = (vm: { url: string }): Influx2Settings => ({
   url: vm.url,
   token: 'local',
   org: 'switchyard',
@@ -125,7 +129,7 @@ const influx2Settings = (vm: RunningServer): Influx2Settings => ({
   gzipMinBytes: 1000,
 });
 
-const influx1Settings = (influxdb: RunningServer, database = 'switchyard'): Influx1Settings => ({
+const influx1Settings = (influxdb: { url: string }, database = 'switchyard'): Influx1Settings => ({
   url: influxdb.url,
   database,
   requestTimeoutMs: 5000,
@@ -142,9 +146,8 @@ sinkConformance('influx2 sink (VictoriaMetrics)', async () => {
     readBack: (site) => readVictoriaMetrics(vm.url, site),
     expected: vmSamples,
     rejectsUndecodable: true,
-    // SIGTERM, not SIGKILL: VictoriaMetrics 1.79 acknowledges a write before it is on disk and,
-    // measured here, loses the last ~6-12 s of acknowledged points on SIGKILL. No client can see
-    // that; docs/ingest.md says how to backfill such a window from the archive.
+    // SIGTERM, not SIGKILL: VictoriaMetrics 1.79 acknowledges a write before it is on disk, so a
+    // SIGKILL loses the last seconds of acknowledged points, which no client can see (docs/ingest.md).
     kill: async () => {
       await stopServer(vm);
       return async () => void (vm = await servers.restart(vm));
@@ -248,5 +251,105 @@ describe('line-protocol sinks', () => {
     controller.abort(new Error('stopping'));
     await assert.rejects(sink.write(deviceMessages('aborted', 3), controller.signal));
     assert.deepEqual(await readInflux1(influxdb.url, 'aborted'), []);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The server's retry hint
+
+describe('Retry-After', () => {
+  test('is read as delay-seconds or an HTTP date, and nothing else', () => {
+    const now = Date.parse('2026-12-04T12:00:00Z');
+    assert.equal(parseRetryAfter('120', now), 120_000);
+    assert.equal(parseRetryAfter(' 0 ', now), 0);
+    assert.equal(parseRetryAfter('Fri, 04 Dec 2026 12:00:30 GMT', now), 30_000);
+    assert.equal(parseRetryAfter('Friday, 04-Dec-26 12:01:00 GMT', now), 60_000);
+    assert.equal(parseRetryAfter('Fri, 04 Dec 2026 11:00:00 GMT', now), 0, 'a date gone by: at once');
+    for (const junk of [undefined, null, '', '1.5', '-3', '2027-01-01', 'soon', 'Fri, 04 Dec 2026 12:00:30'])
+      assert.equal(parseRetryAfter(junk, now), undefined, String(junk));
+  });
+
+  // No database here can be made to answer 429 or 503: a local HTTP server answers as one would.
+  describe('from the database', () => {
+    interface Answer {
+      status: number;
+      headers: OutgoingHttpHeaders;
+      body: string;
+    }
+    let answer: Answer;
+    const received: { method: string; path: string; headers: IncomingHttpHeaders; body: string }[] = [];
+    const server = createServer((req, res) => {
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (chunk: string) => (body += chunk));
+      req.on('end', () => {
+        received.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body });
+        res.writeHead(answer.status, answer.headers).end(answer.body);
+      });
+    });
+    let url: string;
+    before(async () => {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    });
+    after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+    const sinks = {
+      influx2: () => createInflux2Sink({ ...influx2Settings({ url }), gzipMinBytes: Infinity }, silentLogger),
+      influx1: () => createInflux1Sink({ ...influx1Settings({ url }), gzipMinBytes: Infinity }, silentLogger),
+    };
+    /** What a write through `engine` throws while the server gives `given`. */
+    async function failure(engine: keyof typeof sinks, given: Answer): Promise<TransientSinkError> {
+      answer = given;
+      received.length = 0;
+      const sink = sinks[engine]();
+      const batch = deviceMessages(`retry-${engine}`, 3);
+      const err = await sink.write(batch, AbortSignal.timeout(5_000)).then(
+        () => assert.fail('the write resolved'),
+        (e: unknown) => e,
+      );
+      await sink.close();
+      // The request reached the server, points and all.
+      assert.equal(received.length, 1);
+      assert.equal(received[0]!.method, 'POST');
+      assert.match(received[0]!.path, engine === 'influx2' ? /^\/api\/v2\/write\?/ : /^\/write\?/);
+      assert.match(received[0]!.body, new RegExp(`site=retry-${engine}`));
+      assert.ok(err instanceof InfluxUnavailableError, String(err));
+      assert.ok(err instanceof TransientSinkError);
+      assert.equal(err.failedSeqs, undefined, 'the whole batch is retried');
+      return err;
+    }
+
+    for (const engine of ['influx2', 'influx1'] as const) {
+      test(`${engine}: 429 with Retry-After in seconds throws a transient error carrying the hint`, async () => {
+        const err = await failure(engine, {
+          status: 429,
+          headers: { 'content-type': 'application/json', 'retry-after': '7' },
+          body: JSON.stringify({ code: 'too many requests', message: 'slow down', error: 'slow down' }),
+        });
+        assert.equal(err.retryAfterMs, 7_000);
+        assert.match(err.message, /HTTP 429: slow down/);
+      });
+
+      test(`${engine}: 503 with Retry-After as an HTTP date throws a transient error carrying the hint`, async () => {
+        // HTTP dates have whole seconds: 30 s from now is 29-30 s away once it arrives.
+        const at = new Date(Math.floor(Date.now() / 1000) * 1000 + 30_000);
+        const err = await failure(engine, {
+          status: 503,
+          headers: { 'content-type': 'text/plain', 'retry-after': at.toUTCString() },
+          body: 'overloaded',
+        });
+        assert.ok(
+          err.retryAfterMs !== undefined && err.retryAfterMs > 25_000 && err.retryAfterMs <= 30_000,
+          `retryAfterMs ${err.retryAfterMs}`,
+        );
+        assert.match(err.message, /HTTP 503: overloaded/);
+      });
+
+      test(`${engine}: 503 without Retry-After leaves the delay to the runner`, async () => {
+        const err = await failure(engine, { status: 503, headers: {}, body: '' });
+        assert.equal(err.retryAfterMs, undefined);
+      });
+    }
   });
 });

@@ -10,8 +10,10 @@
  * - `config`: 401, 403, 404 (wrong token, missing database or bucket) and any other 4xx. An
  *   operator problem, not bad data: transient, so nothing is dead-lettered while it lasts, and
  *   logged as an error with what to check.
- * - `unavailable`: 429, 5xx, timeouts, refused or reset connections. Transient.
+ * - `unavailable`: 429, 5xx, timeouts, refused or reset connections. Transient; a `Retry-After`
+ *   the server sent with its answer (429, 503) is the least the runner waits before retrying.
  */
+import { TransientSinkError } from '../sink.ts';
 
 export const FailureClass = {
   data: 'data',
@@ -33,23 +35,27 @@ export function classifyStatus(status: number): FailureClass {
 export class InfluxHttpError extends Error {
   override name = 'InfluxHttpError';
   readonly failureClass: FailureClass;
+  /** The server's `Retry-After`, in ms (cloud/sinks/retry-after.ts), if it sent one. */
+  readonly retryAfterMs: number | undefined;
   constructor(
     /** HTTP status. */
     readonly status: number,
     /** The server's own words (the `error` or `message` of a JSON body, else the body). */
     readonly serverReason: string,
-    options?: ErrorOptions,
+    options: ErrorOptions & { retryAfterMs?: number | undefined } = {},
   ) {
-    super(`HTTP ${status}: ${serverReason}`, options);
+    super(`HTTP ${status}: ${serverReason}`, { cause: options.cause });
     this.failureClass = classifyStatus(status);
+    this.retryAfterMs = options.retryAfterMs;
   }
 }
 
 /**
  * The store cannot take writes now (server down or overloaded, timeout, network error, or a
- * configuration problem such as a missing database): transient, the runner naks and retries.
+ * configuration problem such as a missing database): transient, the runner naks and retries, no
+ * sooner than `retryAfterMs` when the server said when.
  */
-export class InfluxUnavailableError extends Error {
+export class InfluxUnavailableError extends TransientSinkError {
   override name = 'InfluxUnavailableError';
 }
 

@@ -1,16 +1,8 @@
 /**
- * The ingest sink, shared by every line-protocol engine. An engine (influx2.ts, influx1.ts) only
- * knows how to POST line protocol and how to ask the server whether it would take a write; this
- * module does the rest the same way for all of them:
- *
- * - payload → points → line protocol (cloud/line-protocol.ts); a device payload that does not
- *   decode is rejected with the decoder's reason; a message of kind `invalid` is skipped and
- *   counted (the archive keeps it, the bridge already counted it),
- * - requests of at most `maxRequestBytes`, sent one after the other,
- * - a request the server refuses as bad data is split in halves until the messages behind the
- *   refusal are found: those are rejected with the server's reason, everything else is written,
- * - every other failure throws (transient): the runner naks and the batch comes back, which is
- *   safe because a replayed point lands on the same series and timestamp.
+ * The ingest sink, shared by every line-protocol engine (docs/ingest.md). An engine (influx2.ts,
+ * influx1.ts) only knows how to POST line protocol and how to ask the server whether it would take
+ * a write; mapping, request sizing, error classification (influx-errors.ts) and the splitting that
+ * isolates refused messages are done here, the same way for all of them.
  */
 import type { Registry } from 'prom-client';
 import { describeError } from '../../lib/errors.ts';
@@ -78,7 +70,11 @@ interface Prepared {
 
 const utf8Bytes = (s: string): number => Buffer.byteLength(s, 'utf8');
 
-/** A Sink writing line protocol through an engine; see the module comment. */
+/**
+ * A Sink writing line protocol through an engine. A transient failure fails the whole batch
+ * (InfluxUnavailableError, with the server's `Retry-After` when it sent one), even after some of
+ * its requests went through: writing their points again lands on the same series and time.
+ */
 export class InfluxSink implements Sink {
   readonly name: string;
   readonly stats: InfluxSinkStats = { pointsWritten: 0, requests: 0, skipped: 0, rejected: 0, splits: 0 };
@@ -209,6 +205,7 @@ export class InfluxSink implements Sink {
         `${this.name} write to ${this.engine.target} failed: ${describeError(err)}`,
         {
           cause: err,
+          retryAfterMs: err instanceof InfluxHttpError ? err.retryAfterMs : undefined,
         },
       );
     }

@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import type { Logger } from '../../lib/log.ts';
 import { InfluxHttpError, serverReason } from './influx-errors.ts';
+import { retryAfterOf } from './retry-after.ts';
 import {
   DEFAULT_INFLUX_SINK_OPTIONS,
   InfluxSink,
@@ -58,7 +59,8 @@ export class Influx1Engine implements InfluxEngine {
       signal: AbortSignal.any([signal, AbortSignal.timeout(this.settings.requestTimeoutMs)]),
     });
     const text = await res.text();
-    if (!res.ok) throw new InfluxHttpError(res.status, serverReason(text));
+    if (!res.ok)
+      throw new InfluxHttpError(res.status, serverReason(text), { retryAfterMs: retryAfterOf(res.headers) });
   }
 
   /**

@@ -13,6 +13,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import { HttpError, InfluxDB } from '@influxdata/influxdb-client';
 import type { Logger } from '../../lib/log.ts';
 import { InfluxHttpError, serverReason } from './influx-errors.ts';
+import { retryAfterOf } from './retry-after.ts';
 import {
   DEFAULT_INFLUX_SINK_OPTIONS,
   InfluxSink,
@@ -35,10 +36,16 @@ export interface Influx2Settings {
 
 const isHttpError = (err: unknown): err is HttpError => err instanceof HttpError;
 
-/** Wraps a client error so the shared classification sees the HTTP status; others pass through. */
+/**
+ * Wraps a client error so the shared classification sees the HTTP status and the `Retry-After`
+ * (the client's own `retryAfter()` reads only delay-seconds); others pass through.
+ */
 function translate(err: unknown): unknown {
   if (!isHttpError(err)) return err;
-  return new InfluxHttpError(err.statusCode, serverReason(err.body ?? err.message), { cause: err });
+  return new InfluxHttpError(err.statusCode, serverReason(err.body ?? err.message), {
+    cause: err,
+    retryAfterMs: retryAfterOf(err.headers),
+  });
 }
 
 export class Influx2Engine implements InfluxEngine {
