@@ -1,23 +1,27 @@
 /**
  * The archive sink (S3, against s3rver) and the monitor sink (Redis, against redis-server) through
- * the shared Sink conformance suite (test/sink-conformance.ts). Each adapter reads back exactly
- * what its store holds for a site — the archive's records by stream sequence, through verified
- * manifests; the monitor's unit hashes, alarms, site counts, indexes and change entries — and
- * computes what that must be from the messages alone. Neither sink has bad data: both declare it,
- * with the reason, instead of faking a rejection.
+ * the shared Sink conformance suite (test/support/sink-conformance.ts). Each adapter reads back
+ * exactly what its store holds for a site — the archive's records by stream sequence, through
+ * verified manifests; the monitor's unit hashes, alarms, site counts, indexes and change entries —
+ * and computes what that must be from the messages alone. Neither sink has bad data: both declare
+ * it, with the reason, instead of faking a rejection. Below the suites, what is particular to the
+ * archive: a write that fails for some of its objects.
  */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { Registry } from 'prom-client';
 import { createClient, type RedisClientType } from 'redis';
 import { DEFAULT_ARCHIVE_PREFIX, recordPayload } from '../cloud/archive/layout.ts';
-import { createS3Client, listManifests, readArchiveObject } from '../cloud/archive/s3.ts';
+import { createS3Client, listKeys, listManifests, readArchiveObject } from '../cloud/archive/s3.ts';
 import { monitorKeys } from '../cloud/monitor/keys.ts';
-import type { SinkMessage } from '../cloud/sink.ts';
+import { TransientSinkError, type SinkMessage } from '../cloud/sink.ts';
 import { S3ArchiveSink } from '../cloud/sinks/s3-archive.ts';
 import { RedisMonitorSink } from '../cloud/sinks/redis-monitor.ts';
 import { silentLogger } from '../lib/log.ts';
-import { killServer } from '../stack/server-process.ts';
-import { sinkConformance } from './support/sink-conformance.ts';
+import { killServer, type RunningServer } from '../stack/server-process.ts';
+import { readArchive as readArchiveContents, s3FaultProxy, type S3FaultProxy } from './support/archive.ts';
+import { deviceMessages, sinkConformance } from './support/sink-conformance.ts';
 import { canonical, expectedMonitorState, readMonitorState, type Row } from './support/monitor-state.ts';
 import { s3rverSettings, TestServers } from './support/servers.ts';
 
@@ -136,7 +140,7 @@ sinkConformance(
       },
       expected: expectedMonitorState,
       rejectsUndecodable: false,
-      // Redis runs with an append-only file (stack/servers.ts): a SIGKILL loses nothing it answered.
+      // Redis runs with an append-only file (stack/server-specs.ts): a SIGKILL loses nothing it answered.
       kill: async () => {
         await killServer(redisServer);
         return async () => void (redisServer = await servers.restart(redisServer));
@@ -152,3 +156,91 @@ sinkConformance(
       'the monitor counts an undecodable payload and marks its unit as heard from; the archive keeps it',
   },
 );
+
+// ---------------------------------------------------------------------------------------------
+// Particular to the archive
+
+describe('archive sink', () => {
+  const servers = new TestServers('sink-s3-partial');
+  let s3server: RunningServer;
+  let reader: S3Client;
+  let proxy: S3FaultProxy;
+
+  before(async () => {
+    s3server = await servers.s3([BUCKET]);
+    reader = createS3Client(s3rverSettings(s3server));
+    proxy = await s3FaultProxy(s3server.url, () => false, { retryAfter: '2' });
+  });
+  after(async () => {
+    reader?.destroy();
+    await proxy?.close();
+    await servers.stopAll();
+  });
+
+  test('a write that fails for some objects names exactly their messages; the other objects are durable', async () => {
+    const prefix = 'partial/';
+    const sink = new S3ArchiveSink({
+      ...s3rverSettings(s3server),
+      s3Endpoint: proxy.url,
+      s3Bucket: BUCKET,
+      s3Prefix: prefix,
+      putConcurrency: 2,
+      gzipLevel: 6,
+      s3RequestTimeoutMs: 5_000,
+      consumer: 'archive',
+      stream: 'BSU',
+      log: silentLogger,
+      registry: new Registry(),
+    });
+    await sink.open();
+    // Three sites' messages interleaved in one batch: an object (or more, at an hour's turn) each.
+    const bySite = ['pa', 'pb', 'pc'].map((site) => deviceMessages(site, 6));
+    const batch = bySite[0]!.flatMap((m, i) => [m, bySite[1]![i]!, bySite[2]![i]!]);
+    const seqsOf = (messages: readonly SinkMessage[]) => messages.map((m) => m.seq).sort((a, b) => a - b);
+    // S3 throttles site pb's data object, and site pc's manifest after its data object went in.
+    proxy.refuse = (key) =>
+      key.startsWith(`${prefix}site=pb/`) ||
+      (key.startsWith(`${prefix}site=pc/`) && key.endsWith('.manifest.json'));
+
+    const err = await sink.write(batch, AbortSignal.timeout(10_000)).then(
+      () => assert.fail('the write resolved'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof TransientSinkError, String(err));
+    assert.deepEqual(
+      [...err.failedSeqs!].sort((a, b) => a - b),
+      seqsOf([...bySite[1]!, ...bySite[2]!]),
+      'exactly the messages of the objects not written',
+    );
+    assert.equal(err.retryAfterMs, 2_000, "S3's Retry-After");
+    assert.ok(proxy.refused.some((key) => key.includes('site=pb/')));
+    assert.ok(proxy.refused.some((key) => key.includes('site=pc/') && key.endsWith('.manifest.json')));
+
+    // In S3 itself: site pa whole, and nothing a reader trusts of pb or pc (pc's data object is
+    // there, without the manifest that would make it count).
+    assert.ok((await listKeys(reader, BUCKET, `${prefix}site=pc/`)).some((k) => k.endsWith('.ndjson.gz')));
+    const durable = await readArchiveContents(reader, BUCKET, prefix);
+    assert.deepEqual(new Set(durable.manifests.map((m) => m.site)), new Set(['pa']));
+    assert.deepEqual(
+      durable.records.map((r) => r.seq).sort((a, b) => a - b),
+      seqsOf(bySite[0]!),
+    );
+
+    // The runner redelivers only the failed messages; once S3 takes them, every site is whole once.
+    proxy.refuse = () => false;
+    const failed = new Set(err.failedSeqs);
+    assert.deepEqual(
+      await sink.write(
+        batch.filter((m) => failed.has(m.seq)),
+        AbortSignal.timeout(10_000),
+      ),
+      { rejected: [] },
+    );
+    const all = await readArchiveContents(reader, BUCKET, prefix);
+    assert.deepEqual(
+      all.records.map((r) => r.seq).sort((a, b) => a - b),
+      seqsOf(batch),
+    );
+    await sink.close();
+  });
+});

@@ -158,6 +158,8 @@ export interface ArchiveObject {
   manifestKey: string;
   body: Buffer;
   manifest: ArchiveManifest;
+  /** Stream sequences of its records, ascending. */
+  seqs: number[];
 }
 
 export interface BuildOptions {
@@ -201,6 +203,7 @@ export async function buildArchiveObjects(
   return Promise.all(
     [...groups.values()].map(async ({ site, hour, messages, received: receivedOf }) => {
       const sorted = [...messages.values()].sort((a, b) => a.seq - b.seq);
+      const seqs = sorted.map((m) => m.seq);
       let text = '';
       for (const m of sorted) text += `${JSON.stringify(toRecord(m))}\n`;
       const ndjson = Buffer.from(text);
@@ -224,7 +227,7 @@ export async function buildArchiveObjects(
         byKind,
         firstSeq: first.seq,
         lastSeq: last.seq,
-        seqRanges: seqRanges(sorted.map((m) => m.seq)),
+        seqRanges: seqRanges(seqs),
         firstReceivedAt: iso(Math.min(...received)),
         lastReceivedAt: iso(Math.max(...received)),
         firstStoredAt: iso(Math.min(...sorted.map((m) => m.storedAtMs))),
@@ -233,7 +236,7 @@ export async function buildArchiveObjects(
         uncompressedBytes: ndjson.byteLength,
         sha256: sha256Hex(body),
       };
-      return { key, manifestKey: manifestKeyOf(key), body, manifest };
+      return { key, manifestKey: manifestKeyOf(key), body, manifest, seqs };
     }),
   );
 }

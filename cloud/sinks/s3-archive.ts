@@ -1,12 +1,10 @@
 /**
  * The archive sink: every message of the hub stream, `invalid` ones included, into S3 as gzip
- * NDJSON objects with a manifest each (layout: cloud/archive/layout.ts).
+ * NDJSON objects with a manifest each (docs/consumers.md; layout: cloud/archive/layout.ts).
  *
- * The runner's batch is the unit: one batch becomes one object per site and hour, written (data
- * object, then manifest) before `write` resolves, so the runner acks only what is in S3. The
- * archive command runs the runner with large batches that wait to fill (`fillBatch`), so an
- * object closes on count (`batchSize`), bytes (`maxBatchBytes`) or age (`fetchExpiresMs`).
- * Nothing is held across batches, so no ack ever waits on a later flush.
+ * The runner's batch is the unit: it becomes one object per site and hour, each written (data
+ * object, then manifest) before `write` settles, so nothing is held across batches and no ack ever
+ * waits on a later flush.
  */
 import { HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
@@ -18,9 +16,10 @@ import type { Logger } from '../../lib/log.ts';
 import type { Readiness } from '../../lib/ops.ts';
 import { buildArchiveObjects, DEFAULT_ARCHIVE_PREFIX, type ArchiveObject } from '../archive/layout.ts';
 import { createS3Client, type S3Settings } from '../archive/s3.ts';
-import { accepted, type Sink, type SinkMessage, type WriteResult } from '../sink.ts';
+import { accepted, TransientSinkError, type Sink, type SinkMessage, type WriteResult } from '../sink.ts';
+import { retryAfterOf } from './retry-after.ts';
 
-/** Settings of the archive sink (the runner's come from cloud/consumer-command.ts). */
+/** Settings of the archive sink (the runner's: cloud/runner-settings.ts). */
 export const ArchiveConfigSchema = Type.Object({
   s3Endpoint: Type.String({ default: '', description: 'S3 endpoint URL; empty for AWS' }),
   s3Region: Type.String({ minLength: 1, default: 'us-east-1', description: 'S3 region' }),
@@ -107,15 +106,53 @@ export class S3ArchiveSink implements Sink {
       consumer: this.options.consumer,
       gzipLevel: this.options.gzipLevel,
     });
+    // Every object is tried even after one failed: S3 throttles per key prefix (503 SlowDown), so
+    // one object's failure says little about the others, and each one written is not retried.
+    const failures: unknown[] = [];
+    const notWritten = new Set(objects);
     let next = 0;
     const worker = async (): Promise<void> => {
-      while (next < objects.length) {
-        signal.throwIfAborted();
-        await this.put(objects[next++]!, signal);
+      while (next < objects.length && !signal.aborted) {
+        const object = objects[next++]!;
+        try {
+          await this.put(object, signal);
+          notWritten.delete(object);
+        } catch (err) {
+          failures.push(err);
+        }
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.options.putConcurrency, objects.length) }, worker));
-    return accepted();
+    if (notWritten.size === 0) return accepted();
+    throw this.partialFailure(objects.length, [...notWritten], failures, signal);
+  }
+
+  /**
+   * What a write that left `notWritten` out of S3 throws: only their messages fail (the others are
+   * durable, the runner acks them), retried no sooner than the longest `Retry-After` S3 sent.
+   */
+  private partialFailure(
+    total: number,
+    notWritten: ArchiveObject[],
+    failures: unknown[],
+    signal: AbortSignal,
+  ): TransientSinkError {
+    const cause = failures[0] ?? signal.reason;
+    const hints = failures.map(retryAfterOfS3).filter((ms) => ms !== undefined);
+    const failedSeqs = notWritten.flatMap((o) => o.seqs);
+    this.options.log.debug(
+      { failed: notWritten.map((o) => o.key), messages: failedSeqs.length },
+      'archive objects not written',
+    );
+    return new TransientSinkError(
+      `${notWritten.length} of ${total} archive objects not written (${failedSeqs.length} messages): ` +
+        describeError(cause),
+      {
+        cause,
+        failedSeqs,
+        ...(hints.length > 0 ? { retryAfterMs: Math.max(...hints) } : {}),
+      },
+    );
   }
 
   /** The data object, then its manifest: a manifest never names an object that is not there. */
@@ -176,4 +213,10 @@ export class S3ArchiveSink implements Sink {
     if (this.client && !this.options.client) this.client.destroy();
     this.client = undefined;
   }
+}
+
+/** The `Retry-After` of an S3 error answer (the SDK keeps the raw response on `$response`). */
+function retryAfterOfS3(err: unknown): number | undefined {
+  const response = (err as { $response?: { headers?: Record<string, string> } } | undefined)?.$response;
+  return retryAfterOf(response?.headers);
 }
