@@ -9,7 +9,7 @@ import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jet
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Registry } from 'prom-client';
-import { archiveSpec } from '../cli/commands/archive.ts';
+import { archiveConsumer } from '../cloud/archive/consumer.ts';
 import {
   buildArchiveObjects,
   parseArchiveKey,
@@ -19,8 +19,9 @@ import {
 } from '../cloud/archive/layout.ts';
 import type { SinkMessage } from '../cloud/sink.ts';
 import { ArchiveIntegrityError, createS3Client, listKeys, listManifests } from '../cloud/archive/s3.ts';
-import { loadConsumerConfig, startConsumer } from '../cloud/consumer-command.ts';
+import { loadConsumerConfig, startConsumer } from '../cloud/consumer.ts';
 import { silentLogger } from '../lib/log.ts';
+import { sleep } from '../lib/timers.ts';
 import { Header } from '../schemas/headers.ts';
 import { killServer, type RunningServer } from '../stack/server-process.ts';
 import { readArchive } from './support/archive.ts';
@@ -29,7 +30,6 @@ import { s3rverSettings, TestServers, waitFor } from './support/servers.ts';
 
 const BUCKET = 'switchyard';
 const HOURS = ['2026-11-26T03:15:00.000Z', '2026-11-26T04:45:00.000Z'];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('archive layout', () => {
   const message = (seq: number, site: string, receivedAt: string): SinkMessage => ({
@@ -128,7 +128,7 @@ describe('archive to S3', () => {
   }
 
   function config(extra: Record<string, unknown>) {
-    return loadConsumerConfig(archiveSpec, {
+    return loadConsumerConfig(archiveConsumer, {
       env: {},
       flags: {
         natsUrl: nats.url,
@@ -146,7 +146,7 @@ describe('archive to S3', () => {
 
   async function startArchive(extra: Record<string, unknown>) {
     const controller = new AbortController();
-    const run = await startConsumer(archiveSpec, config(extra), {
+    const run = await startConsumer(archiveConsumer, config(extra), {
       log: silentLogger,
       registry: new Registry(),
       signal: controller.signal,

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { jetstream, jetstreamManager, StorageType, type JetStreamClient } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { childEnv } from '../lib/env.ts';
+import { sleep } from '../lib/timers.ts';
 import { Header, subjectFor } from '../schemas/index.ts';
 import { freePort } from '../lib/process.ts';
 import { killServer, stopServer, type RunningServer } from '../stack/server-process.ts';
@@ -63,7 +64,7 @@ async function publishReadings(
         counts[kind]++;
       }
     }
-    if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
+    if (pauseMs > 0) await sleep(pauseMs);
   }
   return counts;
 }
@@ -216,11 +217,15 @@ describe('switchyard ingest', () => {
 
   test('with both databases down for a while under load, ingest waits, retries and loses nothing', async () => {
     const load = publishReadings(js, clock, 40, 50);
-    await new Promise((r) => setTimeout(r, 500));
+    // Under load: both databases have taken some of it before they go down.
+    await waitFor('the load to reach both databases', async () => {
+      const s = await stored(vm, influxdb);
+      return s.influx2.telemetry > expected.telemetry && s.influx1.telemetry > expected.telemetry;
+    });
     // InfluxDB 1.x fsyncs before it answers: a hard kill. VictoriaMetrics acknowledges before its
     // data is on disk (docs/ingest.md): stopped, as an orderly restart would.
     await Promise.all([killServer(influxdb), stopServer(vm)]);
-    await new Promise((r) => setTimeout(r, 3000));
+    await sleep(3000);
     [influxdb, vm] = await Promise.all([servers.restart(influxdb), servers.restart(vm)]);
     add(await load);
 

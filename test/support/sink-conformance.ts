@@ -44,6 +44,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PermanentSinkError, type Sink, type SinkMessage } from '../../cloud/sink.ts';
+import { deadline, sleep } from '../../lib/timers.ts';
 import { Header, messageId, schemaTag, subjectFor, type DeviceKind } from '../../schemas/index.ts';
 import { waitFor } from './servers.ts';
 
@@ -147,7 +148,7 @@ async function writeUntilAccepted(
   timeoutMs: number,
 ): Promise<{ failures: unknown[] }> {
   const failures: unknown[] = [];
-  const deadline = Date.now() + timeoutMs;
+  const end = deadline(timeoutMs);
   for (;;) {
     try {
       const result = await sink.write(batch, AbortSignal.timeout(10_000));
@@ -156,8 +157,8 @@ async function writeUntilAccepted(
     } catch (err) {
       if (err instanceof PermanentSinkError) throw err;
       failures.push(err);
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 200));
+      if (end.expired()) throw err;
+      await sleep(200);
     }
   }
 }
@@ -273,7 +274,7 @@ export function sinkConformance(
           assert.equal(readiness.ready, false, 'readiness while the server is down');
           assert.ok(readiness.reasons?.length, 'readiness gives a reason');
           // Down for a while, then back, while the writes keep being tried.
-          restart = new Promise((r) => setTimeout(r, 1500)).then(startAgain);
+          restart = sleep(1500).then(startAgain);
         }
         failures.push(...(await writeUntilAccepted(t.sink, batch, 60_000)).failures);
       }
