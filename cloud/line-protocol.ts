@@ -1,24 +1,8 @@
 /**
  * Device payloads as InfluxDB line protocol: the one mapping both ingest engines share (InfluxDB v2
  * API / VictoriaMetrics and InfluxDB 1.x), pure and deterministic so that a replayed message
- * writes the same series at the same timestamp and changes nothing.
- *
- * The mapping (docs/ingest.md has the full table):
- * - `telemetry`        tags site, device            bank-level (802/803) points; 701 AC points as
- *                                                   `ac_<name>`; `seq`
- * - `telemetry_string` tags site, device, string    one point per `strings[]` row (804)
- * - `telemetry_module` tags site, device, string,   one point per `modules[]` row
- *                      module
- * - `status`           tags site, device            State, ChaSt, LocRemCtl as text plus `<name>_code`
- *                                                   (SunSpec value); Hb, uptimeS, firmware, seq
- * - `event`            tags site, device, alarm,    action (text), raised 1/0, message, seq
- *                      severity
- *
- * Every number is written as a float (no `i` suffix), so a field never changes type between
- * payloads or engines. Booleans become 1/0. Text values are string fields; VictoriaMetrics stores
- * them as 0, which is why every enumeration also gets a numeric `_code` field. Nested objects,
- * arrays and nulls other than `strings`, `modules` and `ac` are not written (the archive keeps the
- * payload as sent). The timestamp is the device time in milliseconds (write with precision `ms`).
+ * writes the same series at the same timestamp and changes nothing. docs/ingest.md has the mapping
+ * (measurements, tags, fields) and why it is so.
  */
 import {
   decodePayload,

@@ -1,12 +1,7 @@
 /**
- * Conflation: the monitor keeps the latest state of a unit, so a telemetry reading that a newer
- * reading of the same unit in the same write overwrites completely never needs to reach Redis.
- * It pays when a batch holds several readings of a unit: a site's backlog after an uplink cut
- * reaches the hub in one burst (every reading of its units for the length of the cut), and so does
- * a small fleet's backlog. Live, a batch rarely holds two readings of a unit, and across a fleet
- * larger than a batch the hub's own backlog interleaves every unit: little is folded then.
- *
- * The result in Redis is the one the messages would leave applied one by one (but see the end):
+ * Conflation (docs/consumers.md: when it pays): the monitor keeps the latest state of a unit, so a
+ * telemetry reading that a newer reading of the same unit in the same write overwrites completely
+ * never needs to reach Redis. The result is the one the messages would leave applied one by one:
  * - a reading is folded into another only if the other is newer (device time, then stream
  *   sequence) and carries every field it carries (SoH is optional), so no field it would have
  *   set survives it;
@@ -15,10 +10,9 @@
  * - it carries the group's latest receive time and highest stream sequence, which only ever grow
  *   (`lastSeenMs`, `lastSeq`), and a change it makes (a unit heard from again) names the group's
  *   first message, the one that made it.
- * Status and events, which announce state, firmware and alarm changes, are never folded. One
- * difference remains: applied alone, readings received more than `offlineAfterMs` before they are
- * applied mark the unit offline until a recent one comes; folded with that one, the unit goes
- * straight to its final health, and the offline spell in between is not announced.
+ * Status and events, which announce changes, are never folded. One difference remains: readings
+ * applied alone more than `offlineAfterMs` after they arrived would mark the unit offline until a
+ * recent one comes; folded with that one, the offline spell is not announced.
  */
 
 /** One message as the apply script takes it. */

@@ -45,7 +45,7 @@ export const IngestSinkConfigSchema = Type.Object({
   }),
   influxGzip: Type.Boolean({
     // Off by default: next to the database, compressing costs the consumer more CPU than it saves
-    // on the wire (raw gzip POSTs ran at 0.55–0.85 × plain here). Turn it on across a WAN.
+    // on the wire (docs/benchmarks.md). Turn it on across a WAN.
     default: false,
     description: `gzip request bodies above ${GZIP_MIN_BYTES} bytes (for a database across a slow link)`,
   }),
