@@ -2,6 +2,7 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { EDGE_NODE_OPTIONS } from '../../edge/config.ts';
 import { freePort } from '../../lib/process.ts';
+import { sleep } from '../../lib/timers.ts';
 import { waitFor } from './servers.ts';
 import { startSwitchyard, type SwitchyardProcess } from './process.ts';
 
@@ -46,8 +47,11 @@ export async function startBridge(options: {
   return { ...p, opsUrl };
 }
 
-/** A telemetry reading of about 300 bytes. */
-export function telemetryPayload(seq: number, tsMs = Date.now()): string {
+/**
+ * The JSON text of a fixed telemetry reading (about 300 bytes) with `seq` and device time `tsMs`:
+ * for tests that need a valid payload, not a simulated device (simulate/payloads.ts builds those).
+ */
+export function telemetryJson(seq: number, tsMs = Date.now()): string {
   return JSON.stringify({
     ts: new Date(tsMs).toISOString(),
     seq,
@@ -68,7 +72,8 @@ export function telemetryPayload(seq: number, tsMs = Date.now()): string {
   });
 }
 
-export const statusPayload = (seq: number, tsMs = Date.now()): string =>
+/** The JSON text of a fixed status message with `seq` and device time `tsMs`. */
+export const statusJson = (seq: number, tsMs = Date.now()): string =>
   JSON.stringify({
     ts: tsMs,
     seq,
@@ -135,11 +140,11 @@ export class SteadyLoad {
           const device = devices[i++ % devices.length]!;
           const seq = this.sent.get(device)! + 1;
           this.sent.set(device, seq);
-          batch.push(this.publisher.publish(`bsu/${device}/telemetry`, telemetryPayload(seq)));
+          batch.push(this.publisher.publish(`bsu/${device}/telemetry`, telemetryJson(seq)));
         }
         await Promise.all(batch);
       }
-      await new Promise((r) => setTimeout(r, tickMs));
+      await sleep(tickMs);
     }
   }
 
@@ -147,10 +152,12 @@ export class SteadyLoad {
     return [...this.sent.values()].reduce((a, b) => a + b, 0);
   }
 
-  /** Stops publishing; resolves once every message sent so far was PUBACKed by the broker. */
+  /**
+   * Stops publishing; resolves once every message sent so far was PUBACKed by the broker. `sent`
+   * counts a message before it is handed to MQTT, so `total` is final once `paused` is set.
+   */
   async pause(): Promise<void> {
     this.paused = true;
-    await new Promise((r) => setTimeout(r, 50));
     await waitFor('broker acks', () => this.publisher.acked >= this.total, 30_000, 20);
   }
 
@@ -163,3 +170,8 @@ export class SteadyLoad {
     await this.done;
   }
 }
+
+/** @deprecated The old name of telemetryJson, kept only until test/pipeline.test.ts imports that. */
+export const telemetryPayload = telemetryJson;
+/** @deprecated The old name of statusJson, kept only until test/pipeline.test.ts imports that. */
+export const statusPayload = statusJson;
