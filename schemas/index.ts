@@ -23,6 +23,8 @@ export {
   PAYLOAD_SCHEMAS,
   schemaTag,
   decodePayload,
+  InvalidReason,
+  type DecodeFailure,
   type DecodedPayload,
   type DecodeResult,
   type DecodeOptions,

@@ -3,7 +3,9 @@
  * the invalid ones the simulator sends on purpose to exercise the pipeline's invalid path.
  */
 import {
+  InvalidReason,
   severityOf,
+  type DecodeFailure,
   type DeviceEvent,
   type DeviceKind,
   type Evt1Alarm,
@@ -135,49 +137,61 @@ export function eventPayload(
   };
 }
 
-/** Ways a payload is made invalid on purpose; each one fails decodePayload. */
-export const InvalidReason = {
+/**
+ * Ways the simulator spoils a payload on purpose. Not the pipeline's InvalidReason (schemas/): that
+ * is what the bridge finds, and several corruptions are found as the same reason (CORRUPTION_FOUND_AS).
+ */
+export const Corruption = {
   malformedJson: 'malformed-json',
   wrongType: 'wrong-type',
   missingField: 'missing-field',
   outOfRange: 'out-of-range',
   notAnObject: 'not-an-object',
 } as const;
-export type InvalidReason = (typeof InvalidReason)[keyof typeof InvalidReason];
-export const INVALID_REASONS = Object.values(InvalidReason);
+export type Corruption = (typeof Corruption)[keyof typeof Corruption];
+export const CORRUPTIONS = Object.values(Corruption);
+
+/** The code decodePayload returns for a payload spoiled each way. */
+export const CORRUPTION_FOUND_AS = {
+  [Corruption.malformedJson]: InvalidReason.malformedJson,
+  [Corruption.wrongType]: InvalidReason.schema,
+  [Corruption.missingField]: InvalidReason.schema,
+  [Corruption.outOfRange]: InvalidReason.schema,
+  [Corruption.notAnObject]: InvalidReason.schema,
+} as const satisfies Record<Corruption, DecodeFailure>;
 
 /**
- * The JSON text of `payload` (a valid payload of `kind`) spoiled for `reason`: cut short, a number
- * sent as text, a required field left out, a value out of its range, or not an object at all.
+ * The JSON text of `payload` (a valid payload of `kind`) spoiled by `corruption`: cut short, a
+ * number sent as text, a required field left out, a value out of its range, or not an object at all.
  */
 export function invalidPayload(
   kind: DeviceKind,
   payload: Telemetry | Status | DeviceEvent,
-  reason: InvalidReason,
+  corruption: Corruption,
   rng: Random,
 ): string {
   const copy: Record<string, unknown> = { ...payload };
-  switch (reason) {
-    case InvalidReason.malformedJson: {
+  switch (corruption) {
+    case Corruption.malformedJson: {
       const text = JSON.stringify(payload);
       // Any proper prefix of an object's JSON text is unterminated, hence not JSON.
       return text.slice(0, integer(rng, 1, text.length - 1));
     }
-    case InvalidReason.wrongType:
+    case Corruption.wrongType:
       if (kind === 'telemetry') copy.SoC = `${String(copy.SoC)}%`;
       else if (kind === 'status')
         copy.State = 3; // the register value instead of the symbol
       else copy.seq = String(copy.seq);
       return JSON.stringify(copy);
-    case InvalidReason.missingField:
+    case Corruption.missingField:
       delete copy[kind === 'telemetry' ? 'W' : kind === 'status' ? 'State' : 'alarm'];
       return JSON.stringify(copy);
-    case InvalidReason.outOfRange:
+    case Corruption.outOfRange:
       if (kind === 'telemetry') copy.SoC = round(100 + integer(rng, 1, 50) + rng(), 2);
       else if (kind === 'status') copy.uptimeS = -integer(rng, 1, 1000);
       else copy.seq = -1;
       return JSON.stringify(copy);
-    case InvalidReason.notAnObject:
+    case Corruption.notAnObject:
       return JSON.stringify([payload]);
   }
 }

@@ -8,9 +8,9 @@ import { performance } from 'node:perf_hooks';
 import { setImmediate as yieldToIo } from 'node:timers/promises';
 import mqtt, { type MqttClient } from 'mqtt';
 import { DEVICE_KINDS, type DeviceKind } from '../schemas/index.ts';
-import { sleep } from '../lib/timers.ts';
+import { sleep, waitUntil, WaitTimeoutError } from '../lib/timers.ts';
 import { parseStartTime, type SimulateConfig } from './config.ts';
-import { INVALID_REASONS, type InvalidReason } from './payloads.ts';
+import { CORRUPTIONS, type Corruption } from './payloads.ts';
 import { TrafficGenerator, type SimMessage } from './traffic.ts';
 
 export interface SimulatorOptions extends SimulateConfig {
@@ -32,8 +32,11 @@ export interface SimulatorReport {
   /** Messages acknowledged, all kinds. */
   sent: number;
   byKind: Record<DeviceKind, number>;
-  /** Messages made invalid on purpose (included in `sent` and `byKind`). */
-  invalid: { total: number; byReason: Record<InvalidReason, number> };
+  /**
+   * Messages made invalid on purpose (included in `sent` and `byKind`), `byReason` counting them by
+   * how they were spoiled (a Corruption, not the bridge's InvalidReason).
+   */
+  invalid: { total: number; byReason: Record<Corruption, number> };
   /** Published but not acknowledged when the run ended (0 unless the broker went away). */
   unacknowledged: number;
   /** Wall time from the first publish to the last PUBACK, ms. */
@@ -128,7 +131,7 @@ export async function runSimulator(options: SimulatorOptions, signal: AbortSigna
     now,
   });
   const byKind = Object.fromEntries(DEVICE_KINDS.map((k) => [k, 0])) as Record<DeviceKind, number>;
-  const byReason = Object.fromEntries(INVALID_REASONS.map((r) => [r, 0])) as Record<InvalidReason, number>;
+  const byReason = Object.fromEntries(CORRUPTIONS.map((c) => [c, 0])) as Record<Corruption, number>;
   let acked = 0;
   let invalidAcked = 0;
   let failure: SimulatorError | undefined;
@@ -225,10 +228,15 @@ export async function runSimulator(options: SimulatorOptions, signal: AbortSigna
       await yieldToIo();
     }
 
-    // Every message sent must be acknowledged before we report it sent.
-    const drainUntil = performance.now() + (options.drainTimeoutMs ?? 30_000);
-    while (connections.some((c) => c.inflight > 0) && !failure && performance.now() < drainUntil)
-      await sleep(5);
+    // Every message sent must be acknowledged before we report it sent; what is still missing at
+    // the timeout is reported below.
+    await waitUntil(
+      'the last PUBACKs',
+      () => failure !== undefined || connections.every((c) => c.inflight === 0),
+      { timeoutMs: options.drainTimeoutMs ?? 30_000, everyMs: 5 },
+    ).catch((err: unknown) => {
+      if (!(err instanceof WaitTimeoutError)) throw err;
+    });
     if (failure) throw failure;
     // n messages at rate r take n/r seconds: the last one's interval is part of the run, so a run
     // reports the rate it was asked for.

@@ -18,13 +18,13 @@ import {
   type DeviceState,
 } from './device-model.ts';
 import {
+  CORRUPTIONS,
   eventPayload,
-  INVALID_REASONS,
   invalidPayload,
   isoTime,
   statusPayload,
   telemetryPayload,
-  type InvalidReason,
+  type Corruption,
 } from './payloads.ts';
 import { deriveSeed, mulberry32, pick, type Random } from './random.ts';
 
@@ -70,8 +70,8 @@ export interface SimMessage {
   /** `bsu/<device>/<kind>`. */
   topic: string;
   payload: Buffer;
-  /** Set when the payload is invalid on purpose. */
-  invalid?: InvalidReason;
+  /** How the payload was made invalid on purpose; unset for a valid one. */
+  invalid?: Corruption;
 }
 
 /** MQTT topic a device publishes a kind on. */
@@ -89,6 +89,8 @@ interface Device {
   /** Offset of this device's readings within the interval, ms: devices do not all read at once. */
   phaseMs: number;
   seq: number;
+  /** Epoch ms of its last message: a device's clock never repeats a reading's time. */
+  lastTsMs: number;
   readings: number;
   lastStatusMs: number;
   lastStatusKey: string;
@@ -136,6 +138,7 @@ export class TrafficGenerator {
         rng,
         phaseMs: Math.floor((i * options.telemetryEveryMs) / options.devices),
         seq: 0,
+        lastTsMs: -Infinity,
         readings: 0,
         lastStatusMs: -Infinity,
         lastStatusKey: '',
@@ -161,13 +164,18 @@ export class TrafficGenerator {
     const { device, kind } = pending;
     const { options } = this;
     const deviceMs = device.phaseMs + device.state.elapsedMs;
-    const ts =
+    // On the wall clock a burst (a stalled event loop catching up) would stamp several readings of
+    // one device with the same millisecond, and a point is its series and time: engines would keep
+    // one of them. A device's clock moves on between two readings.
+    const atMs =
       options.clock === SimClock.wall
-        ? isoTime((options.now ?? Date.now)())
-        : isoTime(options.startTimeMs + deviceMs);
+        ? Math.max((options.now ?? Date.now)(), device.lastTsMs + 1)
+        : options.startTimeMs + deviceMs;
+    device.lastTsMs = atMs;
+    const ts = isoTime(atMs);
     const value = pending.build(ts, device.seq++);
     const index = this.index++;
-    const invalid = this.isInvalid(index) ? pick(this.invalidRng, INVALID_REASONS) : undefined;
+    const invalid = this.isInvalid(index) ? pick(this.invalidRng, CORRUPTIONS) : undefined;
     const text = invalid
       ? invalidPayload(kind, value as Parameters<typeof invalidPayload>[1], invalid, this.invalidRng)
       : JSON.stringify(value);

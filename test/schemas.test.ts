@@ -5,6 +5,7 @@ import {
   DEVICE_KINDS,
   EVT1_BIT,
   Evt1Alarm,
+  InvalidReason,
   MessageKind,
   SCHEMA_VERSION,
   decodePayload,
@@ -15,6 +16,7 @@ import {
   schemaTag,
   severityOf,
   subjectFor,
+  type DecodeFailure,
   type DeviceEvent,
   type Status,
   type Telemetry,
@@ -131,161 +133,239 @@ describe('device payload schemas', () => {
     assert.equal(decodePayload('telemetry', withBom).ok, true);
   });
 
-  const rejected: [string, string, unknown | Uint8Array, string][] = [
+  const rejected: [string, string, unknown | Uint8Array, string, DecodeFailure][] = [
     [
       'a number sent as text',
       'telemetry',
       { ...minimalTelemetry, SoC: '87%' },
       'telemetry.SoC: expected number, got "87%"',
+      InvalidReason.schema,
+    ],
+    [
+      'text that mentions UTF-8, which is still a schema problem',
+      'telemetry',
+      { ...minimalTelemetry, SoC: 'UTF-8' },
+      'telemetry.SoC: expected number, got "UTF-8"',
+      InvalidReason.schema,
     ],
     [
       'a required field missing',
       'status',
       { ts: 1, seq: 1, ChaSt: 'OFF' },
       'status.State: required, missing',
+      InvalidReason.schema,
     ],
     [
       'several required fields missing',
       'telemetry',
       { ts: 1, seq: 1, SoC: 50 },
       'telemetry.V: required, missing; telemetry.A: required, missing; telemetry.W: required, missing',
+      InvalidReason.schema,
     ],
     [
       'SoC above 100',
       'telemetry',
       { ...minimalTelemetry, SoC: 120 },
       'telemetry.SoC: must be at most 100, got 120',
+      InvalidReason.schema,
     ],
     [
       'SoH below 0',
       'telemetry',
       { ...minimalTelemetry, SoH: -1 },
       'telemetry.SoH: must be at least 0, got -1',
+      InvalidReason.schema,
     ],
     [
       'a negative voltage',
       'telemetry',
       { ...minimalTelemetry, V: -3 },
       'telemetry.V: must be at least 0, got -3',
+      InvalidReason.schema,
     ],
     [
       'a power factor beyond 1',
       'telemetry',
       { ...minimalTelemetry, ac: { PF: 1.2 } },
       'telemetry.ac.PF: must be at most 1, got 1.2',
+      InvalidReason.schema,
     ],
     [
       'a frequency of 0',
       'telemetry',
       { ...minimalTelemetry, ac: { Hz: 0 } },
       'telemetry.ac.Hz: must be greater than 0, got 0',
+      InvalidReason.schema,
     ],
     [
       'a string index of 0',
       'telemetry',
       { ...minimalTelemetry, strings: [{ Idx: 1 }, { Idx: 0 }] },
       'telemetry.strings[1].Idx: must be at least 1, got 0',
+      InvalidReason.schema,
     ],
     [
       'a module without its string',
       'telemetry',
       { ...minimalTelemetry, modules: [{ Idx: 1 }] },
       'telemetry.modules[0].Str: required, missing',
+      InvalidReason.schema,
     ],
     [
       'a fractional cycle count',
       'telemetry',
       { ...minimalTelemetry, NCyc: 1.5 },
       'telemetry.NCyc: expected integer, got 1.5',
+      InvalidReason.schema,
     ],
     [
       'strings not a list',
       'telemetry',
       { ...minimalTelemetry, strings: {} },
       'telemetry.strings: expected array, got an object',
+      InvalidReason.schema,
     ],
-    ['a negative seq', 'event', { ...event, seq: -1 }, 'event.seq: must be at least 0, got -1'],
-    ['a fractional seq', 'event', { ...event, seq: 2.5 }, 'event.seq: expected integer, got 2.5'],
+    [
+      'a negative seq',
+      'event',
+      { ...event, seq: -1 },
+      'event.seq: must be at least 0, got -1',
+      InvalidReason.schema,
+    ],
+    [
+      'a fractional seq',
+      'event',
+      { ...event, seq: 2.5 },
+      'event.seq: expected integer, got 2.5',
+      InvalidReason.schema,
+    ],
     [
       'ts of the wrong type',
       'status',
       { ...status, ts: true },
       'status.ts: expected string or number, got true',
+      InvalidReason.schema,
     ],
-    ['a negative epoch ts', 'status', { ...status, ts: -5 }, 'status.ts: must be at least 0, got -5'],
+    [
+      'a negative epoch ts',
+      'status',
+      { ...status, ts: -5 },
+      'status.ts: must be at least 0, got -5',
+      InvalidReason.schema,
+    ],
     [
       'a State that is not an 802 symbol',
       'status',
       { ...status, State: 'ONLINE' },
       'status.State: expected one of DISCONNECTED, INITIALIZING, CONNECTED, STANDBY, SOC_PROTECTION, SUSPENDING or FAULT, got "ONLINE"',
+      InvalidReason.schema,
     ],
     [
       'a State sent as its register value',
       'status',
       { ...status, State: 3 },
       'status.State: expected one of DISCONNECTED, INITIALIZING, CONNECTED, STANDBY, SOC_PROTECTION, SUSPENDING or FAULT, got 3',
+      InvalidReason.schema,
     ],
     [
       'a bad control mode',
       'status',
       { ...status, LocRemCtl: 'AUTO' },
       'status.LocRemCtl: expected REMOTE or LOCAL, got "AUTO"',
+      InvalidReason.schema,
     ],
     [
       'an alarm that is not an Evt1 bit',
       'event',
       { ...event, alarm: 'ON_FIRE' },
       'event.alarm: expected one of COMMUNICATION_ERROR, OVER_TEMP_ALARM, OVER_TEMP_WARNING, UNDER_TEMP_ALARM, UNDER_TEMP_WARNING, OVER_CHARGE_CURRENT_ALARM, … (29 in all), got "ON_FIRE"',
+      InvalidReason.schema,
     ],
     [
       'the reserved Evt1 bit',
       'event',
       { ...event, alarm: 'RESERVED_1' },
       'event.alarm: expected one of COMMUNICATION_ERROR, OVER_TEMP_ALARM, OVER_TEMP_WARNING, UNDER_TEMP_ALARM, UNDER_TEMP_WARNING, OVER_CHARGE_CURRENT_ALARM, … (29 in all), got "RESERVED_1"',
+      InvalidReason.schema,
     ],
     [
       'a bad action',
       'event',
       { ...event, action: 'set' },
       'event.action: expected raised or cleared, got "set"',
+      InvalidReason.schema,
     ],
     [
       'a bad severity',
       'event',
       { ...event, severity: 'info' },
       'event.severity: expected alarm or warning, got "info"',
+      InvalidReason.schema,
     ],
-    ['an array', 'telemetry', [minimalTelemetry], 'telemetry: expected a JSON object, got an array'],
-    ['a bare number', 'status', '42', 'status: expected a JSON object, got 42'],
-    ['null', 'event', 'null', 'event: expected a JSON object, got null'],
-    ['malformed JSON', 'telemetry', '{"ts": 1, "seq": ', `malformed JSON: ${jsonError('{"ts": 1, "seq": ')}`],
-    ['not UTF-8', 'telemetry', new Uint8Array([0x7b, 0x22, 0xff, 0x22, 0x7d]), 'payload is not valid UTF-8'],
+    [
+      'an array',
+      'telemetry',
+      [minimalTelemetry],
+      'telemetry: expected a JSON object, got an array',
+      InvalidReason.schema,
+    ],
+    ['a bare number', 'status', '42', 'status: expected a JSON object, got 42', InvalidReason.schema],
+    ['null', 'event', 'null', 'event: expected a JSON object, got null', InvalidReason.schema],
+    [
+      'malformed JSON',
+      'telemetry',
+      '{"ts": 1, "seq": ',
+      `malformed JSON: ${jsonError('{"ts": 1, "seq": ')}`,
+      InvalidReason.malformedJson,
+    ],
+    [
+      'not UTF-8',
+      'telemetry',
+      new Uint8Array([0x7b, 0x22, 0xff, 0x22, 0x7d]),
+      'payload is not valid UTF-8',
+      InvalidReason.notUtf8,
+    ],
     [
       'over the size limit',
       'telemetry',
       bytes(' '.repeat(70_000)),
       'payload is 70000 bytes, over the 65536-byte limit',
+      InvalidReason.tooLarge,
     ],
-    ['an unknown kind', 'foo', minimalTelemetry, 'unknown kind "foo"'],
-    ['the invalid kind, which no device sends', 'invalid', minimalTelemetry, 'unknown kind "invalid"'],
+    ['an unknown kind', 'foo', minimalTelemetry, 'unknown kind "foo"', InvalidReason.unknownKind],
+    [
+      'the invalid kind, which no device sends',
+      'invalid',
+      minimalTelemetry,
+      'unknown kind "invalid"',
+      InvalidReason.unknownKind,
+    ],
     [
       'ts text that is no time',
       'telemetry',
       { ...minimalTelemetry, ts: 'yesterday' },
       'telemetry.ts: not a valid time',
+      InvalidReason.schema,
     ],
     [
       'ts without a timezone',
       'telemetry',
       { ...minimalTelemetry, ts: '2025-03-01T12:00:00' },
       'telemetry.ts: not a valid time',
+      InvalidReason.schema,
     ],
-    ['ts on 30 February', 'event', { ...event, ts: '2025-02-30T12:00:00Z' }, 'event.ts: not a valid time'],
+    [
+      'ts on 30 February',
+      'event',
+      { ...event, ts: '2025-02-30T12:00:00Z' },
+      'event.ts: not a valid time',
+      InvalidReason.schema,
+    ],
   ];
-  for (const [what, kind, payload, reason] of rejected) {
-    test(`rejects ${what}`, () => {
+  for (const [what, kind, payload, reason, code] of rejected) {
+    test(`rejects ${what}, with code ${code}`, () => {
       const raw = payload instanceof Uint8Array ? payload : bytes(payload);
-      assert.deepEqual(decodePayload(kind, raw), { ok: false, reason });
+      assert.deepEqual(decodePayload(kind, raw), { ok: false, code, reason });
     });
   }
 
@@ -293,6 +373,7 @@ describe('device payload schemas', () => {
     const raw = bytes(minimalTelemetry);
     assert.deepEqual(decodePayload('telemetry', raw, { maxBytes: 10 }), {
       ok: false,
+      code: InvalidReason.tooLarge,
       reason: `payload is ${raw.byteLength} bytes, over the 10-byte limit`,
     });
     // Exactly at the default limit is accepted; one byte more is not.

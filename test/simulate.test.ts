@@ -12,6 +12,7 @@ import {
   type DeviceSpec,
   type DeviceState,
 } from '../simulate/device-model.ts';
+import { CORRUPTION_FOUND_AS } from '../simulate/payloads.ts';
 import { mulberry32 } from '../simulate/random.ts';
 import { simulateConfig, type SimulateConfig } from '../simulate/config.ts';
 import { runSimulator, SimulatorError } from '../simulate/simulator.ts';
@@ -169,6 +170,7 @@ describe('traffic', () => {
     for (const m of messages) {
       const result = decodePayload(m.kind, m.payload);
       assert.equal(result.ok, !m.invalid, `${m.invalid ?? 'valid'}: ${m.payload.toString()}`);
+      if (!result.ok && m.invalid) assert.equal(result.code, CORRUPTION_FOUND_AS[m.invalid], m.invalid);
     }
     // One in each tenth of the run, roughly: spread, not bunched.
     const tenths = new Set(invalid.map((m) => Math.floor((m.index * 10) / count)));
@@ -268,6 +270,27 @@ describe('switchyard simulate against a real broker', () => {
     await servers.stopAll();
   });
 
+  /**
+   * Publishes a marker once the broker has acknowledged everything sent, and resolves when it
+   * arrives: the broker delivers to the subscriber in the order it took messages, so whatever was
+   * sent before has arrived too. The marker itself is not kept in `received`.
+   */
+  const markerArrived = async (): Promise<void> => {
+    const marker = `bsu/marker-${Math.random().toString(36).slice(2)}/end`;
+    let seen = false;
+    const onMessage = (topic: string): void => {
+      if (topic === marker) seen = true;
+    };
+    subscriber.on('message', onMessage);
+    try {
+      await subscriber.publishAsync(marker, 'end', { qos: 1 });
+      await waitFor('the marker at the subscriber', () => seen, 10_000, 5);
+      received = received.filter((m) => m.topic !== marker);
+    } finally {
+      subscriber.off('message', onMessage);
+    }
+  };
+
   const options = (overrides: Partial<SimulateConfig>): SimulateConfig =>
     simulateConfig({ mqtt: url, devices: 6, rate: 2000, startTime: START, seed: 7, ...overrides });
 
@@ -276,8 +299,8 @@ describe('switchyard simulate against a real broker', () => {
     const count = 1200;
     const report = await runSimulator(options({ count, invalidRatio: 0.1 }), new AbortController().signal);
     await waitFor('every message at the subscriber', () => received.length >= count, 10_000);
-    await new Promise((r) => setTimeout(r, 200));
-    assert.equal(received.length, count);
+    await markerArrived();
+    assert.equal(received.length, count, 'nothing more than was sent');
     assert.equal(report.sent, count);
     assert.equal(report.unacknowledged, 0);
     assert.equal(report.invalid.total, 120);
