@@ -1,9 +1,17 @@
 /**
  * JetStream publishing that is pipelined while the server answers and strictly ordered while it
- * does not. Normally many publishes are in flight at once (one TCP connection keeps them in order).
- * When one fails, it and every publish after it go into a recovery queue that is retried one message
- * at a time, in arrival order, with backoff, until the server takes them: a device's readings are
- * stored in the order they arrived, and nothing is given up on.
+ * does not.
+ *
+ * What holds:
+ * - Publishes resolve in the order they were made, and none resolves before every earlier one is
+ *   stored: a publish that failed (timed out, refused by JetStream, lost with the connection) is
+ *   retried, alone and with backoff, until stored, and every later publish waits for it.
+ * - Once one has failed, nothing newer is sent until everything before it is stored, one at a time
+ *   in publish order; then publishing is pipelined again.
+ * - Stored order follows publish order across a lost connection: everything in flight fails at
+ *   once (edge/async-publisher.ts) and is retried in order. After a timeout or a JetStream error of
+ *   one message, the later messages already sent may be stored before its retry: they cannot be
+ *   recalled without giving up pipelining.
  */
 import type { MsgHdrs } from '@nats-io/transport-node';
 import type { Logger } from '../lib/log.ts';
@@ -17,8 +25,22 @@ export interface PublishRequest {
   headers: MsgHdrs;
 }
 
-interface Waiting {
+const State = {
+  /** Not sent yet: made while recovering. */
+  queued: 0,
+  inFlight: 1,
+  stored: 2,
+  failed: 3,
+} as const;
+type State = (typeof State)[keyof typeof State];
+
+interface Entry {
   request: PublishRequest;
+  state: State;
+  ack?: StoredAck;
+  error?: unknown;
+  /** The attempt in flight: true once stored, false once failed (never rejects). */
+  attempt?: Promise<boolean>;
   resolve: (ack: StoredAck) => void;
   reject: (err: Error) => void;
 }
@@ -35,7 +57,8 @@ export interface OrderedPublisherOptions {
 }
 
 export class OrderedPublisher {
-  private readonly recovery: Waiting[] = [];
+  /** Every publish not yet resolved, in publish order. */
+  private readonly entries: Entry[] = [];
   private recovering = false;
 
   constructor(
@@ -48,56 +71,85 @@ export class OrderedPublisher {
     return this.recovering;
   }
 
-  /** Resolves with the PubAck once stored; rejects only when stopped. */
+  /** Resolves with the PubAck once this and every earlier publish are stored; rejects only when stopped. */
   publish(request: PublishRequest): Promise<StoredAck> {
-    if (this.recovering) return this.enqueue(request);
-    return this.target.publish(request.subject, request.payload, request.headers).catch((err: unknown) => {
-      this.options.onRetry?.(err);
-      return this.enqueue(request, err);
-    });
-  }
-
-  private enqueue(request: PublishRequest, cause?: unknown): Promise<StoredAck> {
     return new Promise<StoredAck>((resolve, reject) => {
-      this.recovery.push({ request, resolve, reject });
-      if (!this.recovering) {
-        this.recovering = true;
-        this.options.log.warn(
-          { err: describe(cause) },
-          'publish failed: retrying in order until JetStream answers',
-        );
-        void this.recover();
-      }
+      const entry: Entry = { request, state: State.queued, resolve, reject };
+      this.entries.push(entry);
+      if (!this.recovering) void this.send(entry);
     });
   }
 
+  private send(entry: Entry): Promise<boolean> {
+    entry.state = State.inFlight;
+    const { subject, payload, headers } = entry.request;
+    entry.attempt = this.target.publish(subject, payload, headers).then(
+      (ack) => {
+        entry.state = State.stored;
+        entry.ack = ack;
+        if (!this.recovering) this.release();
+        return true;
+      },
+      (err: unknown) => {
+        entry.state = State.failed;
+        entry.error = err;
+        this.options.onRetry?.(err);
+        if (!this.recovering) this.startRecovery(err);
+        return false;
+      },
+    );
+    return entry.attempt;
+  }
+
+  /** Resolves the stored publishes at the head, in order. */
+  private release(): void {
+    while (this.entries.length > 0 && this.entries[0]!.state === State.stored) {
+      const entry = this.entries.shift()!;
+      entry.resolve(entry.ack!);
+    }
+  }
+
+  private startRecovery(cause: unknown): void {
+    this.recovering = true;
+    this.options.log.warn(
+      { err: describe(cause) },
+      'publish failed: retrying in order until JetStream answers',
+    );
+    void this.recover();
+  }
+
+  /**
+   * Walks the publishes in order: waits for the answer to one in flight, resolves one stored, and
+   * sends one failed or queued alone until it is stored.
+   */
   private async recover(): Promise<void> {
     const { signal, log } = this.options;
     const minMs = this.options.minBackoffMs ?? 100;
     const maxMs = this.options.maxBackoffMs ?? 5000;
     let delayMs = minMs;
-    while (this.recovery.length > 0) {
-      const head = this.recovery[0]!;
+    while (this.entries.length > 0) {
+      const head = this.entries[0]!;
+      if (head.state === State.inFlight) {
+        await head.attempt;
+        continue;
+      }
+      if (head.state === State.stored) {
+        this.release();
+        continue;
+      }
       if (signal.aborted) {
-        for (const w of this.recovery.splice(0))
-          w.reject(new Error('stopped before JetStream stored the message'));
+        for (const entry of this.entries.splice(0))
+          entry.reject(new Error('stopped before JetStream stored the message'));
         break;
       }
-      try {
-        const ack = await this.target.publish(
-          head.request.subject,
-          head.request.payload,
-          head.request.headers,
-        );
-        this.recovery.shift();
-        head.resolve(ack);
+      // Failed or queued: one attempt, alone; backoff only after a retry failed too.
+      if (await this.send(head)) {
         delayMs = minMs;
-      } catch (err) {
-        this.options.onRetry?.(err);
-        log.debug({ err: describe(err), delayMs }, 'publish retry failed');
-        await sleep(delayMs + Math.random() * delayMs * 0.2, signal);
-        delayMs = Math.min(maxMs, delayMs * 2);
+        continue;
       }
+      log.debug({ err: describe(head.error), delayMs }, 'publish retry failed');
+      await sleep(delayMs + Math.random() * delayMs * 0.2, signal);
+      delayMs = Math.min(maxMs, delayMs * 2);
     }
     this.recovering = false;
     if (!signal.aborted) log.info('JetStream answers again: publishing pipelined');

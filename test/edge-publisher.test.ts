@@ -15,7 +15,7 @@ import { sleep } from '../lib/timers.ts';
 import { Header } from '../schemas/headers.ts';
 import { killServer, type RunningServer } from '../stack/server-process.ts';
 import { natsConnect, readStream } from './support/jetstream.ts';
-import { TestServers } from './support/servers.ts';
+import { TestServers, waitFor } from './support/servers.ts';
 
 describe('JetStream publishing through a site nats-server crash', () => {
   const servers = new TestServers('edge-publisher');
@@ -45,6 +45,10 @@ describe('JetStream publishing through a site nats-server crash', () => {
       log: silentLogger,
       signal: controller.signal,
     });
+    let disconnects = 0;
+    void (async () => {
+      for await (const status of nc.status()) if (status.type === 'disconnect') disconnects++;
+    })();
     const total = 6_000;
     const window = 1_000;
     const inFlight = new Set<Promise<unknown>>();
@@ -59,12 +63,13 @@ describe('JetStream publishing through a site nats-server crash', () => {
         });
         inFlight.add(stored);
         void stored.finally(() => inFlight.delete(stored));
-        // A steady flow: ~4,000 msgs/s, so hundreds are in flight when the server dies.
+        // A steady flow, so that hundreds are in flight when the server dies.
         if (seq % 20 === 0) await sleep(5);
         if (seq === total / 3) {
           await killServer(server);
           killed = true;
-          await sleep(1_000);
+          // Restarted only once the client has seen the loss, which fails what was in flight.
+          await waitFor('the client to see the server gone', () => disconnects > 0, 10_000, 5);
           server = await servers.restart(server);
         }
       }
