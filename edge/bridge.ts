@@ -18,6 +18,7 @@ import type { Readiness } from '../lib/ops.ts';
 import {
   decodePayload,
   Header,
+  InvalidReason,
   isValidId,
   MessageKind,
   messageId,
@@ -27,7 +28,7 @@ import {
 } from '../schemas/index.ts';
 import { siteStreamNames } from '../schemas/streams.ts';
 import type { EdgeConfig } from './config.ts';
-import { AsyncPublisher } from './async-publisher.ts';
+import { AsyncPublisher, type StoredAck } from './async-publisher.ts';
 import { MqttSource } from './mqtt-source.ts';
 import { OrderedPublisher, type PublishRequest } from './ordered-publisher.ts';
 import { ensureSiteStreams } from './site-streams.ts';
@@ -36,32 +37,13 @@ import { TopicMapper } from './topics.ts';
 /** Device id used when the topic's device level is not a usable id. */
 export const UNKNOWN_DEVICE = '_unknown';
 
-/** Why a payload was kept aside, as a small set of metric labels. */
-export const InvalidReason = {
-  unknownKind: 'unknown_kind',
-  tooLarge: 'too_large',
-  notUtf8: 'not_utf8',
-  malformedJson: 'malformed_json',
-  schema: 'schema',
-  badDeviceId: 'bad_device_id',
-  clockSkew: 'clock_skew',
-} as const;
-export type InvalidReason = (typeof InvalidReason)[keyof typeof InvalidReason];
-
-function classify(reason: string): InvalidReason {
-  if (reason.startsWith('unknown kind')) return InvalidReason.unknownKind;
-  if (/^payload is \d+ bytes/.test(reason)) return InvalidReason.tooLarge;
-  if (reason.includes('UTF-8')) return InvalidReason.notUtf8;
-  if (reason.startsWith('malformed JSON')) return InvalidReason.malformedJson;
-  return InvalidReason.schema;
-}
-
 export class EdgeMetrics {
   readonly received: LabelledCount;
   readonly published: LabelledCount;
   readonly invalid: LabelledCount;
   readonly duplicates: Counter;
   readonly publishRetries: Counter;
+  readonly handOverFailures: Counter;
   readonly publishSeconds: Histogram;
   readonly streamMessages: Gauge<'stream'>;
   readonly streamBytes: Gauge<'stream'>;
@@ -97,6 +79,11 @@ export class EdgeMetrics {
     this.publishRetries = new Counter({
       name: 'switchyard_edge_publish_retries_total',
       help: 'Failed JetStream publish attempts (retried)',
+      registers,
+    });
+    this.handOverFailures = new Counter({
+      name: 'switchyard_edge_handover_failures_total',
+      help: 'Messages the bridge failed to hand over; each drops the MQTT connection so the broker redelivers',
       registers,
     });
     this.publishSeconds = new Histogram({
@@ -180,29 +167,30 @@ export class EdgeBridge {
       filters: this.topics.filters,
       windowSize: config.windowSize,
       log,
+      onHandlerFailure: () => this.metrics.handOverFailures.inc(),
     });
     await this.source.start((topic, payload) => this.handle(topic, payload));
   }
 
-  /** Hands one MQTT message over to JetStream; resolves once it is stored. */
-  private handle(topic: string, payload: Buffer): Promise<void> {
+  /**
+   * Hands one MQTT message over to JetStream; resolves once it is stored. Async, so that whatever
+   * throws becomes a rejection, which the source turns into a redelivery.
+   */
+  private async handle(topic: string, payload: Buffer): Promise<void> {
     const receivedAtMs = Date.now();
     // Everything derived from the payload (its parsed JSON above all) is dropped before the wait for
-    // the PubAck: a thousand messages in flight then cost the garbage collector next to nothing.
+    // the PubAck, so messages in flight hold little more than their bytes.
     const request = this.prepare(topic, payload, receivedAtMs);
     this.inFlight++;
-    return this.publisher!.publish(request).then(
-      (ack) => {
-        this.inFlight--;
-        if (ack.duplicate) this.metrics.duplicates.inc();
-        else this.metrics.published.add(request.kind);
-        this.metrics.publishSeconds.observe((Date.now() - receivedAtMs) / 1000);
-      },
-      (err: unknown) => {
-        this.inFlight--;
-        throw err;
-      },
-    );
+    let ack: StoredAck;
+    try {
+      ack = await this.publisher!.publish(request);
+    } finally {
+      this.inFlight--;
+    }
+    if (ack.duplicate) this.metrics.duplicates.inc();
+    else this.metrics.published.add(request.kind);
+    this.metrics.publishSeconds.observe((Date.now() - receivedAtMs) / 1000);
   }
 
   /** Validates a message and builds what is published: subject, headers, stored kind. */
@@ -234,7 +222,7 @@ export class EdgeBridge {
     const decoded = invalid
       ? undefined
       : decodePayload(claimedKind, payload, { maxBytes: config.maxPayloadBytes });
-    if (decoded && !decoded.ok) invalid = { reason: decoded.reason, label: classify(decoded.reason) };
+    if (decoded && !decoded.ok) invalid = { reason: decoded.reason, label: decoded.code };
     if (decoded?.ok && decoded.tsMs > receivedAtMs + config.maxClockSkewMs) {
       const aheadS = Math.round((decoded.tsMs - receivedAtMs) / 1000);
       invalid = {

@@ -3,20 +3,18 @@
  *
  * Contract: every QoS 1 message is given to `handler`; its PUBACK goes to the broker only after the
  * handler resolved for it *and* for every message received before it (MQTT requires PUBACKs in
- * receive order). Until then the broker keeps the message in our persistent session and redelivers
- * it if we disconnect. At most `windowSize` messages are in flight: a full window stops reading the
- * socket, which pushes back on the broker instead of growing memory.
+ * receive order). Until then the broker keeps the message in our persistent session. A handler that
+ * rejects drops the connection, so the broker redelivers that message and everything after it. At
+ * most `windowSize` messages are in flight: a full window stops reading the socket.
  *
- * Why this reaches into MQTT.js: MQTT.js hands messages over one at a time and sends the PUBACK as
- * soon as `handleMessage` calls back, so waiting there serializes the bridge on one JetStream
- * round trip per message. Instead `handleMessage` calls back at once (the next message is read) and
- * the PUBACK that MQTT.js then sends is held here until the handler resolved, then released in
- * order. This relies on MQTT.js 5's private `_sendPacket`; the version is pinned and
- * test/edge-bridge.test.ts proves the behaviour (no message acknowledged before it is stored).
+ * MQTT.js sends a PUBACK as soon as its message callback returns, which would serialize the bridge
+ * on one JetStream round trip per message; so the callback returns at once and the PUBACK it sends
+ * is held here (MQTT.js 5's private `_sendPacket`, version pinned) until it may go (docs/edge.md).
  */
 import mqtt, { type IPublishPacket, type MqttClient, type Packet } from 'mqtt';
 import { formatWithOptions } from 'node:util';
 import type { Logger } from '../lib/log.ts';
+import { waitUntil, WaitTimeoutError } from '../lib/timers.ts';
 
 export interface MqttSourceOptions {
   url: string;
@@ -29,15 +27,22 @@ export interface MqttSourceOptions {
   /** Most messages received and not yet PUBACKed. */
   windowSize: number;
   log: Logger;
+  /** Called for each message whose handler rejected or threw (for metrics). */
+  onHandlerFailure?: (err: unknown) => void;
 }
 
-/** Resolves once the message is safe downstream; the PUBACK follows. Should not reject. */
+/**
+ * Resolves once the message is safe downstream; the PUBACK follows. Rejecting (or throwing) costs a
+ * reconnect: the broker then redelivers this message and every later one not yet acknowledged.
+ */
 export type MessageHandler = (topic: string, payload: Buffer) => Promise<void>;
 
 interface InFlight {
   /** The connection it came in on: a PUBACK is only valid on that connection. */
   connection: number;
   settled: boolean;
+  /** The handler rejected: its PUBACK never goes, the broker redelivers it. */
+  failed: boolean;
   /** The PUBACK MQTT.js wanted to send, held until it may go. */
   puback?: Packet;
 }
@@ -87,7 +92,7 @@ export class MqttSource {
       manualConnect: true,
       resubscribe: true,
       // MQTT.js logs every packet through `debug`, whose rest parameter allocates even when it is
-      // off (~5 % of the bridge's garbage). Its lines go to our log at trace level, or nowhere.
+      // off. Its lines go to our log at trace level, or nowhere.
       log: log.isLevelEnabled('trace')
         ? (...args: unknown[]) => log.trace({ mqttjs: formatWithOptions({ breakLength: Infinity }, ...args) })
         : () => undefined,
@@ -112,18 +117,27 @@ export class MqttSource {
 
     // Installed before connecting: a persistent session's queued messages arrive with the CONNACK.
     client.handleMessage = (packet: IPublishPacket, callback) => {
-      const entry: InFlight = { connection: this.connection, settled: false };
+      // Read before its connection closed, handled after: its PUBACK can no longer go, and the
+      // broker redelivers it on the next connection. Handling it would only queue a dead entry.
+      if (!client.connected) return callback();
+      const entry: InFlight = { connection: this.connection, settled: false, failed: false };
       if (packet.qos > 0 && packet.messageId !== undefined) {
         this.queue.push(entry);
         this.awaitingPuback.set(packet.messageId, entry);
       }
-      handler(packet.topic, packet.payload as Buffer).then(
+      let handedOver: Promise<void>;
+      try {
+        handedOver = handler(packet.topic, packet.payload as Buffer);
+      } catch (err) {
+        // A throw must not reach MQTT.js, which would leave the message neither settled nor failed.
+        handedOver = Promise.reject(err);
+      }
+      handedOver.then(
         () => {
           entry.settled = true;
           this.scheduleDrain();
         },
-        (err: unknown) =>
-          log.warn({ err, topic: packet.topic }, 'message not handed over; the broker will redeliver it'),
+        (err: unknown) => this.handlerFailed(entry, packet, err),
       );
       if (this.queue.length < this.options.windowSize && !this.stopping) callback();
       else this.heldCallback = callback;
@@ -154,6 +168,27 @@ export class MqttSource {
       Object.fromEntries(this.options.filters.map((f) => [f, { qos: 1 as const }])),
     );
     log.info({ filters: this.options.filters }, 'subscribed');
+  }
+
+  /**
+   * A message the handler could not take stops every later PUBACK (they go in receive order), so
+   * waiting would only fill the window. Dropping the connection makes the broker redeliver it and
+   * everything after it, in order; what was stored already is stored once, by its message id.
+   */
+  private handlerFailed(entry: InFlight, packet: IPublishPacket, err: unknown): void {
+    entry.failed = true;
+    this.options.onHandlerFailure?.(err);
+    const { log } = this.options;
+    const topic = packet.topic;
+    if (packet.qos === 0) {
+      log.warn({ err, topic }, 'QoS 0 message not handed over: the broker does not redeliver it');
+    } else if (this.stopping || entry.connection !== this.connection) {
+      // Stopping ends the connection anyway; an older connection's messages are redelivered already.
+      log.warn({ err, topic }, 'message not handed over; the broker will redeliver it');
+    } else {
+      log.warn({ err, topic }, 'message not handed over: reconnecting so the broker redelivers it');
+      this.client?.stream.destroy();
+    }
   }
 
   /**
@@ -198,9 +233,14 @@ export class MqttSource {
     const client = this.client;
     if (!client) return;
     this.stopping = true;
-    const deadline = Date.now() + timeoutMs;
-    while (this.queue.some((e) => !e.settled) && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 20));
+    await waitUntil(
+      'the messages in hand to be handed over',
+      () => this.queue.every((e) => e.settled || e.failed),
+      { timeoutMs, everyMs: 20 },
+    ).catch((err: unknown) => {
+      if (!(err instanceof WaitTimeoutError)) throw err;
+      this.options.log.warn({ inFlight: this.queue.length }, 'stopping with messages not handed over');
+    });
     this.drain();
     await client.endAsync();
   }

@@ -8,7 +8,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Header } from '../schemas/index.ts';
 import { siteStreamNames } from '../schemas/streams.ts';
-import { DevicePublisher, startBridge, telemetryPayload, type BridgeProcess } from './support/edge.ts';
+import { DevicePublisher, startBridge, telemetryJson, type BridgeProcess } from './support/edge.ts';
 import { natsConnect, readStream, streamCount } from './support/jetstream.ts';
 import { metricValue } from './support/process.ts';
 import { TestServers, waitFor } from './support/servers.ts';
@@ -64,6 +64,14 @@ describe('bridge input handling', () => {
         label: 'schema',
       },
       {
+        // A schema failure whose reason quotes the value "UTF-8" is still a schema failure.
+        topic: 'bsu/bad-2b/telemetry',
+        payload: Buffer.from(JSON.stringify({ ts: Date.now(), seq: 1, SoC: 'UTF-8', V: 800, A: 1, W: 800 })),
+        subject: 'bad-2b',
+        reason: /telemetry\.SoC: expected number, got "UTF-8"/,
+        label: 'schema',
+      },
+      {
         topic: 'bsu/bad-3/status',
         payload: Buffer.from(JSON.stringify({ ts: Date.now(), seq: 1, ChaSt: 'OFF' })),
         subject: 'bad-3',
@@ -93,14 +101,14 @@ describe('bridge input handling', () => {
       },
       {
         topic: 'bsu/bad-7/telemetry',
-        payload: Buffer.from(telemetryPayload(1, future)),
+        payload: Buffer.from(telemetryJson(1, future)),
         subject: 'bad-7',
         reason: /device clock is \d+ s ahead/,
         label: 'clock_skew',
       },
       {
         topic: 'bsu/bad.8/telemetry',
-        payload: Buffer.from(telemetryPayload(1)),
+        payload: Buffer.from(telemetryJson(1)),
         subject: '_unknown',
         reason: /device id "bad.8"/,
         label: 'bad_device_id',
@@ -109,10 +117,10 @@ describe('bridge input handling', () => {
     const beforeCount = await streamCount(site, names.telemetry);
     let goodSeq = 0;
     for (const c of cases) {
-      await devices.publish('bsu/good-1/telemetry', telemetryPayload(++goodSeq));
+      await devices.publish('bsu/good-1/telemetry', telemetryJson(++goodSeq));
       await devices.publish(c.topic, c.payload);
     }
-    await devices.publish('bsu/good-1/telemetry', telemetryPayload(++goodSeq));
+    await devices.publish('bsu/good-1/telemetry', telemetryJson(++goodSeq));
     const expected = beforeCount + cases.length + goodSeq;
     await waitFor(
       `${expected} messages in the site stream`,
@@ -163,7 +171,7 @@ describe('bridge input handling', () => {
     // About 3 MiB of telemetry into a 1 MiB budget.
     const batch: Promise<void>[] = [];
     for (let seq = 1; seq <= 6000; seq++)
-      batch.push(devices.publish('bsu/flood-1/telemetry', telemetryPayload(seq)));
+      batch.push(devices.publish('bsu/flood-1/telemetry', telemetryJson(seq)));
     await Promise.all(batch);
     const newestSeq = async (): Promise<number> => {
       const last = await jsm.streams.getMessage(names.telemetry, {
