@@ -9,21 +9,24 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { addSite, listSites } from '../cloud/hub-stream.ts';
 import { ensureSiteStreams } from '../edge/site-streams.ts';
 import { Header } from '../schemas/index.ts';
-import { HUB_STREAM } from '../schemas/streams.ts';
+import { HUB_STREAM, siteStreamNames } from '../schemas/streams.ts';
+import { siteLeafConnected } from '../stack/leafz.ts';
 import { killServer, type RunningServer } from '../stack/server-process.ts';
 import {
   DevicePublisher,
   startBridge,
-  statusPayload,
+  statusJson,
   SteadyLoad,
-  telemetryPayload,
+  telemetryJson,
   type BridgeProcess,
 } from './support/edge.ts';
 import { natsConnect, readStream, streamCount } from './support/jetstream.ts';
-import { runSwitchyard } from './support/process.ts';
+import { metricValue, runSwitchyard } from './support/process.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
 const HUB_CONFIG = { natsUrl: '', hubMaxAgeS: 3600, hubMaxBytes: -1, hubDuplicateWindowS: 900 };
+/** Readings the bridge received and has not stored yet. */
+const IN_FLIGHT = 'switchyard_edge_in_flight{service="switchyard-edge"}';
 const SITE_LIMITS = {
   telemetryMaxBytes: 256 * 1024 ** 2,
   eventsMaxBytes: 64 * 1024 ** 2,
@@ -94,13 +97,13 @@ describe('edge bridge → site stream → hub', () => {
     for (let seq = 1; seq <= 100; seq++) {
       for (let d = 1; d <= 5; d++) {
         const device = `order-${d}`;
-        const payload = telemetryPayload(seq);
+        const payload = telemetryJson(seq);
         sent.set(`${device}:${seq}`, payload);
         counts.set(device, seq);
         work.push(devices.publish(`bsu/${device}/telemetry`, payload));
       }
     }
-    work.push(devices.publish('bsu/order-1/status', statusPayload(1)));
+    work.push(devices.publish('bsu/order-1/status', statusJson(1)));
     await Promise.all(work);
     await assertExactlyOnce(hub, counts, 1);
 
@@ -123,6 +126,8 @@ describe('edge bridge → site stream → hub', () => {
 
   test('loses and duplicates nothing through a cut uplink, hub and site restarts, and a killed bridge', async () => {
     const names = ['steady-1', 'steady-2', 'steady-3', 'steady-4'];
+    const site = await natsConnect(siteServer.url);
+    const siteStream = siteStreamNames('site-1').telemetry;
     const load = new SteadyLoad(devices, names, 200);
     const settle = async (what: string): Promise<void> => {
       await load.pause();
@@ -132,43 +137,63 @@ describe('edge bridge → site stream → hub', () => {
       });
       load.resume();
     };
+    /** Resolves once `count()` has grown by `n` from now: the system got that far. */
+    const grows = async (what: string, count: () => number | Promise<number>, n: number): Promise<void> => {
+      const from = await count();
+      await waitFor(what, async () => (await count()) >= from + n, 120_000, 50);
+    };
+    const hubCount = () => streamCount(hub, HUB_STREAM);
+    const siteCount = () => streamCount(site, siteStream);
+    const flowing = () => grows('readings reaching the hub', hubCount, 100);
     try {
-      await new Promise((r) => setTimeout(r, 1000));
+      await flowing();
 
-      // Uplink cut for 30 s: the site keeps storing, the hub catches up after.
+      // Uplink cut while the site stores 6,000 readings (30 s of the load): the hub catches up after.
       process.kill(link.pid, 'SIGUSR1');
-      const countAtCut = await streamCount(hub, HUB_STREAM);
-      await new Promise((r) => setTimeout(r, 30_000));
-      assert.ok(
-        (await streamCount(hub, HUB_STREAM)) - countAtCut < 50,
-        'the hub must not receive while the link is cut',
+      await waitFor(
+        'the hub to drop the leaf',
+        async () => (await siteLeafConnected(hubServer.monitorUrl!, 'site-1')) === false,
+        15_000,
+        50,
       );
+      const countAtCut = await hubCount();
+      await grows('the site to store 6,000 readings while cut off', siteCount, 6_000);
+      assert.ok((await hubCount()) - countAtCut < 50, 'the hub must not receive while the link is cut');
       process.kill(link.pid, 'SIGUSR2');
-      await settle('a 30 s uplink cut');
+      await settle('an uplink cut');
 
-      await new Promise((r) => setTimeout(r, 1000));
+      await flowing();
       await killServer(hubServer);
-      await new Promise((r) => setTimeout(r, 2000));
+      await grows('the site to store 400 readings while the hub is down', siteCount, 400);
       hubServer = await servers.restart(hubServer);
       await settle('a hub restart');
 
-      await new Promise((r) => setTimeout(r, 1000));
+      await flowing();
       await killServer(siteServer);
-      await new Promise((r) => setTimeout(r, 2000));
+      await grows(
+        'the broker to take 400 readings while the site JetStream is down',
+        () => devices.acked,
+        400,
+      );
       siteServer = await servers.restart(siteServer);
       await settle('a site nats-server restart');
 
-      await new Promise((r) => setTimeout(r, 1000));
+      await flowing();
       await bridge.stop('SIGKILL');
-      await new Promise((r) => setTimeout(r, 1000));
+      await grows('the broker to queue 200 readings for the dead bridge', () => devices.acked, 200);
       bridge = await startBridge({ site: 'site-1', mqttUrl, natsUrl: siteServer.url });
       await settle('a SIGKILLed bridge');
 
       // The PUBACK follows the PubAck: readings the bridge held while its JetStream was down, and
       // then lost with the process, are still queued in the broker and arrive after the restart.
-      await new Promise((r) => setTimeout(r, 1000));
+      await flowing();
       await killServer(siteServer);
-      await new Promise((r) => setTimeout(r, 2000));
+      await waitFor(
+        'the bridge to hold 200 readings it cannot store',
+        async () => (await metricValue(bridge.opsUrl, IN_FLIGHT)) >= 200,
+        60_000,
+        50,
+      );
       await bridge.stop('SIGKILL');
       siteServer = await servers.restart(siteServer);
       bridge = await startBridge({ site: 'site-1', mqttUrl, natsUrl: siteServer.url });
@@ -176,6 +201,7 @@ describe('edge bridge → site stream → hub', () => {
       assert.ok(load.total > 1000, `steady load sent ${load.total}`);
     } finally {
       await load.stop();
+      await site.close();
     }
   });
 
@@ -195,7 +221,7 @@ describe('edge bridge → site stream → hub', () => {
       await ensureSiteStreams(await jetstreamManager(nc), { site, natsUrl: server.url, ...SITE_LIMITS });
       const js = (await import('@nats-io/jetstream')).jetstream(nc);
       for (let i = 1; i <= 20; i++)
-        await js.publish(`bsu.${site}.unit-1.telemetry`, telemetryPayload(i), { msgID: `${site}-${i}` });
+        await js.publish(`bsu.${site}.unit-1.telemetry`, telemetryJson(i), { msgID: `${site}-${i}` });
       await nc.close();
     }
     const added = await runSwitchyard(['site', 'add', 'site-3', '--nats-url', hubServer.url]);
