@@ -6,8 +6,8 @@ const GiB = 1024 ** 3;
 
 /**
  * V8 settings the bridge is deployed with (deploy/systemd/switchyard-edge.service): a small young
- * generation and a capped old one keep it near 100 MB resident at 5,000 msgs/s on a gateway, where
- * V8's defaults let garbage pile up to ~180 MB. Its live heap is ~20 MB and bounded by `windowSize`.
+ * generation and a capped old one keep garbage from piling up on a small gateway; the live heap is
+ * bounded by `windowSize` (figures in docs/edge.md).
  */
 export const EDGE_NODE_OPTIONS = ['--max-old-space-size=40', '--max-semi-space-size=2'] as const;
 
