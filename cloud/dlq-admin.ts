@@ -8,6 +8,7 @@
  * What the sink takes is deleted from the DLQ; what it refuses again is kept, with the new reason,
  * as a replacement dead letter, and the old one is deleted only once the replacement is stored.
  */
+import { randomUUID } from 'node:crypto';
 import {
   DeliverPolicy,
   jetstream,
@@ -685,13 +686,20 @@ async function keepWithReason(
     payload: letter.payload,
     headers: hdrsOf(letter.headers),
   });
-  let ack;
-  try {
-    ack = await js.publish(dlqSubject(letter.consumer, message.subject), letter.payload, {
-      msgID: redriveMessageId(letter.consumer, message.seq, letter.dlqSeq),
+  const publish = (msgID: string) =>
+    js.publish(dlqSubject(letter.consumer, message.subject), letter.payload, {
+      msgID,
       headers,
       timeout: 5_000,
     });
+  let ack;
+  try {
+    const msgID = redriveMessageId(letter.consumer, message.seq, letter.dlqSeq);
+    ack = await publish(msgID);
+    // JetStream remembers an id after its message was deleted: a duplicate of a replacement that is
+    // gone (redriven since) would leave nothing in its place. Store it under an id of its own then.
+    if (ack.duplicate && (await jsm.streams.getMessage(stream, { seq: ack.seq })) === null)
+      ack = await publish(`${msgID}.${randomUUID()}`);
   } catch (err) {
     log.error({ dlqSeq: letter.dlqSeq, err: describeError(err) }, 'refused again; the new reason not stored');
     return { notStored: describeError(err) };

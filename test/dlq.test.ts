@@ -14,7 +14,7 @@ import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jet
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import { Registry } from 'prom-client';
 import { loadConsumerConfig, startConsumer } from '../cloud/consumer.ts';
-import { redriveTarget } from '../cloud/dlq-admin.ts';
+import { redriveMessageId, redriveTarget } from '../cloud/dlq-admin.ts';
 import { DeadLetterReason, DLQ_STREAM, publishDeadLetter } from '../cloud/dlq.ts';
 import { ingestConsumer } from '../cloud/ingest/consumer.ts';
 import { silentLogger } from '../lib/log.ts';
@@ -397,6 +397,35 @@ describe('switchyard dlq', () => {
       ],
     );
     assert.equal(await influxCount(influx.url, 'SELECT count(W) FROM telemetry'), 6, 'nothing written twice');
+  });
+
+  test('a letter is kept when it fails again even if JetStream remembers its replacement id', async () => {
+    const [letter] = (await deadLetters()).filter((l) => l.headers[Header.dlqConsumer] === DURABLE);
+    assert.equal(Number(letter!.headers[Header.dlqSeq]), poison.seq);
+    // What a redrive stopped between storing a replacement and deleting the old letter leaves, once
+    // that replacement was redriven and deleted: its id stays in the duplicate window.
+    const h = headers();
+    for (const [key, value] of Object.entries(letter!.headers)) if (!/^nats-/i.test(key)) h.set(key, value);
+    const earlier = await jetstream(nc).publish(letter!.subject, letter!.payload, {
+      msgID: redriveMessageId(DURABLE, poison.seq, letter!.seq),
+      headers: h,
+    });
+    await jsm.streams.deleteMessage(DLQ_STREAM, earlier.seq);
+
+    const { code, output, report } = await dlqJson(
+      ['redrive', '--seq', String(letter!.seq), '--yes'],
+      'redrivenCount',
+    );
+    assert.equal(code, 1, output);
+    const r = report as unknown as RedriveJson;
+    assert.equal(r.failedCount, 1);
+    assert.equal(r.failed[0]!.kept, 'replaced');
+    assert.ok(r.failed[0]!.replacedBy! > earlier.seq, JSON.stringify(r.failed[0]));
+    const mine = (await deadLetters()).filter((l) => l.headers[Header.dlqConsumer] === DURABLE);
+    assert.deepEqual(
+      mine.map((l) => [l.seq, Number(l.headers[Header.dlqSeq])]),
+      [[r.failed[0]!.replacedBy, poison.seq]],
+    );
   });
 
   test('a full dead-letter stream keeps a letter that fails again as it was, never deleted unreplaced', async () => {
