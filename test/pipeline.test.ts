@@ -141,8 +141,10 @@ class Pipeline {
       // Short retry delays: the test sees each recovery soon after its store is back.
       SWITCHYARD_BACKOFF_MS: '200,500,1000',
     };
-    const [bridge] = await Promise.all([
-      startBridge({ site: SITE, mqttUrl: mosquitto.url, natsUrl: this.siteServer.url }),
+    // The bridge first, on its own: on a busy machine four processes starting at once can keep it
+    // from being ready within startBridge's deadline.
+    this.bridge = await startBridge({ site: SITE, mqttUrl: mosquitto.url, natsUrl: this.siteServer.url });
+    await Promise.all([
       this.startConsumer('archive', {
         ...common,
         SWITCHYARD_OPS_PORT: String(await freePort()),
@@ -173,7 +175,6 @@ class Pipeline {
         SWITCHYARD_INFLUX2_TOKEN: 'local',
       }),
     ]);
-    this.bridge = bridge;
     this.devices = await DevicePublisher.connect(mosquitto.url);
   }
 
