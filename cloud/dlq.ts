@@ -156,11 +156,31 @@ export function deadLetterHeaders(letter: DeadLetter): MsgHdrs {
 export function publishDeadLetter(
   js: JetStreamClient,
   letter: DeadLetter,
-  options: { timeoutMs?: number } = {},
+  options: { timeoutMs?: number; msgId?: string } = {},
 ): Promise<PubAck> {
   return js.publish(dlqSubject(letter.consumer, letter.subject), letter.payload, {
-    msgID: dlqMessageId(letter.consumer, letter.seq),
+    msgID: options.msgId ?? dlqMessageId(letter.consumer, letter.seq),
     headers: deadLetterHeaders(letter),
     timeout: options.timeoutMs ?? 5_000,
+  });
+}
+
+/**
+ * Publishes a dead letter so that the stream holds it when this resolves. JetStream remembers a
+ * message id for the duplicate window even after that message was deleted (a redriven dead
+ * letter): a "duplicate" answer whose original is gone is published again under an id of its own.
+ */
+export async function storeDeadLetter(
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  dlqStream: string,
+  letter: DeadLetter,
+): Promise<PubAck> {
+  const ack = await publishDeadLetter(js, letter);
+  if (!ack.duplicate) return ack;
+  const original = await jsm.streams.getMessage(dlqStream, { seq: ack.seq }).catch(() => undefined);
+  if (original && original.subject === dlqSubject(letter.consumer, letter.subject)) return ack;
+  return publishDeadLetter(js, letter, {
+    msgId: `${dlqMessageId(letter.consumer, letter.seq)}.again-${Date.now()}`,
   });
 }

@@ -315,6 +315,7 @@ class Runner {
           log: this.log,
         },
         this.js,
+        this.jsm,
       );
       await ensureDlqStream(this.jsm, { stream: this.s.dlqStream }, this.log);
       this.controlKv ??= await controlBucket(nc);

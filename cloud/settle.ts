@@ -8,12 +8,12 @@
  *   `failedSeqs` naks only those; the rest of its part is durable and acked.
  * - a subject that does not parse → dead letter without reaching the sink.
  */
-import type { JetStreamClient, JsMsg } from '@nats-io/jetstream';
+import type { JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import { describeError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { headerBytes } from '../lib/nats.ts';
 import { parseSubject } from '../schemas/subjects.ts';
-import { DeadLetterReason, isDlqFull, publishDeadLetter } from './dlq.ts';
+import { DeadLetterReason, isDlqFull, storeDeadLetter } from './dlq.ts';
 import { HubMessage } from './hub-message.ts';
 import { retryDelayMs } from './runner-backoff.ts';
 import { subjectMatches, type ConsumerFilter } from './runner-filters.ts';
@@ -78,6 +78,7 @@ export class BatchSettler {
   constructor(
     private readonly o: SettlerOptions,
     private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
   ) {
     this.labels = { consumer: o.durable };
   }
@@ -312,7 +313,7 @@ export class BatchSettler {
       await Promise.all(
         items.slice(i, i + concurrency).map(async ({ msg, reason, detail }) => {
           try {
-            await publishDeadLetter(this.js, {
+            await storeDeadLetter(this.js, this.jsm, settings.dlqStream, {
               consumer: durable,
               stream: settings.stream,
               seq: msg.seq,

