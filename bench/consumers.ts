@@ -15,9 +15,9 @@
  */
 import { availableParallelism, loadavg } from 'node:os';
 import { DEFAULT_RUNNER_SETTINGS } from '../cloud/runner.ts';
-import { archiveSpec } from '../cli/commands/archive.ts';
-import { ingestSpec } from '../cli/commands/ingest.ts';
-import { monitorSpec } from '../cli/commands/monitor.ts';
+import { archiveConsumer } from '../cloud/archive/consumer.ts';
+import { ingestConsumer } from '../cloud/ingest/consumer.ts';
+import { monitorConsumer } from '../cloud/monitor/consumer.ts';
 import { natsConnect } from '../test/support/jetstream.ts';
 import { TestServers } from '../test/support/servers.ts';
 import { endToEndLatency, percentile } from './consumers-latency.ts';
@@ -178,7 +178,7 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
           everyMs: SAMPLE_EVERY_MS,
           timeoutMs: 180_000,
         }),
-      archiveSpec.runnerDefaults.batchSize,
+      archiveConsumer.runnerDefaults.batchSize,
     );
     const monitor = await bracketed(
       'monitor',
@@ -192,7 +192,7 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
           everyMs: SAMPLE_EVERY_MS,
           timeoutMs: 180_000,
         }),
-      monitorSpec.runnerDefaults.batchSize,
+      monitorConsumer.runnerDefaults.batchSize,
     );
     await bare(AckMode.confirmed);
     await bare(AckMode.asArrives);
@@ -244,7 +244,7 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
     );
 
     // Ingest, per engine: raw POSTs, the ingest process, raw POSTs again, each run into fresh series.
-    const batch = ingestSpec.runnerDefaults.batchSize;
+    const batch = ingestConsumer.runnerDefaults.batchSize;
     // Built once, outside every timed run; only VictoriaMetrics needs its own names per run.
     const bodies = lineProtocolBodies(messages, batch);
     const totalPoints = bodies.points.reduce((a, b) => a + b, 0);

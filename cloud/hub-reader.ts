@@ -25,7 +25,9 @@ export interface HubRange {
 
 /**
  * Messages the range holds that match its filter, nothing read: what is pending from its start less
- * what is pending after its end (consumer info counts to the end of the stream).
+ * what is pending after its end (consumer info counts to the end of the stream). The end is counted
+ * first, so messages stored meanwhile can only make the figure a little high, and it is capped by
+ * the range's length.
  */
 export async function countHubRange(nc: NatsConnection, range: HubRange): Promise<number> {
   if (range.toSeq < range.fromSeq) return 0;
@@ -35,7 +37,9 @@ export async function countHubRange(nc: NatsConnection, range: HubRange): Promis
     await consumer.delete().catch(() => undefined);
     return pending;
   };
-  return (await pendingFrom(range.fromSeq)) - (await pendingFrom(range.toSeq + 1));
+  const after = await pendingFrom(range.toSeq + 1);
+  const from = await pendingFrom(range.fromSeq);
+  return Math.max(0, Math.min(range.toSeq - range.fromSeq + 1, from - after));
 }
 
 /**
