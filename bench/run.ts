@@ -1,13 +1,14 @@
 /**
  * `npm run bench [-- SUITE ...]`: runs the benchmarks against real servers on this machine and
  * writes the figures to bench/results.json (and a table to stdout). Suites: edge, consumers (both by
- * default); `--quick` runs each with fewer messages and shorter runs. docs/benchmarks.md explains the figures.
+ * default), replay; `--quick` runs each with fewer messages and shorter runs. docs/benchmarks.md explains the figures.
  */
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { benchConsumers } from './consumers.ts';
 import { benchEdge } from './edge.ts';
+import { benchReplay } from './replay.ts';
 import { met, type Figure } from './support/common.ts';
 
 const { positionals, values } = parseArgs({
@@ -43,8 +44,16 @@ for (const suite of suites) {
         log,
       })),
     );
+  } else if (suite === 'replay') {
+    figures.push(
+      ...(await benchReplay({
+        messages: values.quick ? 20_000 : 100_000,
+        dayUnits: values.quick ? 50 : 500,
+        log,
+      })),
+    );
   } else {
-    log(`unknown suite ${suite}: use edge or consumers`);
+    log(`unknown suite ${suite}: use edge, consumers or replay`);
     process.exit(2);
   }
 }
