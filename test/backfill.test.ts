@@ -4,21 +4,19 @@
  * the operator runs it (a child process with an env file). InfluxDB counts points exactly.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
-import { Registry } from 'prom-client';
 import { archiveConsumer } from '../cloud/archive/consumer.ts';
 import { createS3Client, listManifests, readArchiveObject } from '../cloud/archive/s3.ts';
-import { loadConsumerConfig, startConsumer } from '../cloud/consumer.ts';
-import { silentLogger } from '../lib/log.ts';
 import { Header, subjectFor } from '../schemas/index.ts';
-import { envFileText } from '../stack/env-vars.ts';
 import type { RunningServer } from '../stack/server-process.ts';
+import { s3Env, startTestConsumer, writeCloudEnv } from './support/consumers.ts';
+import { createDatabase, telemetryCount } from './support/influx1.ts';
 import { runReport, startSwitchyard } from './support/process.ts';
 import { devicePayload } from './support/sink-conformance.ts';
 import { s3rverSettings, TestServers, waitFor } from './support/servers.ts';
@@ -26,15 +24,6 @@ import { s3rverSettings, TestServers, waitFor } from './support/servers.ts';
 const SITES = ['north', 'south'];
 const PER_SITE_HOUR = 40;
 const HOUR_MS = 3_600_000;
-
-async function influxCount(url: string, db: string): Promise<number> {
-  const res = await fetch(`${url}/query?db=${db}`, {
-    method: 'POST',
-    body: new URLSearchParams({ q: 'SELECT count(SoC) FROM telemetry' }),
-  });
-  const body = (await res.json()) as { results: { series?: { values: [string, number][] }[] }[] };
-  return body.results[0]?.series?.[0]?.values[0]?.[1] ?? 0;
-}
 
 describe('switchyard backfill', () => {
   const servers = new TestServers('backfill');
@@ -48,25 +37,16 @@ describe('switchyard backfill', () => {
   let t0: number;
   const total = SITES.length * 3 * PER_SITE_HOUR;
 
+  /** An env file with the settings of the cloud commands, pointing InfluxDB 1.x at a new database `db`. */
   async function envFile(db: string): Promise<string> {
-    await fetch(`${influx.url}/query`, {
-      method: 'POST',
-      body: new URLSearchParams({ q: `CREATE DATABASE "${db}"` }),
+    await createDatabase(influx.url, db);
+    return writeCloudEnv(join(dir, `${db}.env`), {
+      natsUrl: nats.url,
+      ...s3Env(s3server),
+      influx1Url: influx.url,
+      influx1Database: db,
+      sink: 'influx1',
     });
-    const path = join(dir, `${db}.env`);
-    writeFileSync(
-      path,
-      envFileText({
-        natsUrl: nats.url,
-        s3Endpoint: s3server.url,
-        s3AccessKeyId: 'S3RVER',
-        s3SecretAccessKey: 'S3RVER',
-        influx1Url: influx.url,
-        influx1Database: db,
-        sink: 'influx1',
-      }),
-    );
-    return path;
   }
 
   const range = (fromHour: number, toHour: number) => [
@@ -102,22 +82,17 @@ describe('switchyard backfill', () => {
             },
           );
         }
-    const controller = new AbortController();
-    const config = loadConsumerConfig(archiveConsumer, {
-      env: {},
-      flags: { natsUrl: nats.url, ...s3rverSettings(s3server), batchSize: '30', fetchExpiresMs: '1000' },
-    });
-    const run = await startConsumer(archiveConsumer, config, {
-      log: silentLogger,
-      registry: new Registry(),
-      signal: controller.signal,
+    const archive = await startTestConsumer(archiveConsumer, {
+      natsUrl: nats.url,
+      ...s3Env(s3server),
+      batchSize: '30',
+      fetchExpiresMs: '1000',
     });
     await waitFor(
       'everything archived',
       async () => (await jsm.consumers.info('BSU', 'archive')).ack_floor.stream_seq === total,
     );
-    controller.abort();
-    await run.done;
+    await archive.stop();
   });
 
   after(async () => {
@@ -132,7 +107,7 @@ describe('switchyard backfill', () => {
     assert.equal(first.code, 0, first.output);
     assert.equal(first.report.groups, SITES.length * 2);
     assert.equal(first.report.written, SITES.length * 2 * PER_SITE_HOUR);
-    assert.equal(await influxCount(influx.url, 'window'), SITES.length * 2 * PER_SITE_HOUR);
+    assert.equal(await telemetryCount(influx.url, 'window'), SITES.length * 2 * PER_SITE_HOUR);
     const again = await backfill([...range(1, 3), '--env-file', env, '--checkpoint', checkpoint]);
     assert.equal(again.code, 0, again.output);
     assert.equal(again.report.resumed, SITES.length * 2);
@@ -161,7 +136,7 @@ describe('switchyard backfill', () => {
     assert.equal(resumed.code, 0, resumed.output);
     assert.ok(resumed.report.resumed >= done, `resumed ${resumed.report.resumed}, checkpoint had ${done}`);
     assert.equal(resumed.report.written, (SITES.length * 3 - resumed.report.resumed) * PER_SITE_HOUR);
-    assert.equal(await influxCount(influx.url, 'killed'), total);
+    assert.equal(await telemetryCount(influx.url, 'killed'), total);
   });
 
   test('a tampered and a deleted object are reported by key, nothing of them is written', async () => {
@@ -194,6 +169,6 @@ describe('switchyard backfill', () => {
     assert.match(reasons.get(deleted)!, /missing/);
     const lostRecords = lost[0]!.records.length + lost[1]!.records.length;
     assert.equal(r.report.written, total - lostRecords);
-    assert.equal(await influxCount(influx.url, 'damaged'), total - lostRecords);
+    assert.equal(await telemetryCount(influx.url, 'damaged'), total - lostRecords);
   });
 });

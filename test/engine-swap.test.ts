@@ -4,20 +4,17 @@
  * file), both ingest consumers running meanwhile, and the verdict read back from both engines.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { Registry } from 'prom-client';
-import { loadConsumerConfig, startConsumer } from '../cloud/consumer.ts';
 import { ingestConsumer } from '../cloud/ingest/consumer.ts';
-import { silentLogger } from '../lib/log.ts';
 import { sleep } from '../lib/timers.ts';
 import { subjectFor } from '../schemas/index.ts';
-import { envFileText } from '../stack/env-vars.ts';
 import type { RunningServer } from '../stack/server-process.ts';
+import { startTestConsumer, writeCloudEnv } from './support/consumers.ts';
 import { runReport } from './support/process.ts';
 import { devicePayload } from './support/sink-conformance.ts';
 import { TestServers, waitFor } from './support/servers.ts';
@@ -67,27 +64,15 @@ describe('engine swap influx1 → influx2', () => {
   const hoursCovered = (): number => Math.ceil((published * STEP_MS) / 3_600_000);
 
   async function startIngest(sink: 'influx1' | 'influx2') {
-    const controller = new AbortController();
-    const config = loadConsumerConfig(ingestConsumer, {
-      env: {},
-      flags: {
-        natsUrl: nats.url,
-        sink,
-        influx1Url: influx.url,
-        influx2Url: vm.url,
-        influx2Token: 'local',
-        fetchExpiresMs: '1000',
-      },
+    const ingest = await startTestConsumer(ingestConsumer, {
+      natsUrl: nats.url,
+      sink,
+      influx1Url: influx.url,
+      influx2Url: vm.url,
+      influx2Token: 'local',
+      fetchExpiresMs: '1000',
     });
-    const run = await startConsumer(ingestConsumer, config, {
-      log: silentLogger,
-      registry: new Registry(),
-      signal: controller.signal,
-    });
-    stops.push(async () => {
-      controller.abort();
-      await run.done;
-    });
+    stops.push(() => ingest.stop());
   }
 
   const caughtUp = async (durable: string) => {
@@ -102,17 +87,13 @@ describe('engine swap influx1 → influx2', () => {
     jsm = await jetstreamManager(nc);
     await jsm.streams.add({ name: 'BSU', subjects: ['bsu.>'] });
     const dir = mkdtempSync(join(tmpdir(), 'switchyard-swap-'));
-    env = join(dir, 'cloud.env');
-    writeFileSync(
-      env,
-      envFileText({
-        natsUrl: nats.url,
-        influx1Url: influx.url,
-        influx2Url: vm.url,
-        influx2Token: 'local',
-        sink: 'influx1',
-      }),
-    );
+    env = writeCloudEnv(join(dir, 'cloud.env'), {
+      natsUrl: nats.url,
+      influx1Url: influx.url,
+      influx2Url: vm.url,
+      influx2Token: 'local',
+      sink: 'influx1',
+    });
   });
 
   after(async () => {

@@ -4,35 +4,23 @@
  * the operator runs it, a child process reading its settings from an env file.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
-import { Registry } from 'prom-client';
 import { archiveConsumer } from '../cloud/archive/consumer.ts';
-import { loadConsumerConfig, startConsumer } from '../cloud/consumer.ts';
 import { ingestConsumer } from '../cloud/ingest/consumer.ts';
-import { RunnerMetric } from '../cloud/runner-metrics.ts';
-import { silentLogger } from '../lib/log.ts';
 import { Header, subjectFor } from '../schemas/index.ts';
-import { envFileText } from '../stack/env-vars.ts';
 import type { RunningServer } from '../stack/server-process.ts';
+import { s3Env, startTestConsumer, writeCloudEnv } from './support/consumers.ts';
+import { createDatabase, telemetryCount } from './support/influx1.ts';
 import { runReport, runSwitchyard } from './support/process.ts';
 import { devicePayload } from './support/sink-conformance.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
 const TOTAL = 60;
-
-async function influxCount(url: string, db: string, q: string): Promise<number> {
-  const res = await fetch(`${url}/query?db=${db}`, { method: 'POST', body: new URLSearchParams({ q }) });
-  const body = (await res.json()) as { results: { series?: { values: [string, number][] }[] }[] };
-  return body.results[0]?.series?.[0]?.values[0]?.[1] ?? 0;
-}
-
-const createDatabase = (url: string, db: string) =>
-  fetch(`${url}/query`, { method: 'POST', body: new URLSearchParams({ q: `CREATE DATABASE "${db}"` }) });
 
 describe('switchyard replay', () => {
   const servers = new TestServers('replay');
@@ -43,22 +31,16 @@ describe('switchyard replay', () => {
   let jsm: JetStreamManager;
   let dir: string;
 
-  /** An env file with the settings of the cloud commands, pointing InfluxDB 1.x at `db`. */
-  function envFile(db: string): string {
-    const path = join(dir, `${db}.env`);
-    writeFileSync(
-      path,
-      envFileText({
-        natsUrl: nats.url,
-        s3Endpoint: s3.url,
-        s3AccessKeyId: 'S3RVER',
-        s3SecretAccessKey: 'S3RVER',
-        influx1Url: influx.url,
-        influx1Database: db,
-        sink: 'influx1',
-      }),
-    );
-    return path;
+  /** An env file with the settings of the cloud commands, pointing InfluxDB 1.x at a new database `db`. */
+  async function envFile(db: string): Promise<string> {
+    await createDatabase(influx.url, db);
+    return writeCloudEnv(join(dir, `${db}.env`), {
+      natsUrl: nats.url,
+      ...s3Env(s3),
+      influx1Url: influx.url,
+      influx1Database: db,
+      sink: 'influx1',
+    });
   }
 
   const replay = (args: string[]) => runReport(['replay', ...args]);
@@ -90,8 +72,7 @@ describe('switchyard replay', () => {
   });
 
   test('a replayed range lands exactly once in a fresh engine, however often it runs', async () => {
-    await createDatabase(influx.url, 'fresh');
-    const env = envFile('fresh');
+    const env = await envFile('fresh');
     const first = await replay([
       '--to',
       'ingest',
@@ -107,15 +88,14 @@ describe('switchyard replay', () => {
     assert.equal(first.code, 0, first.output);
     assert.equal(first.report.fromStream, 30);
     assert.equal(first.report.written, 30);
-    assert.equal(await influxCount(influx.url, 'fresh', 'SELECT count(SoC) FROM telemetry'), 30);
+    assert.equal(await telemetryCount(influx.url, 'fresh'), 30);
     const again = await replay(['--to', 'ingest', '--sink', 'influx1', '--from-seq', '1', '--env-file', env]);
     assert.equal(again.code, 0, again.output);
     assert.equal(again.report.written, TOTAL);
-    assert.equal(await influxCount(influx.url, 'fresh', 'SELECT count(SoC) FROM telemetry'), TOTAL);
+    assert.equal(await telemetryCount(influx.url, 'fresh'), TOTAL);
   });
 
   test('a dry run reads the range and writes nothing', async () => {
-    await createDatabase(influx.url, 'dry');
     const r = await replay([
       '--to',
       'ingest',
@@ -125,44 +105,31 @@ describe('switchyard replay', () => {
       '1',
       '--dry-run',
       '--env-file',
-      envFile('dry'),
+      await envFile('dry'),
     ]);
     assert.equal(r.code, 0, r.output);
     assert.equal(r.report.fromStream, TOTAL);
     assert.equal(r.report.written, 0);
-    assert.equal(await influxCount(influx.url, 'dry', 'SELECT count(SoC) FROM telemetry'), 0);
+    assert.equal(await telemetryCount(influx.url, 'dry'), 0);
   });
 
   test('a range older than the stream comes from the archive, with no gap or overlap at the seam', async () => {
     // Archive everything, then let the stream keep only its newest 25 messages.
-    const controller = new AbortController();
-    const config = loadConsumerConfig(archiveConsumer, {
-      env: {},
-      flags: {
-        natsUrl: nats.url,
-        s3Endpoint: s3.url,
-        s3AccessKeyId: 'S3RVER',
-        s3SecretAccessKey: 'S3RVER',
-        batchSize: '20',
-        fetchExpiresMs: '1000',
-      },
-    });
-    const run = await startConsumer(archiveConsumer, config, {
-      log: silentLogger,
-      registry: new Registry(),
-      signal: controller.signal,
+    const archive = await startTestConsumer(archiveConsumer, {
+      natsUrl: nats.url,
+      ...s3Env(s3),
+      batchSize: '20',
+      fetchExpiresMs: '1000',
     });
     await waitFor(
       'everything archived',
       async () => (await jsm.consumers.info('BSU', 'archive')).ack_floor.stream_seq === TOTAL,
     );
-    controller.abort();
-    await run.done;
+    await archive.stop();
     const stream = await jsm.streams.info('BSU');
     await jsm.streams.update('BSU', { ...stream.config, max_msgs: 25 });
     assert.equal((await jsm.streams.info('BSU')).state.first_seq, TOTAL - 24);
 
-    await createDatabase(influx.url, 'seam');
     const r = await replay([
       '--to',
       'ingest',
@@ -171,7 +138,7 @@ describe('switchyard replay', () => {
       '--from-seq',
       '5',
       '--env-file',
-      envFile('seam'),
+      await envFile('seam'),
     ]);
     assert.equal(r.code, 0, r.output);
     assert.deepEqual(r.report.plan.archive, { fromSeq: 5, toSeq: TOTAL - 25 });
@@ -179,44 +146,26 @@ describe('switchyard replay', () => {
     assert.equal(r.report.fromStream, 25, 'sequences 36..60 from the stream');
     assert.equal(r.report.missingFromArchive, 0);
     assert.equal(r.report.written, TOTAL - 4);
-    assert.equal(await influxCount(influx.url, 'seam', 'SELECT count(SoC) FROM telemetry'), TOTAL - 4);
+    assert.equal(await telemetryCount(influx.url, 'seam'), TOTAL - 4);
   });
 
   test('moving a durable back re-processes exactly from there; refused while its consumer runs', async () => {
-    await createDatabase(influx.url, 'moved');
-    const env = envFile('moved');
-    const config = loadConsumerConfig(ingestConsumer, {
-      env: {},
-      flags: {
+    const env = await envFile('moved');
+    const startIngest = () =>
+      startTestConsumer(ingestConsumer, {
         natsUrl: nats.url,
         sink: 'influx1',
         influx1Url: influx.url,
         influx1Database: 'moved',
         fetchExpiresMs: '1000',
-      },
-    });
-    const startIngest = async () => {
-      const controller = new AbortController();
-      const registry = new Registry();
-      const run = await startConsumer(ingestConsumer, config, {
-        log: silentLogger,
-        registry,
-        signal: controller.signal,
       });
-      const processed = async () =>
-        (await registry.getSingleMetric(RunnerMetric.processed)?.get())?.values.reduce(
-          (n, v) => n + v.value,
-          0,
-        ) ?? 0;
-      return { stop: () => (controller.abort(), run.done), processed };
-    };
     const first = (await jsm.streams.info('BSU')).state.first_seq;
     const ingest = await startIngest();
     await waitFor(
       'ingest caught up',
       async () => (await jsm.consumers.info('BSU', 'ingest-influx1')).ack_floor.stream_seq === TOTAL,
     );
-    const held = await influxCount(influx.url, 'moved', 'SELECT count(SoC) FROM telemetry');
+    const held = await telemetryCount(influx.url, 'moved');
     assert.equal(held, TOTAL - first + 1);
 
     const refused = await replay([
@@ -257,11 +206,7 @@ describe('switchyard replay', () => {
     );
     assert.equal(await again.processed(), TOTAL - first - 9, 'exactly the messages from the new start');
     await again.stop();
-    assert.equal(
-      await influxCount(influx.url, 'moved', 'SELECT count(SoC) FROM telemetry'),
-      held,
-      'no duplicates',
-    );
+    assert.equal(await telemetryCount(influx.url, 'moved'), held, 'no duplicates');
   });
 
   test('bad usage exits 2 with one line saying why', async () => {
