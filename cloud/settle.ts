@@ -3,7 +3,8 @@
  *
  * - written → ack; the last ack of a part is confirmed by the server (`ackAck`);
  * - listed in `rejected`, or the write threw PermanentSinkError → dead letter (BSU_DLQ), then term;
- * - any other error → nak with a growing delay (never shorter than the store's `retryAfterMs`), or
+ * - any other error → nak with a growing delay (never shorter than the store's `retryAfterMs`, up
+ *   to the longest `backoffMs`), or
  *   dead letter once the message has been delivered `maxDeliver` times. A TransientSinkError with
  *   `failedSeqs` naks only those; the rest of its part is durable and acked.
  * - a subject that does not parse → dead letter without reaching the sink.
@@ -186,7 +187,10 @@ export class BatchSettler {
         const error = outcome.error;
         const detail = describeError(error);
         const partial = error instanceof TransientSinkError ? error.failedSeqs : undefined;
-        result.retryAfterMs = error instanceof TransientSinkError ? (error.retryAfterMs ?? 0) : 0;
+        // A hint of hours would hold the messages (and the consumer's lag alarm) that long: the
+        // store's wish is honoured up to the runner's own longest delay.
+        const hint = error instanceof TransientSinkError ? (error.retryAfterMs ?? 0) : 0;
+        result.retryAfterMs = Math.min(hint, Math.max(...s.backoffMs));
         let failedPart = part;
         if (partial) {
           const failedSeqs = new Set(partial);

@@ -117,7 +117,8 @@ describe('settling what a sink could not fully write', () => {
       if (n === 1) throw new TransientSinkError('429 Too Many Requests', { retryAfterMs: 1_500 });
       return { rejected: [] };
     });
-    start('hint', sink, [50]);
+    // The first retry would come after 50 ms; the hint is within the longest delay, so it holds.
+    start('hint', sink, [50, 5_000]);
     await waitFor('every message settled', () => settled('hint'));
     assert.ok(sink.writes.length >= 2);
     const waitedMs = sink.writes[1]!.atMs - sink.writes[0]!.atMs;
