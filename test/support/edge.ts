@@ -10,7 +10,10 @@ export interface BridgeProcess extends SwitchyardProcess {
   opsUrl: string;
 }
 
-/** Starts `switchyard edge` for `site` and waits until /readyz says ready. */
+/**
+ * Starts `switchyard edge` for `site` and waits until /readyz says ready; if it is not ready within
+ * 30 s, kills it and rejects with why it was not and what it printed.
+ */
 export async function startBridge(options: {
   site: string;
   mqttUrl: string;
@@ -36,14 +39,23 @@ export async function startBridge(options: {
     options.compiled ? { compiled: true, nodeOptions: [...EDGE_NODE_OPTIONS] } : {},
   );
   const opsUrl = `http://127.0.0.1:${opsPort}`;
-  await waitFor(
-    `bridge for ${options.site} ready`,
-    async () => {
-      if (p.child.exitCode !== null) throw new Error(`bridge exited: ${p.output()}`);
-      return (await fetch(`${opsUrl}/readyz`)).ok;
-    },
-    30_000,
-  );
+  try {
+    await waitFor(
+      `bridge for ${options.site} ready`,
+      async () => {
+        if (p.child.exitCode !== null) throw new Error('bridge exited');
+        const res = await fetch(`${opsUrl}/readyz`);
+        // Thrown, so that a timeout names the last reasons rather than an early refused connection.
+        if (!res.ok) throw new Error(`not ready: ${await res.text()}`);
+        return true;
+      },
+      30_000,
+    );
+  } catch (err) {
+    // Left running, it would keep the test process alive after the test failed.
+    await p.stop('SIGKILL');
+    throw new Error(`${(err as Error).message}; bridge output: ${p.output()}`, { cause: err });
+  }
   return { ...p, opsUrl };
 }
 
