@@ -6,8 +6,8 @@
  * - Publishes resolve in the order they were made, and none resolves before every earlier one is
  *   stored: a publish that failed (timed out, refused by JetStream, lost with the connection) is
  *   retried, alone and with backoff, until stored, and every later publish waits for it.
- * - Once one has failed, nothing newer is sent until everything before it is stored, one at a time
- *   in publish order; then publishing is pipelined again.
+ * - Once one has failed, publishes made since are held, then sent one at a time in publish order
+ *   once everything before them is stored; publishing is pipelined again when none is left.
  * - Stored order follows publish order across a lost connection: everything in flight fails at
  *   once (edge/async-publisher.ts) and is retried in order. After a timeout or a JetStream error of
  *   one message, the later messages already sent may be stored before its retry: they cannot be
