@@ -559,7 +559,8 @@ async function overADay(options: ReplayBenchOptions): Promise<Figure[]> {
       });
       return figures;
     }
-    log(`audit: ${seconds(audit.wallMs)}, exit ${audit.code}; CPU ${describeMs(audit.cpuMs)}`);
+    const summary = JSON.stringify(audit.report.summary);
+    log(`audit: ${seconds(audit.wallMs)}, exit ${audit.code}; CPU ${describeMs(audit.cpuMs)}; ${summary}`);
     figures.push({
       stage: STAGE,
       name: `audit over a day of ${fmt(day.units)} units`,
@@ -568,6 +569,7 @@ async function overADay(options: ReplayBenchOptions): Promise<Figure[]> {
       note:
         `${what}, also in BSU (${fmt(lastSeq)} messages) and in the archive (written by the ${archiveConsumer.name} ` +
         `consumer); process start to report, exit ${audit.code}${audit.code === 1 ? ' (gaps reported)' : ''}; ` +
+        `its summary: ${summary}; ` +
         `CPU over the run: ${describeMs(audit.cpuMs)}; load average ${loadBefore} before, ${load()} after`,
     });
   } finally {

@@ -8,11 +8,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Measurement, toLines, type Point } from '../cloud/line-protocol.ts';
+import { Measurement, toLines, type Point } from '../cloud/ingest/line-protocol.ts';
 import type { SinkMessage } from '../cloud/sink.ts';
-import { createIngestSink, type IngestSinkConfig } from '../cloud/sinks/influx-config.ts';
-import { Influx1Engine } from '../cloud/sinks/influx1.ts';
-import { Influx2Engine } from '../cloud/sinks/influx2.ts';
+import { createIngestSink, type IngestSinkConfig } from '../cloud/ingest/config.ts';
+import { Influx1Engine } from '../cloud/ingest/influx1.ts';
+import { Influx2Engine } from '../cloud/ingest/influx2.ts';
 import {
   createEngineReader,
   EngineReadError,

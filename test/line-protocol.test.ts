@@ -9,7 +9,7 @@ import {
   toLine,
   toLines,
   type Point,
-} from '../cloud/line-protocol.ts';
+} from '../cloud/ingest/line-protocol.ts';
 import type { DeviceEvent, Status, Telemetry } from '../schemas/index.ts';
 
 const bytes = (value: unknown): Uint8Array =>

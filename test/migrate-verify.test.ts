@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { SinkMessage } from '../cloud/sink.ts';
-import { createIngestSink, type IngestSinkConfig } from '../cloud/sinks/influx-config.ts';
+import { createIngestSink, type IngestSinkConfig } from '../cloud/ingest/config.ts';
 import {
   createEngineReader,
   type EngineReader,

@@ -19,7 +19,7 @@ import {
   applyCall,
   monitorScripts,
 } from '../cloud/monitor/scripts.ts';
-import { MonitorMetric, RedisMonitorSink } from '../cloud/sinks/redis-monitor.ts';
+import { MonitorMetric, RedisMonitorSink } from '../cloud/monitor/sink.ts';
 import { silentLogger } from '../lib/log.ts';
 import { sleep, waitUntil } from '../lib/timers.ts';
 import { Header } from '../schemas/headers.ts';

@@ -16,8 +16,8 @@ import { DEFAULT_ARCHIVE_PREFIX, recordPayload } from '../cloud/archive/layout.t
 import { createS3Client, listKeys, listManifests, readArchiveObject } from '../cloud/archive/s3.ts';
 import { monitorKeys } from '../cloud/monitor/keys.ts';
 import { TransientSinkError, type SinkMessage } from '../cloud/sink.ts';
-import { S3ArchiveSink } from '../cloud/sinks/s3-archive.ts';
-import { RedisMonitorSink } from '../cloud/sinks/redis-monitor.ts';
+import { S3ArchiveSink } from '../cloud/archive/sink.ts';
+import { RedisMonitorSink } from '../cloud/monitor/sink.ts';
 import { silentLogger } from '../lib/log.ts';
 import { killServer, type RunningServer } from '../stack/server-process.ts';
 import { readArchive as readArchiveContents, s3FaultProxy, type S3FaultProxy } from './support/archive.ts';

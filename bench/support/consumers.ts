@@ -14,10 +14,17 @@ import {
   StorageType,
 } from '@nats-io/jetstream';
 import { headers as natsHeaders, nanos, type NatsConnection } from '@nats-io/transport-node';
-import { messagePoints, toLine } from '../../cloud/line-protocol.ts';
+import { messagePoints, toLine } from '../../cloud/ingest/line-protocol.ts';
 import { AsyncPublisher } from '../../edge/async-publisher.ts';
 import { envName } from '../../lib/config.ts';
-import { deviceTimeMs, Header, messageId, schemaTag, subjectFor, type DeviceKind } from '../../schemas/index.ts';
+import {
+  deviceTimeMs,
+  Header,
+  messageId,
+  schemaTag,
+  subjectFor,
+  type DeviceKind,
+} from '../../schemas/index.ts';
 import { HUB_STREAM } from '../../schemas/streams.ts';
 import { SimClock, TrafficGenerator } from '../../simulate/traffic.ts';
 import { freePort } from '../../lib/process.ts';
@@ -375,7 +382,7 @@ export interface RawBodies {
 }
 
 /**
- * The points ingest would write for `messages` (cloud/line-protocol.ts, built once), grouped like
+ * The points ingest would write for `messages` (cloud/ingest/line-protocol.ts, built once), grouped like
  * ingest's fetches: one request body per `batchSize` messages. `measurementPrefix` moves them to
  * fresh series (VictoriaMetrics has no databases to keep two runs apart).
  */

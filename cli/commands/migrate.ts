@@ -7,7 +7,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { loadConsumerConfig } from '../../cloud/consumer.ts';
 import { ingestConsumer } from '../../cloud/ingest/consumer.ts';
 import { createEngineReader } from '../../cloud/ingest/readers/index.ts';
-import { IngestEngine } from '../../cloud/sinks/influx-config.ts';
+import { IngestEngine } from '../../cloud/ingest/config.ts';
 import { COUNT, verifyEngines, type VerifyReport } from '../../cloud/ingest/verify.ts';
 import {
   engineDurable,

@@ -1,6 +1,6 @@
 /** The archive consumer: every message of the hub stream into S3 (docs/consumers.md). */
 import type { ConsumerSpec } from '../consumer.ts';
-import { ArchiveConfigSchema, S3ArchiveSink } from '../sinks/s3-archive.ts';
+import { ArchiveConfigSchema, S3ArchiveSink } from './sink.ts';
 
 export const archiveConsumer = {
   name: 'archive',

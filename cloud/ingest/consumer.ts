@@ -1,7 +1,7 @@
 /** The ingest consumer: device readings into a time-series engine (docs/ingest.md). */
 import { kindFilter, MessageKind } from '../../schemas/index.ts';
 import type { ConsumerSpec } from '../consumer.ts';
-import { createIngestSink, IngestSinkConfigSchema } from '../sinks/influx-config.ts';
+import { createIngestSink, IngestSinkConfigSchema } from './config.ts';
 
 export const ingestConsumer = {
   name: 'ingest',

@@ -19,7 +19,7 @@
  * rounding error of adding an hour of one-second readings in float64 (3600 × 2.2e-16 ≈ 8e-13), and
  * far below any lost or altered reading of a real value. A missing point always shows as a count.
  */
-import { Measurement } from '../line-protocol.ts';
+import { Measurement } from './line-protocol.ts';
 import { FieldType, type EngineReader, type FieldInfo, type HourlyStats } from './readers/reader.ts';
 
 /** Fields compared unless told otherwise: the bank's state of charge and its power. */

@@ -1,6 +1,6 @@
 /** The monitor consumer: the latest state of every unit in Redis (docs/consumers.md). */
 import type { ConsumerSpec } from '../consumer.ts';
-import { MonitorConfigSchema, RedisMonitorSink } from '../sinks/redis-monitor.ts';
+import { MonitorConfigSchema, RedisMonitorSink } from './sink.ts';
 
 export const monitorConsumer = {
   name: 'monitor',

@@ -1,9 +1,9 @@
 /**
  * The reader of an ingest engine, built from the very settings `switchyard ingest` writes with
- * (cloud/sinks/influx-config.ts), so `migrate verify` and `audit` read what the consumers wrote.
+ * (cloud/ingest/config.ts), so `migrate verify` and `audit` read what the consumers wrote.
  */
 import { ConfigError } from '../../../lib/errors.ts';
-import { IngestEngine, type IngestSinkConfig } from '../../sinks/influx-config.ts';
+import { IngestEngine, type IngestSinkConfig } from '../config.ts';
 import { InfluxQLReader } from './influxql.ts';
 import type { EngineReader } from './reader.ts';
 import { VictoriaMetricsReader } from './victoria-metrics.ts';

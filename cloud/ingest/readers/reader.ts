@@ -9,7 +9,7 @@
  * the caller decides what a failure means. A failed request is an EngineReadError carrying the HTTP
  * status and the server's words.
  */
-import { Measurement, Tag } from '../../line-protocol.ts';
+import { Measurement, Tag } from '../line-protocol.ts';
 
 /** Length of one bucket of every reader's figures, ms. */
 export const HOUR_MS = 3_600_000;
@@ -124,7 +124,7 @@ export interface EngineReader {
 
 /**
  * Tag keys, besides `site` and `device`, that the points of each measurement carry
- * (cloud/line-protocol.ts). An engine that flattens measurement and field into one name
+ * (cloud/ingest/line-protocol.ts). An engine that flattens measurement and field into one name
  * (VictoriaMetrics: `telemetry_string_SoC`) tells `telemetry` field `string_SoC` from
  * `telemetry_string` field `SoC` by them.
  */

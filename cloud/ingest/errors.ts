@@ -35,7 +35,7 @@ export function classifyStatus(status: number): FailureClass {
 export class InfluxHttpError extends Error {
   override name = 'InfluxHttpError';
   readonly failureClass: FailureClass;
-  /** The server's `Retry-After`, in ms (cloud/sinks/retry-after.ts), if it sent one. */
+  /** The server's `Retry-After`, in ms (lib/retry-after.ts), if it sent one. */
   readonly retryAfterMs: number | undefined;
   constructor(
     /** HTTP status. */

@@ -8,10 +8,10 @@ import type { Registry } from 'prom-client';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Readiness } from '../../lib/ops.ts';
-import { messagePoints, toLine } from '../line-protocol.ts';
+import { messagePoints, toLine } from './line-protocol.ts';
 import type { Sink, SinkMessage, SinkRejection, WriteResult } from '../sink.ts';
-import { FailureClass, failureClassOf, InfluxHttpError, InfluxUnavailableError } from './influx-errors.ts';
-import { ingestMetrics, type IngestMetrics } from './influx-metrics.ts';
+import { FailureClass, failureClassOf, InfluxHttpError, InfluxUnavailableError } from './errors.ts';
+import { ingestMetrics, type IngestMetrics } from './metrics.ts';
 
 /** What an engine provides: one write endpoint and one probe. */
 export interface InfluxEngine {
@@ -36,7 +36,7 @@ export interface InfluxSinkOptions {
   /** Timeout of the readiness probe, ms. */
   probeTimeoutMs: number;
   log: Logger;
-  /** Where the sink's metrics go (cloud/sinks/influx-metrics.ts); none when omitted. */
+  /** Where the sink's metrics go (cloud/ingest/metrics.ts); none when omitted. */
   registry?: Registry;
   /** The `consumer` label of those metrics: the durable. */
   consumer?: string;

@@ -8,7 +8,7 @@ import { ConfigError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import { createInflux1Sink } from './influx1.ts';
 import { createInflux2Sink } from './influx2.ts';
-import type { InfluxSink } from './influx-sink.ts';
+import type { InfluxSink } from './sink.ts';
 
 /** The engines ingest can write to. */
 export const IngestEngine = { influx2: 'influx2', influx1: 'influx1' } as const;

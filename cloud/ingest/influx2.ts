@@ -12,14 +12,14 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { HttpError, InfluxDB } from '@influxdata/influxdb-client';
 import type { Logger } from '../../lib/log.ts';
-import { InfluxHttpError, serverReason } from './influx-errors.ts';
-import { retryAfterOf } from './retry-after.ts';
+import { InfluxHttpError, serverReason } from './errors.ts';
+import { retryAfterOf } from '../../lib/retry-after.ts';
 import {
   DEFAULT_INFLUX_SINK_OPTIONS,
   InfluxSink,
   type InfluxEngine,
   type InfluxSinkOptions,
-} from './influx-sink.ts';
+} from './sink.ts';
 
 export interface Influx2Settings {
   /** Base URL, e.g. `http://127.0.0.1:8428` (VictoriaMetrics) or `http://influxdb:8086`. */

@@ -22,8 +22,8 @@ import {
   STATUS_FIELDS,
   TELEMETRY_FIELDS,
   type MonitorKeys,
-} from '../monitor/keys.ts';
-import { conflate, type ApplyEntry, type MonitorUpdate } from '../monitor/conflate.ts';
+} from './keys.ts';
+import { conflate, type ApplyEntry, type MonitorUpdate } from './conflate.ts';
 import {
   APPLY_CHUNK,
   applyCall,
@@ -31,7 +31,7 @@ import {
   sweepCall,
   type ScriptCall,
   type ScriptSettings,
-} from '../monitor/scripts.ts';
+} from './scripts.ts';
 import type { Sink, SinkMessage, SinkRejection, WriteResult } from '../sink.ts';
 
 /** Settings of the monitor sink (the runner's: cloud/runner-settings.ts). */

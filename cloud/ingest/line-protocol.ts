@@ -10,7 +10,7 @@ import {
   severityOf,
   type DecodeResult,
   type Evt1Alarm,
-} from '../schemas/index.ts';
+} from '../../schemas/index.ts';
 
 /** Measurement names. */
 export const Measurement = {

@@ -14,10 +14,10 @@ import Type, { type Static } from 'typebox';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Readiness } from '../../lib/ops.ts';
-import { buildArchiveObjects, DEFAULT_ARCHIVE_PREFIX, type ArchiveObject } from '../archive/layout.ts';
-import { createS3Client, type S3Settings } from '../archive/s3.ts';
+import { buildArchiveObjects, DEFAULT_ARCHIVE_PREFIX, type ArchiveObject } from './layout.ts';
+import { createS3Client, type S3Settings } from './s3.ts';
 import { accepted, TransientSinkError, type Sink, type SinkMessage, type WriteResult } from '../sink.ts';
-import { retryAfterOf } from './retry-after.ts';
+import { retryAfterOf } from '../../lib/retry-after.ts';
 
 /** Settings of the archive sink (the runner's: cloud/runner-settings.ts). */
 export const ArchiveConfigSchema = Type.Object({

@@ -5,14 +5,14 @@
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import type { Logger } from '../../lib/log.ts';
-import { InfluxHttpError, serverReason } from './influx-errors.ts';
-import { retryAfterOf } from './retry-after.ts';
+import { InfluxHttpError, serverReason } from './errors.ts';
+import { retryAfterOf } from '../../lib/retry-after.ts';
 import {
   DEFAULT_INFLUX_SINK_OPTIONS,
   InfluxSink,
   type InfluxEngine,
   type InfluxSinkOptions,
-} from './influx-sink.ts';
+} from './sink.ts';
 
 const gzipAsync = promisify(gzip);
 
