@@ -25,7 +25,7 @@ import { natsConnect } from '../test/support/jetstream.ts';
 import { startSwitchyard } from '../test/support/process.ts';
 import { waitFor, type TestServers } from '../test/support/servers.ts';
 import { ACKED, envOf, scrape } from './support/consumers.ts';
-import { sleepMs } from './support/common.ts';
+import { sleep } from '../lib/timers.ts';
 
 export interface LatencyOptions {
   /** Messages per second, all devices together. */
@@ -218,7 +218,7 @@ export async function endToEndLatency(servers: TestServers, options: LatencyOpti
           });
           sent++;
         }
-        await sleepMs(2);
+        await sleep(2);
       }
       return { sent, ms: performance.now() - t0 };
     };
@@ -235,7 +235,7 @@ export async function endToEndLatency(servers: TestServers, options: LatencyOpti
     loopDelay.enable();
     const measured = await run(options.seconds, true);
     const waitUntil = performance.now() + 30_000;
-    while (reflections.outstanding() > 0 && performance.now() < waitUntil) await sleepMs(50);
+    while (reflections.outstanding() > 0 && performance.now() < waitUntil) await sleep(50);
     loopDelay.disable();
     const after = await scrape(opsUrl, names);
     await waitFor('PUBACKs', () => publishing === 0, 30_000, 20);

@@ -22,6 +22,7 @@ import { simulateConfig } from '../simulate/config.ts';
 import { SimClock } from '../simulate/traffic.ts';
 import { startBridge } from '../test/support/edge.ts';
 import { natsConnect, streamCount } from '../test/support/jetstream.ts';
+import { sleep } from '../lib/timers.ts';
 import { TestServers } from '../test/support/servers.ts';
 import {
   cpuMeter,
@@ -29,7 +30,6 @@ import {
   perSecond,
   publishAll,
   rssBytes,
-  sleepMs,
   telemetryMessages,
   timeUntil,
   type Figure,
@@ -276,7 +276,7 @@ export async function benchEdge(options: EdgeBenchOptions): Promise<Figure[]> {
       compiled: true,
     });
     process.kill(topo.link.pid, 'SIGUSR1');
-    await sleepMs(500);
+    await sleep(500);
     const atCut = await streamCount(hubNc, HUB_STREAM);
     options.log(`edge: uplink cut, publishing 1,000 msgs/s for ${options.cutS} s`);
     const cut = await runSimulator(

@@ -2,6 +2,7 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { TrafficGenerator, SimClock } from '../../simulate/traffic.ts';
 import { processCpuMs, processRssBytes } from '../../lib/process.ts';
+import { sleep } from '../../lib/timers.ts';
 
 /** One measured figure. `ratio` is value ÷ baseline when the figure is relative to a raw limit. */
 export interface Figure {
@@ -22,8 +23,6 @@ export const met = (f: Figure): boolean | undefined => {
   return f.target.op === '>=' ? v >= f.target.value : v <= f.target.value;
 };
 
-export const sleepMs = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 /** Polls `read` every `everyMs` until it returns ≥ `target`; returns the times of first progress and of reaching it. */
 export async function timeUntil(
   what: string,
@@ -42,7 +41,7 @@ export async function timeUntil(
     if (n >= target) return { firstMs, doneMs: now, startMs };
     if (now > deadline)
       throw new Error(`${what}: reached ${n} of ${target} in ${options.timeoutMs ?? 300_000} ms`);
-    await sleepMs(options.everyMs ?? 10);
+    await sleep(options.everyMs ?? 10);
   }
 }
 

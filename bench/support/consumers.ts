@@ -30,7 +30,8 @@ import { SimClock, TrafficGenerator } from '../../simulate/traffic.ts';
 import { freePort } from '../../lib/process.ts';
 import { startSwitchyard } from '../../test/support/process.ts';
 import { waitFor } from '../../test/support/servers.ts';
-import { cpuMeter, perSecond, sleepMs } from './common.ts';
+import { sleep } from '../../lib/timers.ts';
+import { cpuMeter, perSecond } from './common.ts';
 
 /** One device message as the bridge stores it in the hub stream. */
 export interface FleetMessage {
@@ -367,7 +368,7 @@ export async function drainWithConsumer(options: {
         throw new Error(
           `${options.command}: acked ${values[ACKED]} of ${options.messages} in ${options.timeoutMs} ms: ${p.output().slice(-2000)}`,
         );
-      await sleepMs(options.everyMs);
+      await sleep(options.everyMs);
     }
   } finally {
     await p.stop();
