@@ -14,7 +14,7 @@
  * benchmark only reads their /metrics (every 50 ms), never consumer info.
  */
 import { availableParallelism, loadavg } from 'node:os';
-import { DEFAULT_RUNNER_SETTINGS } from '../cloud/runner.ts';
+import { DEFAULT_RUNNER_SETTINGS } from '../cloud/runner-settings.ts';
 import { archiveConsumer } from '../cloud/archive/consumer.ts';
 import { ingestConsumer } from '../cloud/ingest/consumer.ts';
 import { monitorConsumer } from '../cloud/monitor/consumer.ts';

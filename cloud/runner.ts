@@ -44,9 +44,6 @@ import { resolveSettings, type RunnerSettings } from './runner-settings.ts';
 import { BatchSettler } from './settle.ts';
 import type { Sink } from './sink.ts';
 
-export { ConsumerConfigError } from './durable.ts';
-export { DEFAULT_RUNNER_SETTINGS, resolveSettings, type RunnerSettings } from './runner-settings.ts';
-export { ShutdownAbortError, SinkWriteTimeoutError } from './settle.ts';
 
 export interface RunnerOptions extends Partial<RunnerSettings> {
   /** Durable consumer name, e.g. `archive`. */
