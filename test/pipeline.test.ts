@@ -26,9 +26,9 @@ import { killServer, stopServer, type RunningServer } from '../stack/server-proc
 import {
   DevicePublisher,
   startBridge,
-  statusPayload,
+  statusJson,
   SteadyLoad,
-  telemetryPayload,
+  telemetryJson,
   type BridgeProcess,
 } from './support/edge.ts';
 import { natsConnect, readStream, streamCount, type StoredMessage } from './support/jetstream.ts';
@@ -382,8 +382,8 @@ describe('the pipeline from MQTT to S3, Redis and VictoriaMetrics', () => {
       let clock = 0;
       const at = () => T0 + ++clock * 1000;
       for (let n = 1; n <= K; n++) {
-        work.push(p.publish(`bsu/${device}/telemetry`, telemetryPayload(n, at())));
-        if (n % 6 === 0) work.push(p.publish(`bsu/${device}/status`, statusPayload(n, at())));
+        work.push(p.publish(`bsu/${device}/telemetry`, telemetryJson(n, at())));
+        if (n % 6 === 0) work.push(p.publish(`bsu/${device}/status`, statusJson(n, at())));
         if (n % 10 === 0 && events[n / 10 - 1]) {
           const [alarm, action] = events[n / 10 - 1]!;
           work.push(p.publish(`bsu/${device}/event`, JSON.stringify({ ts: at(), seq: n, alarm, action })));
@@ -424,7 +424,7 @@ describe('the pipeline from MQTT to S3, Redis and VictoriaMetrics', () => {
     p.published++;
     await site.close();
     // Then the same device sends a good reading, and a payload the bridge keeps aside as invalid.
-    await p.publish('bsu/poison-1/telemetry', telemetryPayload(2, ts + 1000));
+    await p.publish('bsu/poison-1/telemetry', telemetryJson(2, ts + 1000));
     await p.publish('bsu/poison-1/status', 'not json');
 
     const messages = await p.assertStoresMatchHub(t, { overlap: false });

@@ -182,8 +182,3 @@ export class SteadyLoad {
     await this.done;
   }
 }
-
-/** @deprecated The old name of telemetryJson, kept only until test/pipeline.test.ts imports that. */
-export const telemetryPayload = telemetryJson;
-/** @deprecated The old name of statusJson, kept only until test/pipeline.test.ts imports that. */
-export const statusPayload = statusJson;
