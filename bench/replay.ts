@@ -10,7 +10,8 @@
  *   database. Target: backfill's own CPU per point at most half the database's;
  * - replay by sequence through ingest's sink into VictoriaMetrics, all from the stream, then all
  *   from the archive (the stream cut down to its last message), msgs/s and CPU per message;
- * - `migrate verify` and `audit` over a day of a fleet's readings held by both engines.
+ * - `migrate verify`, `audit` and `audit --deep` over a day of a fleet's readings held by both engines
+ *   (and, for audit, by the stream and the archive).
  *
  * A command's fixed cost (starting Node, loading its modules, connecting, listing the archive's
  * manifests) is measured apart, in the same run, by the same command over a range with nothing in
@@ -19,7 +20,14 @@
 import { writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { AckPolicy, DeliverPolicy, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+} from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/transport-node';
 import { archiveConsumer } from '../cloud/archive/consumer.ts';
 import { ingestConsumer } from '../cloud/ingest/consumer.ts';
@@ -531,47 +539,59 @@ async function overADay(options: ReplayBenchOptions): Promise<Figure[]> {
     });
     log(`the day archived at ${fmt(archived.messages.rate)} msgs/s`);
     const lastSeq = (await jsm.streams.info(HUB_STREAM)).state.last_seq;
-    for (const engine of ['influx1', 'influx2'])
+    // A durable's ack floor moves once it acks: each starts at the last message and acks it.
+    for (const engine of ['influx1', 'influx2']) {
+      const durable = engineDurable(engine);
       await jsm.consumers.add(HUB_STREAM, {
-        durable_name: engineDurable(engine),
+        durable_name: durable,
         ack_policy: AckPolicy.Explicit,
         deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: lastSeq + 1,
+        opt_start_seq: lastSeq,
         filter_subject: 'bsu.*.*.*',
       });
-    loadBefore = load();
-    const audit = await measureCommand({
-      name: 'audit',
-      args: ['audit', ...window],
-      pids: { 'nats-server': nats.pid, s3rver: s3.pid, ...dbs },
-      timeoutMs: COMMAND_TIMEOUT_MS,
-      everyMs: SAMPLE_EVERY_MS,
-    });
-    // Exit 1 is a gap found: still a timed audit, and the figure says so.
-    if ((audit.code !== 0 && audit.code !== 1) || !audit.report) {
-      log(`audit: exit ${audit.code}, no report: TODO figure\n${audit.output.slice(-2000)}`);
+      const last = await (await jetstream(nc).consumers.get(HUB_STREAM, durable)).next({ expires: 10_000 });
+      if (!last || !(await last.ackAck())) throw new Error(`${durable}: the last message was not acked`);
+      const floor = (await jsm.consumers.info(HUB_STREAM, durable)).ack_floor.stream_seq;
+      if (floor !== lastSeq) throw new Error(`${durable}: ack floor ${floor}, expected ${lastSeq}`);
+    }
+    for (const deep of [false, true]) {
+      const name = `audit${deep ? ' --deep' : ''}`;
+      loadBefore = load();
+      const audit = await measureCommand({
+        name: 'audit',
+        args: ['audit', ...(deep ? ['--deep'] : []), ...window],
+        pids: { 'nats-server': nats.pid, s3rver: s3.pid, ...dbs },
+        timeoutMs: COMMAND_TIMEOUT_MS,
+        everyMs: SAMPLE_EVERY_MS,
+      });
+      // Exit 1 is a gap found: still a timed audit, and the figure says so.
+      if ((audit.code !== 0 && audit.code !== 1) || !audit.report) {
+        log(`${name}: exit ${audit.code}, no report: TODO figure\n${audit.output.slice(-2000)}`);
+        figures.push({
+          stage: STAGE,
+          name: `TODO: switchyard ${name} over a day of ${fmt(day.units)} units`,
+          value: NaN,
+          unit: 's',
+          note: `not measured: ${name} exited ${audit.code} without a report: ${audit.output.slice(-300)}`,
+        });
+        continue;
+      }
+      const summary = JSON.stringify(audit.report.summary);
+      log(
+        `${name}: ${seconds(audit.wallMs)}, exit ${audit.code}; CPU ${describeMs(audit.cpuMs)}; ${summary}`,
+      );
       figures.push({
         stage: STAGE,
-        name: `TODO: switchyard audit over a day of ${fmt(day.units)} units`,
-        value: NaN,
+        name: `${name} over a day of ${fmt(day.units)} units`,
+        value: Number((audit.wallMs / 1000).toFixed(2)),
         unit: 's',
-        note: `not measured: audit exited ${audit.code} without a report: ${audit.output.slice(-300)}`,
+        note:
+          `${what}, also in BSU (${fmt(lastSeq)} messages) and in the archive (written by the ` +
+          `${archiveConsumer.name} consumer), both engines' ingest durables acked to the end; process start to ` +
+          `report, exit ${audit.code}${audit.code === 1 ? ' (gaps reported)' : ''}; its summary: ${summary}; ` +
+          `CPU over the run: ${describeMs(audit.cpuMs)}; load average ${loadBefore} before, ${load()} after`,
       });
-      return figures;
     }
-    const summary = JSON.stringify(audit.report.summary);
-    log(`audit: ${seconds(audit.wallMs)}, exit ${audit.code}; CPU ${describeMs(audit.cpuMs)}; ${summary}`);
-    figures.push({
-      stage: STAGE,
-      name: `audit over a day of ${fmt(day.units)} units`,
-      value: Number((audit.wallMs / 1000).toFixed(2)),
-      unit: 's',
-      note:
-        `${what}, also in BSU (${fmt(lastSeq)} messages) and in the archive (written by the ${archiveConsumer.name} ` +
-        `consumer); process start to report, exit ${audit.code}${audit.code === 1 ? ' (gaps reported)' : ''}; ` +
-        `its summary: ${summary}; ` +
-        `CPU over the run: ${describeMs(audit.cpuMs)}; load average ${loadBefore} before, ${load()} after`,
-    });
   } finally {
     await nc?.close();
     await servers.stopAll();
