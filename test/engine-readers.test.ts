@@ -10,7 +10,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Measurement, toLines, type Point } from '../cloud/ingest/line-protocol.ts';
 import type { SinkMessage } from '../cloud/sink.ts';
-import { createIngestSink, type IngestSinkConfig } from '../cloud/ingest/config.ts';
+import type { IngestSinkConfig } from '../cloud/ingest/config.ts';
 import { Influx1Engine } from '../cloud/ingest/influx1.ts';
 import { Influx2Engine } from '../cloud/ingest/influx2.ts';
 import {
@@ -18,29 +18,19 @@ import {
   EngineReadError,
   seriesSelector,
   type EngineReader,
-  type FieldStats,
   type HourlyStats,
   type SiteHourCount,
 } from '../cloud/ingest/readers/index.ts';
-import { silentLogger } from '../lib/log.ts';
 import { freePort } from '../lib/process.ts';
-import type { RunningServer } from '../stack/server-process.ts';
+import { HOUR_MS, hourText, ingestConfig, ingestIntoBoth, stats, type Reading } from './support/engines.ts';
 import { TestServers } from './support/servers.ts';
 import { sinkMessage } from './support/sink-conformance.ts';
 
-const HOUR = 3_600_000;
+const HOUR = HOUR_MS;
 const MINUTE = 60_000;
 
 // ---------------------------------------------------------------------------------------------
 // A fleet's readings, and what they should read back as
-
-interface Reading {
-  site: string;
-  device: string;
-  ts: number;
-  SoC: number;
-  W: number;
-}
 
 /**
  * Telemetry of every device of `sites` × `devices`, one reading every `everyMs` from two readings
@@ -91,15 +81,6 @@ function fleet(sites: string[], devices: string[], startMs: number, hours: numbe
   return { readings, messages };
 }
 
-const stats = (values: number[]): FieldStats => ({
-  count: values.length,
-  min: Math.min(...values),
-  max: Math.max(...values),
-  sum: values.reduce((a, b) => a + b, 0),
-});
-
-const hourText = (ms: number): string => new Date(ms - (ms % HOUR)).toISOString().slice(0, 13);
-
 /** The rows a reader must return for `readings` in [sinceMs, untilMs), sorted by site, device, hour. */
 function expectedStats(readings: readonly Reading[], sinceMs: number, untilMs: number): HourlyStats[] {
   const groups = new Map<string, Reading[]>();
@@ -132,39 +113,6 @@ function expectedCounts(rows: readonly HourlyStats[]): SiteHourCount[] {
     const [site, hour] = JSON.parse(key) as [string, string];
     return { site, hour, count: counts.get(key)! };
   });
-}
-
-/** The ingest settings of both engines, as `switchyard ingest` takes them. */
-function ingestConfig(vm: RunningServer, influxdb: RunningServer): IngestSinkConfig {
-  return {
-    sink: 'influx2',
-    influx2Url: vm.url,
-    influx2Token: '',
-    influx2Org: 'switchyard',
-    influx2Bucket: 'switchyard',
-    influx1Url: influxdb.url,
-    influx1Database: 'switchyard',
-    influxRequestTimeoutMs: 10_000,
-    influxMaxRequestBytes: 4 * 1024 * 1024,
-    influxGzip: false,
-  };
-}
-
-/** Writes `messages` to both engines through the ingest sinks; every message must be accepted. */
-async function ingestIntoBoth(config: IngestSinkConfig, messages: readonly SinkMessage[]): Promise<void> {
-  await Promise.all(
-    (['influx1', 'influx2'] as const).map(async (sink) => {
-      const ingest = createIngestSink({ ...config, sink }, silentLogger);
-      try {
-        for (let i = 0; i < messages.length; i += 500) {
-          const result = await ingest.write(messages.slice(i, i + 500), AbortSignal.timeout(30_000));
-          assert.deepEqual(result.rejected, [], `${sink} accepts every message`);
-        }
-      } finally {
-        await ingest.close();
-      }
-    }),
-  );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { SinkMessage } from '../cloud/sink.ts';
-import { createIngestSink, type IngestSinkConfig } from '../cloud/ingest/config.ts';
+import type { IngestSinkConfig } from '../cloud/ingest/config.ts';
 import {
   createEngineReader,
   type EngineReader,
@@ -15,12 +15,12 @@ import {
   type HourlyStats,
 } from '../cloud/ingest/readers/index.ts';
 import { compareHourlyStats, fieldsToCompare, verifyEngines, type Mismatch } from '../cloud/ingest/verify.ts';
-import { silentLogger } from '../lib/log.ts';
 import type { RunningServer } from '../stack/server-process.ts';
+import { HOUR_MS, hourText, ingestConfig, ingestIntoBoth, stats, type Reading } from './support/engines.ts';
 import { TestServers } from './support/servers.ts';
 import { sinkMessage } from './support/sink-conformance.ts';
 
-const HOUR = 3_600_000;
+const HOUR = HOUR_MS;
 const MINUTE = 60_000;
 
 // ---------------------------------------------------------------------------------------------
@@ -190,14 +190,6 @@ describe('compareHourlyStats', () => {
 // ---------------------------------------------------------------------------------------------
 // Old engine against new one
 
-interface Reading {
-  site: string;
-  device: string;
-  ts: number;
-  SoC: number;
-  W: number;
-}
-
 /**
  * A reading a minute of every device of `sites` × bsu-1..3, from two minutes before `startMs` to
  * two minutes after three hours later. Bank values are multiples of 1/4 (exact sums); `ac.PF`,
@@ -229,15 +221,6 @@ function fleet(sites: string[], startMs: number): { readings: Reading[]; message
   return { readings, messages };
 }
 
-const stats = (values: number[]): FieldStats => ({
-  count: values.length,
-  min: Math.min(...values),
-  max: Math.max(...values),
-  sum: values.reduce((a, b) => a + b, 0),
-});
-
-const hourText = (ms: number): string => new Date(ms - (ms % HOUR)).toISOString().slice(0, 13);
-
 describe('verifyEngines: InfluxDB 1.x (old) against VictoriaMetrics (new)', () => {
   const servers = new TestServers('migrate-verify');
   let vm: RunningServer;
@@ -250,39 +233,11 @@ describe('verifyEngines: InfluxDB 1.x (old) against VictoriaMetrics (new)', () =
 
   before(async () => {
     [vm, influxdb] = await Promise.all([servers.victoriaMetrics(), servers.influxdb()]);
-    config = {
-      sink: 'influx2',
-      influx2Url: vm.url,
-      influx2Token: '',
-      influx2Org: 'switchyard',
-      influx2Bucket: 'switchyard',
-      influx1Url: influxdb.url,
-      influx1Database: 'switchyard',
-      influxRequestTimeoutMs: 10_000,
-      influxMaxRequestBytes: 4 * 1024 * 1024,
-      influxGzip: false,
-    };
+    config = ingestConfig(vm, influxdb);
     oldReader = createEngineReader('influx1', config);
     newReader = createEngineReader('influx2', config);
   });
   after(() => servers.stopAll());
-
-  /** Writes `messages` to both engines through the ingest sinks; every message must be accepted. */
-  async function ingestIntoBoth(messages: readonly SinkMessage[]): Promise<void> {
-    await Promise.all(
-      (['influx1', 'influx2'] as const).map(async (sink) => {
-        const ingest = createIngestSink({ ...config, sink }, silentLogger);
-        try {
-          for (let i = 0; i < messages.length; i += 500) {
-            const result = await ingest.write(messages.slice(i, i + 500), AbortSignal.timeout(30_000));
-            assert.deepEqual(result.rejected, [], `${sink} accepts every message`);
-          }
-        } finally {
-          await ingest.close();
-        }
-      }),
-    );
-  }
 
   /** InfluxQL DELETE of a device's telemetry in [sinceMs, untilMs). */
   async function deleteFromInfluxdb(
@@ -315,7 +270,7 @@ describe('verifyEngines: InfluxDB 1.x (old) against VictoriaMetrics (new)', () =
   test('reports no mismatch when both engines hold the same readings, for SoC and W or every field', async () => {
     const startMs = hourNow - 5 * HOUR;
     const window = { sinceMs: startMs, untilMs: startMs + 3 * HOUR };
-    await ingestIntoBoth(fleet(['mv-same-1', 'mv-same-2'], startMs).messages);
+    await ingestIntoBoth(config, fleet(['mv-same-1', 'mv-same-2'], startMs).messages);
     assert.deepEqual(await verifyEngines(oldReader, newReader, window), {
       measurement: 'telemetry',
       fields: ['SoC', 'W'],
@@ -335,7 +290,7 @@ describe('verifyEngines: InfluxDB 1.x (old) against VictoriaMetrics (new)', () =
     const startMs = hourNow - 10 * HOUR;
     const window = { sinceMs: startMs, untilMs: startMs + 3 * HOUR };
     const hours = [0, 1, 2].map((h) => hourText(startMs + h * HOUR));
-    await ingestIntoBoth(fleet(['mv-gap-1', 'mv-gap-2'], startMs).messages);
+    await ingestIntoBoth(config, fleet(['mv-gap-1', 'mv-gap-2'], startMs).messages);
     assert.deepEqual((await verifyEngines(oldReader, newReader, window)).mismatches, []);
 
     // The new engine loses a device entirely; the old one loses another device's last two hours.
@@ -381,7 +336,7 @@ describe('verifyEngines: InfluxDB 1.x (old) against VictoriaMetrics (new)', () =
     const startMs = hourNow - 15 * HOUR;
     const window = { sinceMs: startMs, untilMs: startMs + 3 * HOUR };
     const { readings, messages } = fleet(['mv-part-1'], startMs);
-    await ingestIntoBoth(messages);
+    await ingestIntoBoth(config, messages);
     await deleteFromInfluxdb('mv-part-1', 'bsu-1', startMs + 30 * MINUTE, startMs + HOUR);
 
     // What each side holds of bsu-1's first hour, from the readings themselves.
