@@ -44,6 +44,12 @@ describe('switchyard replay', () => {
   }
 
   const replay = (args: string[]) => runReport(['replay', ...args]);
+  /** `replay --to ingest --sink influx1 <args> --env-file <env>`. */
+  const replayIngest = (env: string, ...args: string[]) =>
+    replay(['--to', 'ingest', '--sink', 'influx1', ...args, '--env-file', env]);
+  /** `replay --consumer ingest-influx1 --from-seq <seq> --yes --env-file <env>`. */
+  const moveIngest = (env: string, fromSeq: number) =>
+    replay(['--consumer', 'ingest-influx1', '--from-seq', String(fromSeq), '--yes', '--env-file', env]);
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'switchyard-replay-'));
@@ -73,40 +79,19 @@ describe('switchyard replay', () => {
 
   test('a replayed range lands exactly once in a fresh engine, however often it runs', async () => {
     const env = await envFile('fresh');
-    const first = await replay([
-      '--to',
-      'ingest',
-      '--sink',
-      'influx1',
-      '--from-seq',
-      '11',
-      '--to-seq',
-      '40',
-      '--env-file',
-      env,
-    ]);
+    const first = await replayIngest(env, '--from-seq', '11', '--to-seq', '40');
     assert.equal(first.code, 0, first.output);
     assert.equal(first.report.fromStream, 30);
     assert.equal(first.report.written, 30);
     assert.equal(await telemetryCount(influx.url, 'fresh'), 30);
-    const again = await replay(['--to', 'ingest', '--sink', 'influx1', '--from-seq', '1', '--env-file', env]);
+    const again = await replayIngest(env, '--from-seq', '1');
     assert.equal(again.code, 0, again.output);
     assert.equal(again.report.written, TOTAL);
     assert.equal(await telemetryCount(influx.url, 'fresh'), TOTAL);
   });
 
   test('a dry run reads the range and writes nothing', async () => {
-    const r = await replay([
-      '--to',
-      'ingest',
-      '--sink',
-      'influx1',
-      '--from-seq',
-      '1',
-      '--dry-run',
-      '--env-file',
-      await envFile('dry'),
-    ]);
+    const r = await replayIngest(await envFile('dry'), '--from-seq', '1', '--dry-run');
     assert.equal(r.code, 0, r.output);
     assert.equal(r.report.fromStream, TOTAL);
     assert.equal(r.report.written, 0);
@@ -130,16 +115,7 @@ describe('switchyard replay', () => {
     await jsm.streams.update('BSU', { ...stream.config, max_msgs: 25 });
     assert.equal((await jsm.streams.info('BSU')).state.first_seq, TOTAL - 24);
 
-    const r = await replay([
-      '--to',
-      'ingest',
-      '--sink',
-      'influx1',
-      '--from-seq',
-      '5',
-      '--env-file',
-      await envFile('seam'),
-    ]);
+    const r = await replayIngest(await envFile('seam'), '--from-seq', '5');
     assert.equal(r.code, 0, r.output);
     assert.deepEqual(r.report.plan.archive, { fromSeq: 5, toSeq: TOTAL - 25 });
     assert.equal(r.report.fromArchive, TOTAL - 25 - 4, 'sequences 5..35 from the archive');
@@ -168,15 +144,7 @@ describe('switchyard replay', () => {
     const held = await telemetryCount(influx.url, 'moved');
     assert.equal(held, TOTAL - first + 1);
 
-    const refused = await replay([
-      '--consumer',
-      'ingest-influx1',
-      '--from-seq',
-      String(first + 10),
-      '--yes',
-      '--env-file',
-      env,
-    ]);
+    const refused = await moveIngest(env, first + 10);
     assert.equal(refused.code, 2, refused.output);
     assert.match(refused.output, /instances attached/);
     assert.equal(
@@ -186,15 +154,7 @@ describe('switchyard replay', () => {
     );
 
     await ingest.stop();
-    const moved = await replay([
-      '--consumer',
-      'ingest-influx1',
-      '--from-seq',
-      String(first + 10),
-      '--yes',
-      '--env-file',
-      env,
-    ]);
+    const moved = await moveIngest(env, first + 10);
     assert.equal(moved.code, 0, moved.output);
     assert.equal(moved.report.plan.toProcess, TOTAL - first - 9);
     assert.equal((await jsm.consumers.info('BSU', 'ingest-influx1')).num_pending, TOTAL - first - 9);
