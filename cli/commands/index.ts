@@ -43,6 +43,11 @@ export const commands: CommandEntry[] = [
     load: async () => (await import('./migrate.ts')).registerMigrate,
   },
   {
+    name: 'audit',
+    summary: 'did we lose data? the stream, the archive and each engine per site and hour, every gap listed',
+    load: async () => (await import('./audit.ts')).registerAudit,
+  },
+  {
     name: 'dlq',
     summary: 'dead letters: list them, show one, redrive them through their consumer’s sink',
     load: async () => (await import('./dlq.ts')).registerDlq,
