@@ -166,7 +166,7 @@ export function describeAudit(r: AuditReport): string {
       `stream, ${s.archived} archived (${s.archiveLost} lost, ${s.archiveNotYet} not yet)` +
       (engines.length > 0 ? `, ${engines.join(', ')}` : '') +
       (s.unparsed > 0 ? `, ${s.unparsed} messages with a subject that does not parse` : '') +
-      `: ${s.gaps === 0 ? 'no gaps' : `${s.gaps} gaps`}`,
+      `: ${s.gaps === 0 ? 'no gaps' : s.gaps === 1 ? '1 gap' : `${s.gaps} gaps`}`,
   );
   return lines.join('\n');
 }
