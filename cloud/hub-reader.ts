@@ -71,7 +71,12 @@ export async function* readHubRange(
       const parts = parseSubject(msg.subject);
       if (parts) messages.push(new HubMessage(msg, parts));
       else unparsed.push(msg);
-      if (msg.seq === range.toSeq || msg.info.pending === 0) done = true;
+      if (msg.seq === range.toSeq || msg.info.pending === 0) {
+        // The range is read: do not wait out the fetch's expiry for messages that cannot come.
+        done = true;
+        iter.stop();
+        break;
+      }
     }
     if (messages.length > 0 || unparsed.length > 0) yield { messages, unparsed };
     if (done) return;
