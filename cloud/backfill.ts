@@ -17,9 +17,8 @@ import {
   type ArchiveSelection,
   type SkippedObject,
 } from './archive/reader.ts';
-import { subjectMatches } from './runner-filters.ts';
-import type { Sink, SinkRejection } from './sink.ts';
-import { SinkWriter } from './sink-writer.ts';
+import type { Sink } from './sink.ts';
+import { emptyTally, SinkWriter, type FeedTally } from './sink-writer.ts';
 
 export interface BackfillRequest {
   /** Receive time, ms since epoch: `sinceMs` inclusive, `untilMs` exclusive. */
@@ -47,17 +46,12 @@ export interface BackfillCheckpoint {
   updatedAt: string;
 }
 
-export interface BackfillReport {
+export interface BackfillReport extends FeedTally {
   request: BackfillRequest;
   groups: number;
   /** Groups finished by an earlier run and not read again. */
   resumed: number;
   records: number;
-  written: number;
-  /** Records outside the consumer's own filter (e.g. invalid ones for ingest), not written. */
-  skipped: number;
-  rejected: SinkRejection[];
-  rejectedCount: number;
   skippedObjects: SkippedObject[];
   checkpoint: string;
 }
@@ -127,10 +121,7 @@ export async function runBackfill(run: BackfillRun): Promise<BackfillReport> {
     groups: groups.length,
     resumed: groups.filter((g) => done.has(g.id)).length,
     records: 0,
-    written: 0,
-    skipped: 0,
-    rejected: [],
-    rejectedCount: 0,
+    ...emptyTally(),
     skippedObjects: [],
     checkpoint: run.checkpoint,
   };
@@ -144,14 +135,7 @@ export async function runBackfill(run: BackfillRun): Promise<BackfillReport> {
       const { messages, skipped } = await readArchiveGroup(archive.client, archive.bucket, group, selection);
       report.skippedObjects.push(...skipped);
       report.records += messages.length;
-      const mine = messages.filter((m) => run.consumerFilters.some((f) => subjectMatches(f, m.subject)));
-      report.skipped += messages.length - mine.length;
-      for (let i = 0; i < mine.length; i += run.batchSize) {
-        const outcome = await writer.write(mine.slice(i, i + run.batchSize));
-        report.written += outcome.written;
-        report.rejectedCount += outcome.rejected.length;
-        report.rejected.push(...outcome.rejected.slice(0, Math.max(0, 100 - report.rejected.length)));
-      }
+      await writer.feed(messages, { filters: run.consumerFilters, batchSize: run.batchSize, tally: report });
       done.add(group.id);
       checkpoint.done.push(group.id);
       checkpoint.written = writtenBefore + report.written;

@@ -12,9 +12,8 @@ import type { Logger } from '../lib/log.ts';
 import type { Progress } from '../lib/progress.ts';
 import { listArchiveGroups, readArchiveGroup, type SkippedObject } from './archive/reader.ts';
 import { countHubRange, readHubRange } from './hub-reader.ts';
-import { subjectMatches } from './runner-filters.ts';
-import type { Sink, SinkMessage, SinkRejection } from './sink.ts';
-import { SinkWriter } from './sink-writer.ts';
+import type { Sink, SinkMessage } from './sink.ts';
+import { emptyTally, SinkWriter, type FeedTally } from './sink-writer.ts';
 
 export interface ReplayRequest {
   stream: string;
@@ -41,22 +40,20 @@ export interface ReplayPlan {
   hub?: { fromSeq: number; toSeq: number; messages: number };
 }
 
-export interface ReplayReport {
+export interface ReplayReport extends FeedTally {
   plan: ReplayPlan;
   fromArchive: number;
   fromStream: number;
-  written: number;
-  /** Messages outside the consumer's own filter (e.g. invalid ones for ingest), not written. */
-  skipped: number;
-  /** Messages the sink refused for good, with the reason (the first 100; `rejectedCount` counts all). */
-  rejected: SinkRejection[];
-  rejectedCount: number;
   /** Archive objects that failed verification or were missing: nothing of them was written. */
   skippedObjects: SkippedObject[];
   /** Sequences below the stream's first that the archive did not have (counted only without --site/--device). */
   missingFromArchive: number;
   dryRun: boolean;
 }
+
+/** Messages a plan reads: every sequence of its archive part (at most) and what its stream part holds. */
+export const plannedMessages = (plan: ReplayPlan): number =>
+  (plan.archive ? plan.archive.toSeq - plan.archive.fromSeq + 1 : 0) + (plan.hub?.messages ?? 0);
 
 /** The subject filter of a site/device selection. */
 export const selectionFilter = (site?: string, device?: string): string =>
@@ -110,27 +107,19 @@ export async function runReplay(run: ReplayRun): Promise<ReplayReport> {
     plan,
     fromArchive: 0,
     fromStream: 0,
-    written: 0,
-    skipped: 0,
-    rejected: [],
-    rejectedCount: 0,
+    ...emptyTally(),
     skippedObjects: [],
     missingFromArchive: 0,
     dryRun: run.dryRun ?? false,
   };
   const writer = new SinkWriter({ sink: run.sink, log: run.log, signal: run.signal });
   const feed = async (messages: SinkMessage[]): Promise<void> => {
-    const mine = messages.filter((m) => run.consumerFilters.some((f) => subjectMatches(f, m.subject)));
-    report.skipped += messages.length - mine.length;
-    for (let i = 0; i < mine.length; i += run.batchSize) {
-      const batch = mine.slice(i, i + run.batchSize);
-      if (!run.dryRun) {
-        const outcome = await writer.write(batch);
-        report.written += outcome.written;
-        report.rejectedCount += outcome.rejected.length;
-        report.rejected.push(...outcome.rejected.slice(0, Math.max(0, 100 - report.rejected.length)));
-      }
-    }
+    await writer.feed(messages, {
+      filters: run.consumerFilters,
+      batchSize: run.batchSize,
+      tally: report,
+      dryRun: run.dryRun,
+    });
     run.progress?.increment(messages.length);
   };
 

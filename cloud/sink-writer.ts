@@ -9,6 +9,7 @@ import { describeError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { sleep } from '../lib/timers.ts';
 import { retryDelayMs } from './runner-backoff.ts';
+import { subjectMatches } from './runner-filters.ts';
 import {
   PermanentSinkError,
   TransientSinkError,
@@ -39,6 +40,21 @@ export interface BatchOutcome {
   written: number;
   rejected: SinkRejection[];
 }
+
+/** What a run of `feed` calls did, for a command's report. */
+export interface FeedTally {
+  written: number;
+  /** Messages outside the consumer's own filters (e.g. invalid ones for ingest), not written. */
+  skipped: number;
+  /** The first `MAX_LISTED_REJECTIONS` rejections with their reasons; `rejectedCount` counts all. */
+  rejected: SinkRejection[];
+  rejectedCount: number;
+}
+
+/** Rejections a report lists one by one. */
+export const MAX_LISTED_REJECTIONS = 100;
+
+export const emptyTally = (): FeedTally => ({ written: 0, skipped: 0, rejected: [], rejectedCount: 0 });
 
 export class SinkWriter {
   constructor(private readonly o: SinkWriterOptions) {}
@@ -84,6 +100,28 @@ export class SinkWriter {
         );
         await sleep(delayMs, this.o.signal);
       }
+    }
+  }
+
+  /**
+   * Writes the messages that match `filters` (as the consumer's own filter would pass them) in
+   * batches of `batchSize`, adding what happened to `tally`; `dryRun` writes nothing.
+   */
+  async feed(
+    messages: readonly SinkMessage[],
+    options: { filters: readonly string[]; batchSize: number; tally: FeedTally; dryRun?: boolean },
+  ): Promise<void> {
+    const { tally } = options;
+    const mine = messages.filter((m) => options.filters.some((f) => subjectMatches(f, m.subject)));
+    tally.skipped += messages.length - mine.length;
+    if (options.dryRun) return;
+    for (let i = 0; i < mine.length; i += options.batchSize) {
+      const outcome = await this.write(mine.slice(i, i + options.batchSize));
+      tally.written += outcome.written;
+      tally.rejectedCount += outcome.rejected.length;
+      tally.rejected.push(
+        ...outcome.rejected.slice(0, Math.max(0, MAX_LISTED_REJECTIONS - tally.rejected.length)),
+      );
     }
   }
 

@@ -17,7 +17,7 @@ import {
   writeMigration,
   type MigrationPlan,
 } from '../../cloud/migrate.ts';
-import { planReplay, runReplay } from '../../cloud/replay.ts';
+import { plannedMessages, planReplay, runReplay } from '../../cloud/replay.ts';
 import { confirm } from '../../lib/confirm.ts';
 import { ExitCode, UsageError } from '../../lib/errors.ts';
 import { createProgress } from '../../lib/progress.ts';
@@ -144,9 +144,7 @@ async function backfill(ctx: OperatorContext, flags: MigrateFlags): Promise<numb
   if (!(await confirm(`write sequences 1–${record.startSeq - 1} into ${flags.to}`, flags)))
     return ExitCode.ok;
   const { config, sink } = await ctx.openSink('ingest', { sink: flags.to });
-  const total =
-    (replayPlan.archive ? replayPlan.archive.toSeq - replayPlan.archive.fromSeq + 1 : 0) +
-    (replayPlan.hub?.messages ?? 0);
+  const total = plannedMessages(replayPlan);
   const progress = createProgress({ label: `backfill → ${config.durable}`, unit: 'msgs', total });
   try {
     const report = await runReplay({

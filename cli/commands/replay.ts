@@ -8,7 +8,13 @@
  */
 import { Command } from 'commander';
 import { clearStaleMove, moveDurable, planMove, type MovePlan } from '../../cloud/move-durable.ts';
-import { planReplay, runReplay, type ReplayPlan, type ReplayReport } from '../../cloud/replay.ts';
+import {
+  plannedMessages,
+  planReplay,
+  runReplay,
+  type ReplayPlan,
+  type ReplayReport,
+} from '../../cloud/replay.ts';
 import { confirm } from '../../lib/confirm.ts';
 import { ExitCode, UsageError } from '../../lib/errors.ts';
 import { createProgress } from '../../lib/progress.ts';
@@ -75,8 +81,7 @@ async function replayTo(flags: ReplayFlags): Promise<number> {
     const plan = await planReplay(nc, request);
     process.stderr.write(`${describeReplayPlan(flags.to!, plan)}\n`);
     const { config, sink } = await ctx.openSink(flags.to!, flags.sink ? { sink: flags.sink } : {});
-    const total =
-      (plan.archive ? plan.archive.toSeq - plan.archive.fromSeq + 1 : 0) + (plan.hub?.messages ?? 0);
+    const total = plannedMessages(plan);
     const progress = flags.dryRun
       ? undefined
       : createProgress({ label: `replay → ${config.durable}`, unit: 'msgs', total });
