@@ -20,16 +20,16 @@
  * floor) is "not yet", never "lost". Ack floors are read before anything else, so a message that
  * reaches a store while the audit runs can only make the stores look more complete, never less.
  */
-import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
 import { jetstreamManager, type ConsumerInfo } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { UsageError } from '../lib/errors.ts';
 import { sleep } from '../lib/timers.ts';
 import { isStreamNotFound } from '../lib/nats.ts';
 import type { Progress } from '../lib/progress.ts';
-import { manifestKeyOf, receivedAtMs, type ArchiveManifest } from './archive/layout.ts';
+import { dataKeyOf, receivedAtMs, type ArchiveManifest } from './archive/layout.ts';
 import { archiveRecordMessage, listArchiveGroups, type ArchiveGroup } from './archive/reader.ts';
-import { ArchiveIntegrityError, readArchiveObject } from './archive/s3.ts';
+import { ArchiveIntegrityError, readArchiveObject, readManifest } from './archive/s3.ts';
 import { listDeadLetters } from './dlq-admin.ts';
 import { DLQ_STREAM } from './dlq.ts';
 import { durableInfo } from './durable.ts';
@@ -371,11 +371,6 @@ export async function runAudit(options: AuditOptions): Promise<AuditReport> {
 const SEP = '\n';
 const hourLabel = (hourIndex: number): string => new Date(hourIndex * HOUR_MS).toISOString().slice(0, 13);
 const hourIndexOfLabel = (hour: string): number => Date.parse(`${hour}:00:00.000Z`) / HOUR_MS;
-const DATA_SUFFIX = '.ndjson.gz';
-const MANIFEST_SUFFIX = '.manifest.json';
-const dataKeyOf = (manifestKey: string): string =>
-  `${manifestKey.slice(0, -MANIFEST_SUFFIX.length)}${DATA_SUFFIX}`;
-
 /** What is known of one site and hour while the audit reads. */
 interface RowState {
   site: string;
@@ -917,42 +912,24 @@ interface GroupRead {
   objectsVerified: number;
 }
 
-/**
- * A manifest alone, checked to name the data object beside it. ArchiveIntegrityError when it cannot
- * be used (gone, not JSON, about another object); other S3 failures are thrown as they are.
- */
-async function readManifest(client: S3Client, bucket: string, key: string): Promise<ArchiveManifest> {
-  let bytes: Uint8Array;
+/** A manifest alone; one that disappeared since it was listed is an integrity error too. */
+async function readListedManifest(client: S3Client, bucket: string, key: string): Promise<ArchiveManifest> {
   try {
-    const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
-    if (!out.Body) throw new ArchiveIntegrityError(`${key}: empty response`);
-    bytes = await out.Body.transformToByteArray();
+    return await readManifest(client, bucket, key);
   } catch (err) {
-    if ((err as { name?: string }).name === 'NoSuchKey')
+    if (err instanceof NoSuchKey)
       throw new ArchiveIntegrityError(`${key}: manifest disappeared while the audit listed it`);
     throw err;
   }
-  let manifest: ArchiveManifest;
-  try {
-    manifest = JSON.parse(Buffer.from(bytes).toString('utf8')) as ArchiveManifest;
-  } catch (err) {
-    throw new ArchiveIntegrityError(`${key}: manifest is not valid JSON (${(err as Error).message})`);
-  }
-  if (typeof manifest?.object !== 'string' || manifestKeyOf(manifest.object) !== key)
-    throw new ArchiveIntegrityError(`${key}: manifest names another object, ${String(manifest?.object)}`);
-  if (!Array.isArray(manifest.seqRanges))
-    throw new ArchiveIntegrityError(`${key}: manifest has no seqRanges`);
-  return manifest;
 }
 
-/** The sequences of a group from its manifests alone (one small GET per object). */
 async function readGroupManifests(client: S3Client, bucket: string, group: ArchiveGroup): Promise<GroupRead> {
   const ranges: [number, number][] = [];
   const bad: BadObject[] = [];
   let manifestsRead = 0;
   await forEachLimit(group.manifestKeys, 8, async (key) => {
     try {
-      const manifest = await readManifest(client, bucket, key);
+      const manifest = await readListedManifest(client, bucket, key);
       manifestsRead++;
       ranges.push(...manifest.seqRanges);
     } catch (err) {
@@ -993,7 +970,7 @@ async function readGroupDeep(
       }
     } catch (err) {
       if (err instanceof ArchiveIntegrityError) failed.push({ key, reason: err.message });
-      else if ((err as { name?: string }).name === 'NoSuchKey')
+      else if (err instanceof NoSuchKey)
         failed.push({ key, reason: 'the data object named by this manifest is missing' });
       else throw err;
     }
@@ -1002,7 +979,7 @@ async function readGroupDeep(
   const bad: BadObject[] = [];
   for (const { key, reason } of failed) {
     const object: BadObject = { key: dataKeyOf(key), manifestKey: key, reason };
-    const manifest = await readManifest(client, bucket, key).catch((err: unknown) => {
+    const manifest = await readListedManifest(client, bucket, key).catch((err: unknown) => {
       if (err instanceof ArchiveIntegrityError) return undefined;
       throw err;
     });

@@ -105,6 +105,10 @@ export function archiveKey(
 export const manifestKeyOf = (dataKey: string): string =>
   `${dataKey.slice(0, -DATA_SUFFIX.length)}${MANIFEST_SUFFIX}`;
 
+/** Key of the data object a manifest sits beside. */
+export const dataKeyOf = (manifestKey: string): string =>
+  `${manifestKey.slice(0, -MANIFEST_SUFFIX.length)}${DATA_SUFFIX}`;
+
 /** Is this the key of a manifest? */
 export const isManifestKey = (key: string): boolean => key.endsWith(MANIFEST_SUFFIX);
 

@@ -8,7 +8,7 @@
  * left, and a group's records are fed in sequence order. Objects are verified against their
  * manifests; one that fails is reported by key and nothing of it is fed.
  */
-import type { S3Client } from '@aws-sdk/client-s3';
+import { NoSuchKey, type S3Client } from '@aws-sdk/client-s3';
 import { parseSubject } from '../../schemas/subjects.ts';
 import type { SinkMessage } from '../sink.ts';
 import { hourOf, parseArchiveKey, receivedAtMs, type ArchiveRecord } from './layout.ts';
@@ -95,7 +95,7 @@ export async function readArchiveGroup(
       records = (await readArchiveObject(client, bucket, key)).records;
     } catch (err) {
       if (err instanceof ArchiveIntegrityError) skipped.push({ key, reason: err.message });
-      else if ((err as { name?: string }).name === 'NoSuchKey')
+      else if (err instanceof NoSuchKey)
         skipped.push({ key, reason: 'the data object named by this manifest is missing' });
       else throw err;
       continue;

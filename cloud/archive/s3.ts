@@ -80,16 +80,23 @@ async function getBytes(client: S3Client, bucket: string, key: string): Promise<
 }
 
 /**
- * A manifest's JSON. A manifest cut short is an integrity error like any other: S3 never shows a
- * PUT that did not complete, but s3rver keeps whatever arrived before its client died (measured:
- * a PUT whose client was killed mid-body is stored as the bytes received).
+ * A manifest alone, checked to be JSON that names the data object beside it; ArchiveIntegrityError
+ * otherwise. A manifest cut short is an integrity error like any other: S3 never shows a PUT that did
+ * not complete, but s3rver keeps whatever arrived before its client died.
  */
-function parseManifest(key: string, bytes: Uint8Array): ArchiveManifest {
+export async function readManifest(client: S3Client, bucket: string, key: string): Promise<ArchiveManifest> {
+  const bytes = await getBytes(client, bucket, key);
+  let manifest: ArchiveManifest;
   try {
-    return JSON.parse(Buffer.from(bytes).toString('utf8')) as ArchiveManifest;
+    manifest = JSON.parse(Buffer.from(bytes).toString('utf8')) as ArchiveManifest;
   } catch (err) {
     throw new ArchiveIntegrityError(`${key}: manifest is not valid JSON (${(err as Error).message})`);
   }
+  if (typeof manifest?.object !== 'string' || manifestKeyOf(manifest.object) !== key)
+    throw new ArchiveIntegrityError(`${key}: manifest names another object, ${String(manifest?.object)}`);
+  if (!Array.isArray(manifest.seqRanges))
+    throw new ArchiveIntegrityError(`${key}: manifest has no seqRanges`);
+  return manifest;
 }
 
 /**
@@ -101,9 +108,7 @@ export async function readArchiveObject(
   bucket: string,
   manifestKey: string,
 ): Promise<{ manifest: ArchiveManifest; records: ArchiveRecord[] }> {
-  const manifest = parseManifest(manifestKey, await getBytes(client, bucket, manifestKey));
-  if (manifestKeyOf(manifest.object) !== manifestKey)
-    throw new ArchiveIntegrityError(`${manifestKey}: manifest names another object, ${manifest.object}`);
+  const manifest = await readManifest(client, bucket, manifestKey);
   const body = await getBytes(client, bucket, manifest.object);
   if (!verifyArchiveObject(body, manifest))
     throw new ArchiveIntegrityError(`${manifest.object}: bytes do not match the sha256 of its manifest`);
