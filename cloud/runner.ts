@@ -44,7 +44,6 @@ import { resolveSettings, type RunnerSettings } from './runner-settings.ts';
 import { BatchSettler } from './settle.ts';
 import type { Sink } from './sink.ts';
 
-
 export interface RunnerOptions extends Partial<RunnerSettings> {
   /** Durable consumer name, e.g. `archive`. */
   durable: string;
