@@ -142,7 +142,6 @@ export async function endToEndLatency(servers: TestServers, options: LatencyOpti
   const redisServer = await servers.redis();
   const hubNc = await natsConnect(topo.hub.url);
   await addSite(await jetstreamManager(hubNc), site, {
-    natsUrl: topo.hub.url,
     hubMaxAgeS: 3600,
     hubMaxBytes: -1,
     hubDuplicateWindowS: 900,

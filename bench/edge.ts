@@ -264,7 +264,6 @@ export async function benchEdge(options: EdgeBenchOptions): Promise<Figure[]> {
     const siteMqtt = await servers.mosquitto();
     const hubNc = await natsConnect(topo.hub.url);
     await addSite(await jetstreamManager(hubNc), 'site-1', {
-      natsUrl: topo.hub.url,
       hubMaxAgeS: 3600,
       hubMaxBytes: -1,
       hubDuplicateWindowS: 900,

@@ -7,6 +7,8 @@
 import type { Registry } from 'prom-client';
 import Type, { type Static, type TObject, type TProperties } from 'typebox';
 import { loadConfig, type ConfigSources } from '../lib/config.ts';
+import { natsAuthOf, natsInsecurities, NatsAuthSchema } from '../lib/nats.ts';
+import { InsecureSchema, requireSecure } from '../lib/secure.ts';
 import type { Logger } from '../lib/log.ts';
 import { runService } from '../lib/service.ts';
 import { runConsumer, type ConsumerRun } from './runner.ts';
@@ -25,6 +27,8 @@ export function consumerConfigProperties(defaults: ConsumerDefaults = {}) {
       default: 'nats://127.0.0.1:4222',
       description: 'NATS server URL(s) of the hub, comma-separated',
     }),
+    ...NatsAuthSchema.properties,
+    ...InsecureSchema.properties,
     durable: Type.Optional(
       Type.String({
         pattern: '^[A-Za-z0-9_-]+$',
@@ -60,6 +64,11 @@ export interface ConsumerSpec<S extends TObject> {
   runnerDefaults?: ConsumerDefaults;
   /** Durable name when none is configured (default: `name`). */
   defaultDurable?: (config: Omit<ConsumerConfig<S>, 'durable'>) => string;
+  /**
+   * Why the sink's connection settings are not secure (no password, plain text to another machine);
+   * the command refuses to start on any unless `--insecure`.
+   */
+  insecurities?(config: ConsumerConfig<S>): string[];
   /** Builds the sink (not opened: the runner opens and closes it). */
   createSink(config: ConsumerConfig<S>, log: Logger, registry: Registry): Sink | Promise<Sink>;
 }
@@ -113,11 +122,20 @@ export async function startConsumer<S extends TObject>(
     ...runnerSettingsOf(config),
     durable: config.durable,
     natsUrl: config.natsUrl,
+    natsAuth: natsAuthOf(config),
     sink,
     log,
     registry: context.registry,
     signal: context.signal,
   });
+}
+
+/** Why a consumer's settings (NATS and its sink's) are not secure; empty when they are. */
+export function consumerInsecurities<S extends TObject>(
+  spec: ConsumerSpec<S>,
+  config: ConsumerConfig<S>,
+): string[] {
+  return [...natsInsecurities(config.natsUrl, natsAuthOf(config)), ...(spec.insecurities?.(config) ?? [])];
 }
 
 /** Runs a consumer as a service until SIGTERM/SIGINT; resolves once everything is closed. */
@@ -131,6 +149,7 @@ export function runConsumerService<S extends TObject>(
     opsPort: config.opsPort,
     logLevel: config.logLevel,
     start: async ({ log, registry, signal }) => {
+      requireSecure(consumerInsecurities(spec, config), config.insecure, log);
       const run = await startConsumer(spec, config, { log, registry, signal });
       log.info({ durable: config.durable, stream: config.stream }, 'consuming');
       // The runner stops on the same signal and settles its batch; `done` resolves after that.

@@ -14,7 +14,8 @@ import {
   type StreamSource,
 } from '@nats-io/jetstream';
 import Type, { type Static } from 'typebox';
-import { isStreamNotFound } from '../lib/nats.ts';
+import { isStreamNotFound, NatsAuthSchema } from '../lib/nats.ts';
+import { InsecureSchema } from '../lib/secure.ts';
 import {
   HUB_STREAM,
   siteApiPrefix,
@@ -27,6 +28,8 @@ const nanos = (seconds: number): number => seconds * 1_000_000_000;
 
 export const HubStreamConfigSchema = Type.Object({
   natsUrl: Type.String({ default: 'nats://127.0.0.1:4222', description: 'The hub nats-server' }),
+  ...NatsAuthSchema.properties,
+  ...InsecureSchema.properties,
   hubMaxAgeS: Type.Integer({
     minimum: 60,
     default: 90 * 24 * 3600,
@@ -44,6 +47,8 @@ export const HubStreamConfigSchema = Type.Object({
   }),
 });
 export type HubStreamConfig = Static<typeof HubStreamConfigSchema>;
+/** The limits of `BSU` within a HubStreamConfig. */
+export type HubStreamLimits = Pick<HubStreamConfig, 'hubMaxAgeS' | 'hubMaxBytes' | 'hubDuplicateWindowS'>;
 
 /** The two sources that bring one site's streams into `BSU`. */
 export function siteSources(site: string): StreamSource[] {
@@ -51,7 +56,7 @@ export function siteSources(site: string): StreamSource[] {
   return Object.values(siteStreamNames(site)).map((name) => ({ name, external }));
 }
 
-function hubStreamConfig(config: HubStreamConfig, sources: StreamSource[]): StreamConfig {
+function hubStreamConfig(config: HubStreamLimits, sources: StreamSource[]): StreamConfig {
   return {
     name: HUB_STREAM,
     description: 'Switchyard: every site, sourced over the leaf links',
@@ -76,7 +81,7 @@ async function hubInfo(jsm: JetStreamManager): Promise<StreamInfo | undefined> {
 }
 
 /** Creates `BSU` (with no sites) or updates its limits, keeping its sources. */
-export async function ensureHubStream(jsm: JetStreamManager, config: HubStreamConfig): Promise<StreamInfo> {
+export async function ensureHubStream(jsm: JetStreamManager, config: HubStreamLimits): Promise<StreamInfo> {
   const info = await hubInfo(jsm);
   if (!info) return jsm.streams.add(hubStreamConfig(config, []));
   return jsm.streams.update(HUB_STREAM, hubStreamConfig(config, info.config.sources ?? []));
@@ -90,7 +95,7 @@ export async function ensureHubStream(jsm: JetStreamManager, config: HubStreamCo
 export async function addSite(
   jsm: JetStreamManager,
   site: string,
-  config: HubStreamConfig,
+  config: HubStreamLimits,
 ): Promise<StreamInfo> {
   const info = (await hubInfo(jsm)) ?? (await jsm.streams.add(hubStreamConfig(config, [])));
   const current = info.config.sources ?? [];

@@ -31,7 +31,7 @@ import { hostname } from 'node:os';
 import type { Registry } from 'prom-client';
 import { describeError, UsageError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
-import { connectNats } from '../lib/nats.ts';
+import { connectNats, type NatsAuth } from '../lib/nats.ts';
 import type { Readiness } from '../lib/ops.ts';
 import { sleep, withTimeout } from '../lib/timers.ts';
 import { announcePresence, controlBucket, readMoveMarker } from './control.ts';
@@ -49,8 +49,10 @@ export interface RunnerOptions extends Partial<RunnerSettings> {
   durable: string;
   /** An open connection (the caller closes it) … */
   nc?: NatsConnection;
-  /** … or server URLs, comma-separated (the runner connects, reconnects forever, and closes). */
+  /** … or server URLs, comma-separated (the runner connects, reconnects forever, and closes) … */
   natsUrl?: string;
+  /** … with these credentials and TLS settings. */
+  natsAuth?: NatsAuth;
   sink: Sink;
   log: Logger;
   /** Where the runner's metrics go (cloud/runner-metrics.ts). */
@@ -255,7 +257,11 @@ class Runner {
   private async connect(): Promise<NatsConnection | undefined> {
     // Keeps trying until the first connection succeeds (and reconnects forever after): a consumer
     // started before its NATS server waits for it rather than exiting.
-    const attempt = connectNats({ url: this.options.natsUrl!, name: `switchyard-${this.options.durable}` });
+    const attempt = connectNats({
+      url: this.options.natsUrl!,
+      name: `switchyard-${this.options.durable}`,
+      ...(this.options.natsAuth ? { auth: this.options.natsAuth } : {}),
+    });
     const aborted = new Promise<undefined>((resolve) =>
       this.signal.addEventListener('abort', () => resolve(undefined), { once: true }),
     );

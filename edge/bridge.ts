@@ -8,12 +8,13 @@
  * the bridge.
  */
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.ts';
 import { LabelledCount } from '../lib/metrics.ts';
-import { connectNats, wireHeaders } from '../lib/nats.ts';
+import { connectNats, natsAuthOf, wireHeaders } from '../lib/nats.ts';
 import type { Readiness } from '../lib/ops.ts';
 import {
   decodePayload,
@@ -145,7 +146,11 @@ export class EdgeBridge {
   /** Connects to JetStream, creates or updates the site streams, then starts taking messages. */
   async start(): Promise<void> {
     const { config, log } = this.options;
-    this.nc = await connectNats({ url: config.natsUrl, name: `switchyard-edge-${config.site}` });
+    this.nc = await connectNats({
+      url: config.natsUrl,
+      name: `switchyard-edge-${config.site}`,
+      auth: natsAuthOf(config),
+    });
     this.jsm = await jetstreamManager(this.nc);
     const streams = await ensureSiteStreams(this.jsm, config);
     log.info({ streams: Object.values(streams).map((s) => s.config.name) }, 'site streams ready');
@@ -164,6 +169,7 @@ export class EdgeBridge {
       url: config.mqttUrl,
       clientId: config.mqttClientId || `switchyard-edge-${config.site}`,
       ...(config.mqttUsername ? { username: config.mqttUsername, password: config.mqttPassword } : {}),
+      ...(config.mqttCa ? { ca: readFileSync(config.mqttCa) } : {}),
       filters: this.topics.filters,
       windowSize: config.windowSize,
       log,

@@ -1,6 +1,8 @@
 /** Configuration of `switchyard edge` (flags, SWITCHYARD_* environment, or a YAML/JSON file). */
 import { hostname } from 'node:os';
 import Type, { type Static } from 'typebox';
+import { natsAuthOf, natsInsecurities, NatsAuthSchema } from '../lib/nats.ts';
+import { InsecureSchema, isLoopbackUrl } from '../lib/secure.ts';
 
 const GiB = 1024 ** 3;
 
@@ -41,8 +43,15 @@ export const SiteStreamConfigSchema = Type.Object({
 });
 export type SiteStreamConfig = Static<typeof SiteStreamConfigSchema>;
 
-export const EdgeConfigSchema = Type.Object({
+/** `switchyard site init`: the site streams' settings and how to reach the site's nats-server. */
+export const SiteInitConfigSchema = Type.Object({
   ...SiteStreamConfigSchema.properties,
+  ...NatsAuthSchema.properties,
+  ...InsecureSchema.properties,
+});
+
+export const EdgeConfigSchema = Type.Object({
+  ...SiteInitConfigSchema.properties,
   gateway: Type.String({
     default: hostname(),
     description: 'Name of this gateway, stamped on every message',
@@ -53,7 +62,11 @@ export const EdgeConfigSchema = Type.Object({
     description: 'MQTT client id (default switchyard-edge-<site>); fixed, for a persistent session',
   }),
   mqttUsername: Type.String({ default: '', description: 'MQTT user name (empty: anonymous)' }),
-  mqttPassword: Type.String({ default: '', description: 'MQTT password' }),
+  mqttPassword: Type.String({ default: '', secret: true, description: 'MQTT password' }),
+  mqttCa: Type.String({
+    default: '',
+    description: "CA file that signed the broker's certificate (for mqtts:// to another machine)",
+  }),
   topics: Type.Array(Type.String({ minLength: 1 }), {
     minItems: 1,
     default: ['bsu/{device}/{kind}'],
@@ -95,3 +108,14 @@ export const EdgeConfigSchema = Type.Object({
   logLevel: Type.String({ default: 'info', description: 'Log level (trace, debug, info, warn, error)' }),
 });
 export type EdgeConfig = Static<typeof EdgeConfigSchema>;
+
+/** Why the bridge's connections are not secure (anonymous, or plain text to another machine). */
+export function edgeInsecurities(config: EdgeConfig): string[] {
+  const out = natsInsecurities(config.natsUrl, natsAuthOf(config));
+  if (!config.mqttUsername) out.push('MQTT: no user name (set SWITCHYARD_MQTT_USERNAME and _PASSWORD)');
+  if (!config.mqttUrl.startsWith('mqtts://') && !isLoopbackUrl(config.mqttUrl))
+    out.push(
+      `MQTT: ${config.mqttUrl} is plain text to another machine (use mqtts:// with SWITCHYARD_MQTT_CA)`,
+    );
+  return out;
+}

@@ -22,6 +22,8 @@ export interface MqttSourceOptions {
   clientId: string;
   username?: string;
   password?: string;
+  /** CA certificate(s) that signed the broker's, for mqtts://. */
+  ca?: Buffer;
   /** Subscription filters (QoS 1). */
   filters: string[];
   /** Most messages received and not yet PUBACKed. */
@@ -97,6 +99,7 @@ export class MqttSource {
         ? (...args: unknown[]) => log.trace({ mqttjs: formatWithOptions({ breakLength: Infinity }, ...args) })
         : () => undefined,
       ...(this.options.username ? { username: this.options.username, password: this.options.password } : {}),
+      ...(this.options.ca ? { ca: this.options.ca } : {}),
     });
     this.client = client;
 

@@ -6,6 +6,11 @@
  * - a key in the optional YAML/JSON file given with `--config FILE`.
  * Precedence: defaults < file < environment < flags. Every problem is reported at once (ConfigError,
  * exit 2).
+ *
+ * A property marked `secret: true` (a password, a token) gets no flag, since `ps` shows every
+ * process's arguments: it comes from the file, from its variable, or from a file named by the
+ * variable with `_FILE` appended (`SWITCHYARD_REDIS_PASSWORD_FILE`, e.g. under systemd's
+ * `LoadCredential=`), and is never printed.
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -27,7 +32,14 @@ interface Described extends TSchema {
   default?: unknown;
   type?: unknown;
   items?: unknown;
+  secret?: boolean;
 }
+
+/** The keys of `schema`'s properties marked `secret: true`. */
+export const secretKeys = (schema: TObject): string[] =>
+  properties(schema)
+    .filter(([, prop]) => prop.secret === true)
+    .map(([key]) => key);
 
 const properties = (schema: TObject): [string, Described][] =>
   Object.entries(schema.properties as Record<string, Described>);
@@ -35,6 +47,7 @@ const properties = (schema: TObject): [string, Described][] =>
 /** Adds a flag for every property of `schema`, and `--config FILE`, to `command`. */
 export function addConfigOptions(command: Command, schema: TObject): Command {
   for (const [key, prop] of properties(schema)) {
+    if (prop.secret === true) continue;
     const isBool = prop.type === 'boolean';
     const flag = isBool ? `--${kebab(key)} [bool]` : `--${kebab(key)} <value>`;
     const hints = [`env ${envName(key)}`];
@@ -84,6 +97,19 @@ function coerce(prop: Described, value: unknown): unknown {
   return value;
 }
 
+/** A secret from the file its `_FILE` variable names (the last line break dropped). */
+function readSecretFile(env: Record<string, string>, key: string, problems: string[]): string | undefined {
+  const variable = `${envName(key)}_FILE`;
+  const path = env[variable];
+  if (path === undefined || path === '') return undefined;
+  try {
+    return readFileSync(path, 'utf8').replace(/\r?\n$/, '');
+  } catch (err) {
+    problems.push(`${variable}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    return undefined;
+  }
+}
+
 /** Loads and validates the config of one command; throws ConfigError listing every problem. */
 export function loadConfig<T extends TObject>(schema: T, sources: ConfigSources = {}): Static<T> {
   const problems: string[] = [];
@@ -100,7 +126,7 @@ export function loadConfig<T extends TObject>(schema: T, sources: ConfigSources 
     }
   }
   for (const [key, prop] of props) {
-    const fromEnv = env[envName(key)];
+    const fromEnv = env[envName(key)] ?? (prop.secret ? readSecretFile(env, key, problems) : undefined);
     if (fromEnv !== undefined) merged[key] = coerce(prop, fromEnv);
     const fromFlag = flags[key];
     if (fromFlag !== undefined)

@@ -1,10 +1,94 @@
 /** NATS connections with the settings every Switchyard process shares. */
+import { readFileSync } from 'node:fs';
 import { JetStreamApiCodes, JetStreamApiError, type JsMsg } from '@nats-io/jetstream';
-import { connect, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
+import {
+  connect,
+  credsAuthenticator,
+  nkeyAuthenticator,
+  type ConnectionOptions,
+  type MsgHdrs,
+  type NatsConnection,
+} from '@nats-io/transport-node';
+import Type, { type Static } from 'typebox';
+import { isLoopbackUrl } from './secure.ts';
+
+/**
+ * How a process proves who it is to NATS and checks the server, as config properties every
+ * command that connects declares (`natsUrl` plus these). Secrets come from the environment or a
+ * file, never a flag (lib/config.ts).
+ */
+export const NatsAuthSchema = Type.Object({
+  natsCreds: Type.String({
+    default: '',
+    description: 'NATS credentials file (user JWT and nkey seed, as `switchyard site add` writes them)',
+  }),
+  natsNkeySeed: Type.String({ default: '', secret: true, description: 'NATS nkey seed (SU…)' }),
+  natsUser: Type.String({ default: '', description: 'NATS user name (with natsPassword)' }),
+  natsPassword: Type.String({ default: '', secret: true, description: 'NATS password' }),
+  natsCa: Type.String({
+    default: '',
+    description: "CA file that signed the NATS server's certificate (turns TLS on)",
+  }),
+  natsCert: Type.String({ default: '', description: 'Client certificate for mutual TLS (PEM)' }),
+  natsKey: Type.String({ default: '', description: "Client certificate's key (PEM)" }),
+});
+export type NatsAuth = Static<typeof NatsAuthSchema>;
+
+/** No credentials and no TLS: what a process gets when it sets none of NatsAuthSchema. */
+export const NO_NATS_AUTH: Readonly<NatsAuth> = {
+  natsCreds: '',
+  natsNkeySeed: '',
+  natsUser: '',
+  natsPassword: '',
+  natsCa: '',
+  natsCert: '',
+  natsKey: '',
+};
+
+/** The NATS settings of `config` (any object with NatsAuthSchema's keys), without the rest. */
+export function natsAuthOf(config: Partial<NatsAuth>): NatsAuth {
+  const out = { ...NO_NATS_AUTH };
+  for (const key of Object.keys(out) as (keyof NatsAuth)[]) out[key] = config[key] ?? '';
+  return out;
+}
+
+/**
+ * Why a connection with `auth` to `url` is not secure: no credentials (anonymous), or plain text to
+ * another machine. Empty when it is.
+ */
+export function natsInsecurities(url: string, auth: NatsAuth): string[] {
+  const out: string[] = [];
+  if (!auth.natsCreds && !auth.natsNkeySeed && !(auth.natsUser && auth.natsPassword))
+    out.push(
+      'NATS: no credentials (set SWITCHYARD_NATS_CREDS, SWITCHYARD_NATS_NKEY_SEED or SWITCHYARD_NATS_USER and _PASSWORD)',
+    );
+  for (const server of url.split(',').map((s) => s.trim()))
+    if (!auth.natsCa && !server.startsWith('tls://') && !isLoopbackUrl(server))
+      out.push(`NATS: ${server} is plain text to another machine (set SWITCHYARD_NATS_CA or use tls://)`);
+  return out;
+}
+
+/** nats.js connection options for `auth`: its authenticator and TLS settings. */
+export function natsAuthOptions(auth: NatsAuth): Partial<ConnectionOptions> {
+  const out: Partial<ConnectionOptions> = {};
+  // Read on every (re)connect, so that rotated credentials are picked up without a restart.
+  if (auth.natsCreds) out.authenticator = credsAuthenticator(() => readFileSync(auth.natsCreds));
+  else if (auth.natsNkeySeed)
+    out.authenticator = nkeyAuthenticator(new TextEncoder().encode(auth.natsNkeySeed));
+  else if (auth.natsUser) Object.assign(out, { user: auth.natsUser, pass: auth.natsPassword });
+  if (auth.natsCa || auth.natsCert)
+    out.tls = {
+      ...(auth.natsCa ? { caFile: auth.natsCa } : {}),
+      ...(auth.natsCert ? { certFile: auth.natsCert, keyFile: auth.natsKey } : {}),
+    };
+  return out;
+}
 
 export interface NatsOptions {
   /** One or more server URLs, comma-separated. */
   url: string;
+  /** Credentials and TLS (none by default). */
+  auth?: NatsAuth;
   /** Connection name shown in the server's monitor (`/connz`). */
   name: string;
   /** Give up the first connection after this long (ms); reconnects after that are unbounded. */
@@ -29,6 +113,7 @@ export function connectNats(options: NatsOptions): Promise<NatsConnection> {
     reconnectTimeWait: 500,
     waitOnFirstConnect: options.waitForServer ?? true,
     pingInterval: 10_000,
+    ...natsAuthOptions(options.auth ?? NO_NATS_AUTH),
     // Outbound bytes buffered before a write is forced (nats.js's hidden option, 32 KiB by
     // default): at tens of thousands of small messages a second, fewer and larger socket writes.
     ...({ pendingLimit: 256 * 1024 } as object),

@@ -122,7 +122,7 @@ export class Stack {
       site,
       mqttUrl: this.mqtt(site).url,
       natsUrl: this.siteNats(site).url,
-      hubNatsUrl: this.hub.url,
+      insecure: 'true',
     };
   }
 
@@ -130,6 +130,7 @@ export class Stack {
   cloudSettings(): CloudSettings {
     return {
       natsUrl: this.hub.url,
+      insecure: 'true',
       redisUrl: this.redis.url,
       s3Endpoint: this.s3.url,
       s3Bucket: LOCAL_STACK.s3Bucket,

@@ -24,7 +24,7 @@ import { natsConnect, readStream, streamCount } from './support/jetstream.ts';
 import { metricValue, runSwitchyard } from './support/process.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
-const HUB_CONFIG = { natsUrl: '', hubMaxAgeS: 3600, hubMaxBytes: -1, hubDuplicateWindowS: 900 };
+const HUB_CONFIG = { hubMaxAgeS: 3600, hubMaxBytes: -1, hubDuplicateWindowS: 900 };
 /** Readings the bridge received and has not stored yet. */
 const IN_FLIGHT = 'switchyard_edge_in_flight{service="switchyard-edge"}';
 const SITE_LIMITS = {
@@ -78,7 +78,7 @@ describe('edge bridge → site stream → hub', () => {
     [hubServer, siteServer, link, hubLeafPort] = [topo.hub, topo.site, topo.link, topo.hubLeafPort];
     mqttUrl = (await servers.mosquitto()).url;
     hub = await natsConnect(hubServer.url);
-    await addSite(await jetstreamManager(hub), 'site-1', { ...HUB_CONFIG, natsUrl: hubServer.url });
+    await addSite(await jetstreamManager(hub), 'site-1', HUB_CONFIG);
     bridge = await startBridge({ site: 'site-1', mqttUrl, natsUrl: siteServer.url });
     devices = await DevicePublisher.connect(mqttUrl);
   });
@@ -212,7 +212,7 @@ describe('edge bridge → site stream → hub', () => {
     const site2 = await servers.hubAndSite('site-2', existing);
     const site3 = await servers.hubAndSite('site-3', existing);
     const jsm = await jetstreamManager(hub);
-    await addSite(jsm, 'site-2', { ...HUB_CONFIG, natsUrl: hubServer.url });
+    await addSite(jsm, 'site-2', HUB_CONFIG);
     const before = await streamCount(hub, HUB_STREAM);
     for (const [site, server] of [
       ['site-2', site2.site],

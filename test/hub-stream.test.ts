@@ -11,7 +11,7 @@ import {
   listSites,
   removeSite,
   siteSources,
-  type HubStreamConfig,
+  type HubStreamLimits,
 } from '../cloud/hub-stream.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
 import { natsConnect } from './support/jetstream.ts';
@@ -31,7 +31,7 @@ describe('hub stream onboarding', () => {
     return { jsm: await jetstreamManager(nc), natsUrl };
   }
 
-  const limits = (natsUrl: string, hubMaxAgeS = HOUR_S): HubStreamConfig => ({
+  const limits = (natsUrl: string, hubMaxAgeS = HOUR_S): HubStreamLimits & { natsUrl: string } => ({
     natsUrl,
     hubMaxAgeS,
     hubMaxBytes: -1,
@@ -59,7 +59,6 @@ describe('hub stream onboarding', () => {
   test('site add leaves the limits an operator set on BSU alone', async (t) => {
     const { jsm, natsUrl } = await freshHub(t);
     await ensureHubStream(jsm, {
-      natsUrl,
       hubMaxAgeS: 5 * HOUR_S,
       hubMaxBytes: 1024 ** 3,
       hubDuplicateWindowS: 300,

@@ -125,7 +125,6 @@ class Pipeline {
     this.hub = await natsConnect(this.hubServer.url);
     this.jsm = await jetstreamManager(this.hub);
     await addSite(this.jsm, SITE, {
-      natsUrl: this.hubServer.url,
       hubMaxAgeS: 3600,
       hubMaxBytes: -1,
       hubDuplicateWindowS: 900,

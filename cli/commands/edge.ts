@@ -2,7 +2,8 @@ import { Command } from 'commander';
 import { addConfigOptions, loadConfig } from '../../lib/config.ts';
 import { runService } from '../../lib/service.ts';
 import { EdgeBridge } from '../../edge/bridge.ts';
-import { EdgeConfigSchema } from '../../edge/config.ts';
+import { edgeInsecurities, EdgeConfigSchema } from '../../edge/config.ts';
+import { requireSecure } from '../../lib/secure.ts';
 import type { RegisterCommand } from './index.ts';
 
 export const registerEdge: RegisterCommand = (program) => {
@@ -18,6 +19,7 @@ export const registerEdge: RegisterCommand = (program) => {
       opsPort: config.opsPort,
       logLevel: config.logLevel,
       start: async ({ log, registry }) => {
+        requireSecure(edgeInsecurities(config), config.insecure, log);
         const bridge = new EdgeBridge({ config, log: log.child({ site: config.site }), registry });
         await bridge.start();
         return bridge;

@@ -7,7 +7,7 @@ import {
   removeSite,
   type HubStreamConfig,
 } from '../../cloud/hub-stream.ts';
-import { SiteStreamConfigSchema } from '../../edge/config.ts';
+import { SiteInitConfigSchema } from '../../edge/config.ts';
 import { ensureSiteStreams } from '../../edge/site-streams.ts';
 import { addConfigOptions, loadConfig } from '../../lib/config.ts';
 import { UsageError } from '../../lib/errors.ts';
@@ -113,9 +113,9 @@ export const registerSite: RegisterCommand = (program) => {
       .description(
         "Creates or updates the site's streams on the site's nats-server (the bridge also does this on start).",
       ),
-    SiteStreamConfigSchema,
+    SiteInitConfigSchema,
   ).action(async (flags: Record<string, unknown>) => {
-    const config = loadConfig(SiteStreamConfigSchema, { flags });
+    const config = loadConfig(SiteInitConfigSchema, { flags });
     const nc = await connectNats({
       url: config.natsUrl,
       name: 'switchyard-site-init',

@@ -36,7 +36,11 @@ export function startSwitchyard(
     entry,
     ...args,
   ]);
-  const child = spawn(command, commandArgs, { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  // Tests own plain servers on loopback; a test of the secure setup passes SWITCHYARD_INSECURE=false.
+  const child = spawn(command, commandArgs, {
+    env: childEnv({ SWITCHYARD_INSECURE: 'true', ...env }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const reap = (): void => void child.kill('SIGKILL');
   process.once('exit', reap);
   child.once('exit', () => process.off('exit', reap));
