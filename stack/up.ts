@@ -5,11 +5,11 @@ import { UsageError } from '../lib/errors.ts';
 import { freePort, isRunning } from '../lib/process.ts';
 import { envFileText, LOCAL_STACK } from './env-vars.ts';
 import { startServer, stopServer } from './server-process.ts';
+import { mosquittoSpec } from './mosquitto.ts';
 import {
   findBinary,
   influxdbSpec,
   linkSpec,
-  mosquittoSpec,
   natsSpec,
   redisSpec,
   s3rverSpec,

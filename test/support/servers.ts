@@ -7,10 +7,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, isRunning } from '../../lib/process.ts';
+import { mosquittoSpec } from '../../stack/mosquitto.ts';
 import {
   influxdbSpec,
   linkSpec,
-  mosquittoSpec,
   natsSpec,
   redisSpec,
   s3rverSpec,
