@@ -26,7 +26,14 @@ export const LOCAL_STACK = {
 } as const;
 
 /** Config keys of a site's edge processes (the bridge, the simulator). */
-export const SITE_ENV_KEYS = ['site', 'mqttUrl', 'natsUrl', 'insecure'] as const;
+export const SITE_ENV_KEYS = [
+  'site',
+  'mqttUrl',
+  'mqttUsername',
+  'mqttPassword',
+  'natsUrl',
+  'insecure',
+] as const;
 
 /** Config keys of the cloud consumers. */
 export const CLOUD_ENV_KEYS = [

@@ -46,3 +46,17 @@ export function mosquittoSpec(o: MosquittoOptions): ServerSpec {
     logFile: join(o.dir, 'mosquitto.log'),
   };
 }
+
+/** An MQTT user: its name and password. */
+export interface MqttUser {
+  username: string;
+  password: string;
+}
+
+/**
+ * The user the bridge reads the broker as (the only one allowed to read), as `mosquittoSpec`
+ * wrote it; empty while the broker runs without users.
+ */
+export function bridgeMqttUser(_broker: Pick<ServerSpec, 'dataDir' | 'logFile'>): MqttUser {
+  return { username: '', password: '' };
+}

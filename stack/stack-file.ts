@@ -6,6 +6,7 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../lib/errors.ts';
 import { LOCAL_STACK, toEnv, type CloudSettings, type SiteSettings } from './env-vars.ts';
+import { bridgeMqttUser } from './mosquitto.ts';
 import type { RunningServer } from './server-process.ts';
 import { ServerRole, type ServerSpec } from './server-specs.ts';
 
@@ -118,9 +119,13 @@ export class Stack {
   /** The settings of a site's edge processes (what `DIR/env/<site>.env` holds). */
   siteSettings(site: string): SiteSettings {
     this.checkSite(site);
+    const broker = this.mqtt(site);
+    const bridge = bridgeMqttUser(broker);
     return {
       site,
-      mqttUrl: this.mqtt(site).url,
+      mqttUrl: broker.url,
+      mqttUsername: bridge.username,
+      mqttPassword: bridge.password,
       natsUrl: this.siteNats(site).url,
       insecure: 'true',
     };
