@@ -1,5 +1,6 @@
 /** The monitor consumer: the latest state of every unit in Redis (docs/consumers.md). */
 import type { ConsumerSpec } from '../consumer.ts';
+import { redisInsecurities } from '../../lib/redis.ts';
 import { MonitorConfigSchema, RedisMonitorSink } from './sink.ts';
 
 export const monitorConsumer = {
@@ -20,6 +21,7 @@ export const monitorConsumer = {
     maxAckPending: 10_000,
     opsPort: 9465,
   },
+  insecurities: (config) => redisInsecurities(config),
   createSink: (config, log, registry) =>
     new RedisMonitorSink({ ...config, consumer: config.durable, log, registry }),
 } satisfies ConsumerSpec<typeof MonitorConfigSchema>;

@@ -11,6 +11,13 @@ import { registeredCounter as counter } from '../../lib/metrics.ts';
 import { createClient, MultiErrorReply, type RedisClientType } from 'redis';
 import Type, { type Static } from 'typebox';
 import { describeError } from '../../lib/errors.ts';
+import {
+  redactUrl,
+  redisClientOptions,
+  RedisConnectionSchema,
+  type RedisConnection,
+  type RedisSettings,
+} from '../../lib/redis.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Readiness } from '../../lib/ops.ts';
 import { waitUntil, withTimeout } from '../../lib/timers.ts';
@@ -36,7 +43,7 @@ import type { Sink, SinkMessage, SinkRejection, WriteResult } from '../sink.ts';
 
 /** Settings of the monitor sink (the runner's: cloud/runner-settings.ts). */
 export const MonitorConfigSchema = Type.Object({
-  redisUrl: Type.String({ minLength: 1, default: 'redis://127.0.0.1:6379', description: 'Redis URL' }),
+  ...RedisConnectionSchema.properties,
   redisKeyPrefix: Type.String({ default: DEFAULT_KEY_PREFIX, description: 'prefix of every monitor key' }),
   offlineAfterMs: Type.Integer({
     minimum: 1000,
@@ -56,7 +63,7 @@ export const MonitorConfigSchema = Type.Object({
 });
 export type MonitorConfig = Static<typeof MonitorConfigSchema>;
 
-export interface RedisMonitorOptions extends MonitorConfig {
+export interface RedisMonitorOptions extends Omit<MonitorConfig, keyof RedisConnection>, RedisSettings {
   /** Durable name, for metric labels. */
   consumer: string;
   log: Logger;
@@ -165,11 +172,12 @@ export class RedisMonitorSink implements Sink {
   async open(): Promise<void> {
     if (!this.client) {
       const client: Client = createClient({
-        url: this.options.redisUrl,
+        ...redisClientOptions(this.options),
         // Fail fast while disconnected: the runner is the one retry layer, and a queue here would
         // hold a batch (and its acks) for as long as Redis is away.
         disableOfflineQueue: true,
         socket: {
+          ...redisClientOptions(this.options).socket,
           connectTimeout: 5_000,
           reconnectStrategy: (retries: number) => Math.min(100 * 2 ** retries, 5_000),
         },
@@ -190,7 +198,7 @@ export class RedisMonitorSink implements Sink {
     const client = this.client;
     await waitUntil('redis to be ready', () => client.isReady, { timeoutMs: 5_000, everyMs: 50 }).catch(
       () => {
-        throw new Error(`redis at ${this.options.redisUrl} is not reachable: ${this.lastError}`);
+        throw new Error(`redis at ${redactUrl(this.options.redisUrl)} is not reachable: ${this.lastError}`);
       },
     );
     await this.loadScripts(client);
@@ -306,7 +314,9 @@ export class RedisMonitorSink implements Sink {
     if (!this.client?.isReady)
       return {
         ready: false,
-        reasons: [`not connected to ${this.options.redisUrl}${this.lastError ? `: ${this.lastError}` : ''}`],
+        reasons: [
+          `not connected to ${redactUrl(this.options.redisUrl)}${this.lastError ? `: ${this.lastError}` : ''}`,
+        ],
       };
     try {
       await withTimeout(this.client.ping(), 2_000, () => {
