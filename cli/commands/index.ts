@@ -53,6 +53,11 @@ export const commands: CommandEntry[] = [
     load: async () => (await import('./dlq.ts')).registerDlq,
   },
   {
+    name: 'console',
+    summary: 'the fleet console: a read-only web page of sites, units, consumers and dead letters',
+    load: async () => (await import('./console.ts')).registerConsole,
+  },
+  {
     name: 'site',
     summary: 'onboard sites: their streams at the edge, their sourcing at the hub',
     load: async () => (await import('./site.ts')).registerSite,
