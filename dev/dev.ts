@@ -13,7 +13,7 @@ import { loadConfig } from '../lib/config.ts';
 import { describeError, UsageError } from '../lib/errors.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
 import { connectNats } from '../lib/nats.ts';
-import { isRunning } from '../lib/process.ts';
+import { freePort, isRunning } from '../lib/process.ts';
 import { sleep } from '../lib/timers.ts';
 import { SimClock } from '../simulate/traffic.ts';
 import { tryReadStack, type Stack } from '../stack/stack-file.ts';
@@ -61,6 +61,8 @@ export interface DevOutput {
   status(status: DevStatus): void;
   /** One line of progress or news (stack starting, a child died, stopping …). */
   note(line: string): void;
+  /** A URL to keep in view (the console's), once it is known. */
+  link?(name: string, url: string): void;
 }
 
 /** What a finished dev run stopped. */
@@ -91,6 +93,7 @@ export class DevSession {
   private jsm: JetStreamManager | undefined;
   private readonly sites: SiteUnit[] = [];
   private readonly consumers: ConsumerUnit[] = [];
+  private consoleProcess: SupervisedProcess | undefined;
   private readonly startedAtMs = Date.now();
 
   constructor(
@@ -121,7 +124,11 @@ export class DevSession {
   }
 
   private allProcesses(): SupervisedProcess[] {
-    return [...this.sites.map((s) => s.bridge), ...this.consumers.map((c) => c.process)];
+    return [
+      ...this.sites.map((s) => s.bridge),
+      ...this.consumers.map((c) => c.process),
+      ...(this.consoleProcess ? [this.consoleProcess] : []),
+    ];
   }
 
   async run(): Promise<DevSummary> {
@@ -248,8 +255,13 @@ export class DevSession {
     }
     for (const c of DEV_CONSUMERS)
       this.consumers.push({ name: c.name, process: child(c.name, c.args, stack.cloudEnv()) });
+    // The fleet console (cloud/console/) on a port picked here, so that its URL is known now.
+    const consoleUrl = `http://127.0.0.1:${await freePort()}/`;
+    this.consoleProcess = child('console', ['console', '--port', new URL(consoleUrl).port], stack.cloudEnv());
     await Promise.all(this.allProcesses().map((p) => p.start()));
     this.output.note(`started ${this.sites.length} bridge(s) and ${this.consumers.length} consumers`);
+    this.output.note(`console: ${consoleUrl}`);
+    this.output.link?.('console', consoleUrl);
   }
 
   /** Draws snapshots until stopped; starts each site's devices once its bridge is ready. */

@@ -25,6 +25,8 @@ export interface ViewOptions {
   color: boolean;
   /** Working directory, to show paths short. */
   cwd?: string;
+  /** URLs to show under the tables (the console's). */
+  links?: Readonly<Record<string, string>>;
 }
 
 const thousands = (n: number): string => Math.round(n).toLocaleString('en-US');
@@ -157,6 +159,8 @@ export function renderView(status: DevStatus, options: ViewOptions): string[] {
     }
   }
 
+  for (const [name, url] of Object.entries(options.links ?? {}))
+    lines.push('', paint(`${name}: ${url}`, 'bold'));
   lines.push(
     '',
     paint(
@@ -194,6 +198,7 @@ export class TerminalOutput {
   private onScreen = false;
   private closed = false;
   private lastLineAtMs = 0;
+  private readonly links: Record<string, string> = {};
 
   constructor(
     private readonly stdout: NodeJS.WritableStream,
@@ -208,7 +213,7 @@ export class TerminalOutput {
         this.stdout.write(`${Ansi.enterAltScreen}${Ansi.hideCursor}`);
         this.onScreen = true;
       }
-      this.stdout.write(frame(renderView(status, { color: this.options.color })));
+      this.stdout.write(frame(renderView(status, { color: this.options.color, links: this.links })));
       return;
     }
     const now = Date.now();
@@ -220,6 +225,10 @@ export class TerminalOutput {
 
   note(line: string): void {
     if (!this.onScreen) this.stderr.write(`dev: ${line}\n`);
+  }
+
+  link(name: string, url: string): void {
+    this.links[name] = url;
   }
 
   /** Leaves the view for good (stopping): the screen the user had comes back, notes print again. */
