@@ -5,7 +5,7 @@
 # s3rver is not here: it is an npm dev dependency (npm ci).
 set -euo pipefail
 want=(nats-server:nats-server mosquitto:mosquitto mosquitto_pub:mosquitto-clients redis-server:redis-server
-  victoria-metrics:victoria-metrics influxd:influxdb)
+  victoria-metrics:victoria-metrics influxd:influxdb chromium:chromium)
 missing=()
 for pair in "${want[@]}"; do
   bin=${pair%%:*} pkg=${pair#*:}
