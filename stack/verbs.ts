@@ -1,11 +1,24 @@
 /**
  * The verbs on a running stack besides `up`: `down` (stop every recorded server), `status` (probe
- * each), `kill` (a crash) and `restart` (start one again from its recorded spec).
+ * each), `kill` (a crash), `restart` (start one again from its recorded spec), and `add-device` /
+ * `remove-device` (a site broker's users, changed live).
  */
 import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import mqtt from 'mqtt';
+import { UsageError } from '../lib/errors.ts';
 import { isRunning } from '../lib/process.ts';
+import { waitUntil } from '../lib/timers.ts';
 import { linkState } from './link.ts';
+import {
+  brokerDir,
+  brokerHasAuth,
+  devicesFileOf,
+  enrolDevices,
+  enrolledDevices,
+  removeDeviceUser,
+  type DeviceEnrolment,
+} from './mosquitto.ts';
 import { isReady } from './server-readiness.ts';
 import { killServer, startServer, stopServer } from './server-process.ts';
 import { ServerRole, type ServerSpec } from './server-specs.ts';
@@ -166,4 +179,114 @@ export async function restartServerByName(
   const restarted: StackServer = { ...spec, pid, ...(startTicks !== undefined ? { startTicks } : {}) };
   updateServer(dir, restarted);
   return restarted;
+}
+
+/** How long a broker may take to apply its users after SIGHUP, in ms. */
+const RELOAD_TIMEOUT_MS = 10_000;
+
+/** Whether the broker at `url` accepts `username` with `password` (a refused CONNACK: false). */
+async function brokerAccepts(url: string, username: string, password: string): Promise<boolean> {
+  try {
+    const client = await mqtt.connectAsync(url, {
+      username,
+      password,
+      clientId: `switchyard-check-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: 2000,
+    });
+    await client.endAsync(true);
+    return true;
+  } catch (err) {
+    // MQTT.js reports a refused CONNACK with its return code (4 bad password, 5 not authorised).
+    const code = (err as { code?: number }).code;
+    if (code === 4 || code === 5 || code === 134 || code === 135) return false;
+    throw err;
+  }
+}
+
+/**
+ * Sends the site's running broker SIGHUP (mosquitto re-reads its password file and ACL, and closes
+ * the connections of users whose password no longer holds) and resolves once a check login sees
+ * the change. False when the broker is not running: it reads the files when it starts.
+ */
+async function reloadBroker(
+  stack: Stack,
+  site: string,
+  check: { username: string; password: string; accepted: boolean },
+): Promise<boolean> {
+  const broker = stack.mqtt(site);
+  if (!isRunning(broker)) return false;
+  process.kill(broker.pid, 'SIGHUP');
+  await waitUntil(
+    `${broker.name} to apply its new users`,
+    async () => (await brokerAccepts(broker.url, check.username, check.password)) === check.accepted,
+    { timeoutMs: RELOAD_TIMEOUT_MS, everyMs: 50 },
+  );
+  return true;
+}
+
+function siteBroker(dir: string, site: string): { stack: Stack; brokerDir: string } {
+  const stack = readStack(dir);
+  stack.checkSite(site);
+  const broker = stack.mqtt(site);
+  if (!brokerHasAuth(broker))
+    throw new UsageError(`the broker of ${site} runs without users (anonymous): it has no devices to manage`);
+  return { stack, brokerDir: brokerDir(broker) };
+}
+
+/** What `addDevices` did. */
+export interface AddDevicesResult {
+  site: string;
+  devices: DeviceEnrolment[];
+  /** The devices file that now holds every enrolled device's password (mode 0600). */
+  devicesFile: string;
+  /** Whether the running broker took the change without a restart (false: it was not running). */
+  live: boolean;
+}
+
+/**
+ * Enrols `devices` as MQTT users of the site's broker in the stack in DIR (user name = device id,
+ * a random password), live: the running broker is reloaded with SIGHUP, and this resolves once it
+ * accepts the last one's password. Idempotent: a device already enrolled keeps its password unless
+ * `rotate`, which gives it a new one (the old one is refused, its connections closed).
+ */
+export async function addDevices(
+  dir: string,
+  site: string,
+  devices: readonly string[],
+  options: { rotate?: boolean } = {},
+): Promise<AddDevicesResult> {
+  const { stack, brokerDir: bdir } = siteBroker(dir, site);
+  const enrolled = enrolDevices(bdir, devices, options);
+  const changed = enrolled.filter((e) => e.change !== 'kept');
+  const last = changed.at(-1);
+  const live = last
+    ? await reloadBroker(stack, site, { username: last.device, password: last.password, accepted: true })
+    : isRunning(stack.mqtt(site));
+  return { site, devices: enrolled, devicesFile: devicesFileOf(stack.mqtt(site)), live };
+}
+
+/** What `removeDevice` did. */
+export interface RemoveDeviceResult {
+  site: string;
+  device: string;
+  /** False when the device was not enrolled (nothing changed). */
+  removed: boolean;
+  live: boolean;
+}
+
+/**
+ * Removes a device's MQTT user from the site's broker in the stack in DIR, live: once this resolves
+ * the broker refuses its password and has closed its connections. Idempotent.
+ */
+export async function removeDevice(dir: string, site: string, device: string): Promise<RemoveDeviceResult> {
+  const { stack, brokerDir: bdir } = siteBroker(dir, site);
+  const before = enrolledDevices(bdir)[device];
+  const removed = removeDeviceUser(bdir, device);
+  const live =
+    removed && before !== undefined
+      ? await reloadBroker(stack, site, { username: device, password: before, accepted: false })
+      : isRunning(stack.mqtt(site));
+  return { site, device, removed, live };
 }

@@ -21,7 +21,8 @@ import { isAlive, listPids, processCwd } from '../lib/process.ts';
 import { findBinary, MissingBinaryError, ServerRole } from '../stack/server-specs.ts';
 import { leafCount } from '../stack/server-readiness.ts';
 import { readStack, tryReadStack } from '../stack/stack-file.ts';
-import { stackDown, type StackStatus } from '../stack/verbs.ts';
+import { addDevices, stackDown, type StackStatus } from '../stack/verbs.ts';
+import { bridgeMqttUser } from '../stack/mosquitto.ts';
 import { waitFor } from './support/servers.ts';
 
 const CLI = fileURLToPath(new URL('../bin/switchyard.mjs', import.meta.url));
@@ -128,22 +129,34 @@ describe('switchyard stack with two sites', () => {
 
     for (const site of stack.sites) {
       const { url } = stack.mqtt(site);
-      const client = await mqtt.connectAsync(url, { clientId: `stack-test-${site}` });
+      // The broker takes no anonymous client: the bridge's user reads, an enrolled device writes.
+      const bridge = bridgeMqttUser(stack.mqtt(site));
+      const device = (await addDevices(dir, site, ['stack-test'])).devices[0]!;
+      const client = await mqtt.connectAsync(url, {
+        clientId: `stack-test-${site}`,
+        username: bridge.username,
+        password: bridge.password,
+      });
+      const publisher = await mqtt.connectAsync(url, { username: 'stack-test', password: device.password });
       try {
         const seen: string[] = [];
         client.on('message', (_topic, payload) => seen.push(payload.toString()));
-        await client.subscribeAsync('stack-test/#', { qos: 1 });
-        await client.publishAsync('stack-test/client', 'from mqtt.js', { qos: 1 });
+        await client.subscribeAsync('bsu/stack-test/#', { qos: 1 });
+        await publisher.publishAsync('bsu/stack-test/client', 'from mqtt.js', { qos: 1 });
         const { port } = new URL(url);
         await promisify(execFile)('mosquitto_pub', [
           '-h',
           '127.0.0.1',
           '-p',
           port,
+          '-u',
+          'stack-test',
+          '-P',
+          device.password,
           '-q',
           '1',
           '-t',
-          'stack-test/cli',
+          'bsu/stack-test/cli',
           '-m',
           'from mosquitto_pub',
         ]);
@@ -151,6 +164,7 @@ describe('switchyard stack with two sites', () => {
         assert.deepEqual(seen.sort(), ['from mosquitto_pub', 'from mqtt.js']);
       } finally {
         await client.endAsync();
+        await publisher.endAsync();
       }
     }
 

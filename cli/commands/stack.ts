@@ -1,7 +1,7 @@
 /**
- * `switchyard stack up | down | status | kill | restart | cut-link | heal-link`: the local stack of
- * real servers (stack/up.ts, stack/verbs.ts, stack/link.ts) from the command line. Every verb takes
- * `--dir` (default `.switchyard/stack`); `up` takes `--sites N`.
+ * `switchyard stack up | down | status | kill | restart | cut-link | heal-link | add-device |
+ * remove-device`: the local stack of real servers (stack/up.ts, stack/verbs.ts, stack/link.ts) from
+ * the command line. Every verb takes `--dir` (default `.switchyard/stack`); `up` takes `--sites N`.
  */
 import { relative } from 'node:path';
 import type { Command } from 'commander';
@@ -12,7 +12,9 @@ import { MissingBinaryError } from '../../stack/server-specs.ts';
 import { DEFAULT_STACK_DIR, type Stack } from '../../stack/stack-file.ts';
 import { MAX_SITES, stackUp } from '../../stack/up.ts';
 import {
+  addDevices,
   killServerByName,
+  removeDevice,
   restartServerByName,
   stackDown,
   stackStatus,
@@ -217,6 +219,58 @@ export const registerStack: RegisterCommand = (program) => {
     const result = await healLink(config.dir, site);
     process.stdout.write(
       `healed the link of ${site}: its leaf is back at the hub in ${result.elapsedMs} ms\n`,
+    );
+  });
+
+  addConfigOptions(
+    stack
+      .command('add-device')
+      .argument('<site>', 'site id (site-1 …)')
+      .argument('<device>', 'device id: its MQTT user name, and the only id it may publish under')
+      .description(
+        "enrol a device at the site's broker, live (no restart); print its MQTT password as the last line",
+      )
+      .addHelpText(
+        'after',
+        '\nIdempotent: a device enrolled already keeps its password, printed again; --rotate gives it a ' +
+          "new one (the old one is refused at once and the device's connections are closed). The " +
+          "passwords of a site's devices are kept in DIR/mqtt-<site>/devices.json (mode 0600), the " +
+          'file `switchyard simulate --devices-file` reads.',
+      ),
+    StackDirConfig,
+  )
+    .option('--rotate', 'issue a new password to a device enrolled already')
+    .action(async (site: string, device: string, opts: { rotate?: boolean }, command: Command) => {
+      const config = configOf(StackDirConfig, command);
+      const result = await addDevices(config.dir, site, [device], { rotate: opts.rotate === true });
+      const enrolment = result.devices[0]!;
+      const how =
+        enrolment.change === 'kept'
+          ? 'already enrolled, password kept'
+          : `${enrolment.change === 'added' ? 'enrolled' : 'new password'}; ${
+              result.live
+                ? 'the broker took it live'
+                : `the broker is not running: it takes it when started (stack restart mqtt-${site})`
+            }`;
+      process.stdout.write(
+        `${device} at ${site}: ${how}. MQTT user ${device}, password:\n${enrolment.password}\n`,
+      );
+    });
+
+  addConfigOptions(
+    stack
+      .command('remove-device')
+      .argument('<site>', 'site id (site-1 …)')
+      .argument('<device>', 'device id')
+      .description("remove a device's user from the site's broker, live: its connections are closed"),
+    StackDirConfig,
+  ).action(async (site: string, device: string, _opts, command: Command) => {
+    const config = configOf(StackDirConfig, command);
+    const result = await removeDevice(config.dir, site, device);
+    process.stdout.write(
+      result.removed
+        ? `${device} at ${site}: removed${result.live ? '; the broker refuses it now' : ''}\n`
+        : `${device} at ${site}: not enrolled, nothing to remove\n`,
     );
   });
 };

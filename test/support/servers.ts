@@ -129,9 +129,18 @@ export class TestServers {
     return { hub, hubLeafPort, link, site: siteNats };
   }
 
-  async mosquitto() {
+  /**
+   * A mosquitto broker; anonymous unless `auth` (then with the stack's password file and per-device
+   * ACL: stack/mosquitto.ts).
+   */
+  async mosquitto(options: { auth?: boolean } = {}) {
     return this.start(
-      mosquittoSpec({ name: 'mosquitto', dir: this.sub('mosquitto'), port: await freePort() }),
+      mosquittoSpec({
+        name: 'mosquitto',
+        dir: this.sub('mosquitto'),
+        port: await freePort(),
+        auth: options.auth ?? false,
+      }),
     );
   }
 
