@@ -4,6 +4,7 @@
  * servers in `DIR/stack.json` and the children in `DIR/dev.json`: dev stops exactly those, and a
  * later dev cleans up after one that was killed.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, openSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
@@ -255,9 +256,14 @@ export class DevSession {
     }
     for (const c of DEV_CONSUMERS)
       this.consumers.push({ name: c.name, process: child(c.name, c.args, stack.cloudEnv()) });
-    // The fleet console (cloud/console/) on a port picked here, so that its URL is known now.
-    const consoleUrl = `http://127.0.0.1:${await freePort()}/`;
-    this.consoleProcess = child('console', ['console', '--port', new URL(consoleUrl).port], stack.cloudEnv());
+    // The fleet console (cloud/console/) on a port picked here, so that its URL is known now; its
+    // token rides in the URL dev prints, which logs the browser in (an HttpOnly cookie).
+    const consoleToken = randomBytes(18).toString('base64url');
+    const consoleUrl = `http://127.0.0.1:${await freePort()}/?token=${consoleToken}`;
+    this.consoleProcess = child('console', ['console', '--port', new URL(consoleUrl).port], {
+      ...stack.cloudEnv(),
+      SWITCHYARD_CONSOLE_TOKEN: consoleToken,
+    });
     await Promise.all(this.allProcesses().map((p) => p.start()));
     this.output.note(`started ${this.sites.length} bridge(s) and ${this.consumers.length} consumers`);
     this.output.note(`console: ${consoleUrl}`);
