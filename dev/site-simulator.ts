@@ -6,6 +6,10 @@
 import { sleep } from '../lib/timers.ts';
 import { simulateConfig, type SimulateConfig } from '../simulate/config.ts';
 import { runSimulator } from '../simulate/simulator.ts';
+import { deviceId } from '../simulate/traffic.ts';
+import { brokerHasAuth } from '../stack/mosquitto.ts';
+import { readStack } from '../stack/stack-file.ts';
+import { addDevices } from '../stack/verbs.ts';
 import { RESTART_BACKOFF_MS, type SupervisorEvent } from './supervisor.ts';
 
 /** What dev knows of a site's simulator. */
@@ -23,6 +27,12 @@ export interface SiteSimulatorOptions {
   name: string;
   /** Settings of every run (`mqtt`, `rate`, `devices` …), over simulate's defaults. */
   settings: Partial<SimulateConfig>;
+  /**
+   * The stack and site whose broker the devices publish to: each device is enrolled there
+   * (`stack add-device`) and connects as its own user. Left out, or a broker without users:
+   * anonymous.
+   */
+  stack?: { dir: string; site: string };
   onEvent(event: SupervisorEvent): void;
 }
 
@@ -37,7 +47,7 @@ export class SiteSimulator {
 
   private readonly controller = new AbortController();
   private loop: Promise<void> | undefined;
-  private readonly config: SimulateConfig;
+  private config: SimulateConfig;
 
   /** Throws ConfigError when the settings are not valid simulate settings. */
   constructor(private readonly options: SiteSimulatorOptions) {
@@ -56,6 +66,7 @@ export class SiteSimulator {
       this.state = SimulatorState.running;
       const startedAtMs = Date.now();
       try {
+        await this.enrol();
         await runSimulator(
           { ...this.config, drainTimeoutMs: 5000, onPublish: () => this.published++ },
           signal,
@@ -79,6 +90,16 @@ export class SiteSimulator {
       if (!signal.aborted) this.restarts++;
     }
     this.state = SimulatorState.stopped;
+  }
+
+  /** Enrols the devices at the stack's broker once (idempotent), as `stack add-device` does. */
+  private async enrol(): Promise<void> {
+    const at = this.options.stack;
+    if (!at || this.config.devicesFile) return;
+    if (!brokerHasAuth(readStack(at.dir).mqtt(at.site))) return;
+    const ids = Array.from({ length: this.config.devices }, (_, i) => deviceId(this.config.devicePrefix, i));
+    const { devicesFile } = await addDevices(at.dir, at.site, ids);
+    this.config = { ...this.config, devicesFile };
   }
 
   /** Stops sending and resolves once the messages in flight have their PUBACK (at most ~5 s). */

@@ -78,10 +78,17 @@ export const SimulateConfigSchema = Type.Object({
     default: 'now',
   }),
   connections: Type.Integer({
-    description: 'MQTT connections the devices share',
+    description: 'MQTT connections the devices share, anonymously (ignored with --devices-file)',
     default: 1,
     minimum: 1,
     maximum: 1000,
+  }),
+  devicesFile: Type.String({
+    description:
+      'JSON file of the devices\' MQTT passwords ({"version":1,"devices":{"<id>":"<password>"}}, as ' +
+      '`switchyard stack add-device` keeps them in DIR/mqtt-<site>/devices.json): each device then ' +
+      'connects as its own user (its id); empty: anonymous, over --connections shared connections',
+    default: '',
   }),
   maxInflight: Type.Integer({
     description: 'QoS 1 messages awaiting PUBACK per connection before sending pauses',

@@ -3,6 +3,10 @@
  * topics `bsu/<device>/<kind>`, in small bursts per timer tick, never more than `maxInflight`
  * unacknowledged messages per connection, and it returns only once every message sent has its
  * PUBACK. Used by `switchyard simulate`, and in-process by `dev` and the benchmarks.
+ *
+ * Anonymous by default, over `connections` shared connections (a plain broker, as tests and
+ * benchmarks run). With `devicesFile`, every device connects as its own MQTT user, as a real BSU
+ * does on a broker whose ACL lets a device publish only under its own id.
  */
 import { performance } from 'node:perf_hooks';
 import { setImmediate as yieldToIo } from 'node:timers/promises';
@@ -10,8 +14,10 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { DEVICE_KINDS, type DeviceKind } from '../schemas/index.ts';
 import { sleep, waitUntil, WaitTimeoutError } from '../lib/timers.ts';
 import { parseStartTime, type SimulateConfig } from './config.ts';
+import { ConfigError } from '../lib/errors.ts';
+import { readDevicesFile } from './devices-file.ts';
 import { CORRUPTIONS, type Corruption } from './payloads.ts';
-import { TrafficGenerator, type SimMessage } from './traffic.ts';
+import { deviceId, TrafficGenerator, type SimMessage } from './traffic.ts';
 
 export interface SimulatorOptions extends SimulateConfig {
   /** Wall clock (epoch ms) for `startTime: now` and `clock: wall`; tests pin it. */
@@ -75,11 +81,44 @@ interface Connection {
   offlineSince?: number;
 }
 
+/** CONNACK codes of a refused login: bad user name or password, not authorised (3.1.1 and 5). */
+const REFUSED_LOGIN = new Set([4, 5, 134, 135]);
+
+/** An MQTT user name and password. */
+interface Login {
+  username: string;
+  password: string;
+}
+
+/**
+ * The login of each device, by device index, from `devicesFile`; a ConfigError naming the devices
+ * the file has no password for.
+ */
+function deviceLogins(options: SimulatorOptions): Login[] {
+  const passwords = readDevicesFile(options.devicesFile);
+  const ids = Array.from({ length: options.devices }, (_, i) => deviceId(options.devicePrefix, i));
+  const missing = ids.filter((id) => passwords[id] === undefined);
+  if (missing.length > 0)
+    throw new ConfigError([
+      `devicesFile: ${options.devicesFile} has no password for ${missing.length} of the ${ids.length} ` +
+        `devices (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', …' : ''}): enrol them ` +
+        `(switchyard stack add-device <site> <device>)`,
+    ]);
+  return ids.map((id) => ({ username: id, password: passwords[id]! }));
+}
+
 /** Connects one client, retrying `retries` times; rejects with a one-line reason. */
-function connect(url: string, clientId: string, retries: number, signal: AbortSignal): Promise<MqttClient> {
+function connect(
+  url: string,
+  clientId: string,
+  retries: number,
+  signal: AbortSignal,
+  login?: Login,
+): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
     const client = mqtt.connect(url, {
       clientId,
+      ...login,
       clean: true,
       protocolVersion: 4,
       reconnectPeriod: 500,
@@ -96,6 +135,12 @@ function connect(url: string, clientId: string, retries: number, signal: AbortSi
     signal.addEventListener('abort', onAbort, { once: true });
     client.on('error', (err) => {
       lastError = err.message.split('\n')[0] ?? String(err);
+      // A refused login (CONNACK 4/5, or 134/135 in MQTT 5) will not pass on a retry, and MQTT.js
+      // stops reconnecting after it: fail now.
+      if (REFUSED_LOGIN.has((err as { code?: unknown }).code as number))
+        giveUp(
+          `the MQTT broker at ${redactUrl(url)} refused ${login ? `the login of ${login.username}` : 'an anonymous client'}: ${lastError}`,
+        );
     });
     client.on('close', () => {
       if (client.connected) return;
@@ -137,15 +182,29 @@ export async function runSimulator(options: SimulatorOptions, signal: AbortSigna
   let failure: SimulatorError | undefined;
 
   const runId = `${process.pid.toString(36)}${now().toString(36)}`;
+  // With logins, one connection per device: device i publishes on connection i (see below).
+  const logins = options.devicesFile ? deviceLogins(options) : undefined;
   let t0 = performance.now();
   const connections: Connection[] = [];
   try {
-    const clients = await Promise.all(
-      Array.from({ length: options.connections }, (_, i) =>
-        connect(options.mqtt, `switchyard-sim-${runId}-${i}`, options.connectRetries, signal),
+    const settled = await Promise.allSettled(
+      Array.from({ length: logins?.length ?? options.connections }, (_, i) =>
+        connect(
+          options.mqtt,
+          logins ? `${logins[i]!.username}-${runId}` : `switchyard-sim-${runId}-${i}`,
+          options.connectRetries,
+          signal,
+          logins?.[i],
+        ),
       ),
     );
-    for (const client of clients) {
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) {
+      // Those that did connect would keep the process alive.
+      for (const r of settled) if (r.status === 'fulfilled') r.value.end(true);
+      throw failed.reason;
+    }
+    for (const client of settled.map((r) => (r as PromiseFulfilledResult<MqttClient>).value)) {
       const conn: Connection = { client, inflight: 0, waiters: [] };
       client.on('offline', () => (conn.offlineSince ??= performance.now()));
       client.on('connect', () => (conn.offlineSince = undefined));
@@ -217,6 +276,7 @@ export async function runSimulator(options: SimulatorOptions, signal: AbortSigna
       }
       while (burst-- > 0) {
         const message = generator.next();
+        // With logins there is a connection per device, so this is the device's own.
         const conn = connections[message.deviceIndex % connections.length] as Connection;
         // Back-pressure: wait for a PUBACK rather than queue without bound inside MQTT.js.
         while (conn.inflight >= options.maxInflight && !failure)
