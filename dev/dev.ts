@@ -250,6 +250,8 @@ export class DevSession {
           clock: SimClock.wall,
           seed: i + 1,
         },
+        // Each device is enrolled at its site's broker and connects as its own user.
+        stack: { dir: stack.dir, site },
         onEvent: hooks.onEvent,
       });
       this.sites.push({ site, bridge: child(`edge-${site}`, ['edge'], stack.siteEnv(site)), simulator });
