@@ -7,7 +7,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Command } from 'commander';
 import { Registry } from 'prom-client';
-import type { TObject } from 'typebox';
+import Type, { type Static, type TObject } from 'typebox';
 import { archiveConsumer } from '../cloud/archive/consumer.ts';
 import { createS3Client } from '../cloud/archive/s3.ts';
 import { loadConsumerConfig, type ConsumerConfig, type ConsumerSpec } from '../cloud/consumer.ts';
@@ -15,9 +15,18 @@ import { consumerEntry } from '../cloud/consumers.ts';
 import type { Sink } from '../cloud/sink.ts';
 import { switchyardEnv } from '../lib/env.ts';
 import { readEnvFile } from '../lib/env-file.ts';
+import { loadConfig } from '../lib/config.ts';
 import { UsageError } from '../lib/errors.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
-import { connectNats } from '../lib/nats.ts';
+import { connectNats, natsAuthOf, natsInsecurities, NatsAuthSchema } from '../lib/nats.ts';
+import { InsecureSchema, requireSecure } from '../lib/secure.ts';
+
+/** The hub connection settings of every operator command, from the consumers' environment. */
+const HubConnectionSchema = Type.Object({
+  natsUrl: Type.String({ minLength: 1, default: 'nats://127.0.0.1:4222', description: 'hub NATS URL(s)' }),
+  ...NatsAuthSchema.properties,
+  ...InsecureSchema.properties,
+});
 
 /** Options every operator command takes. */
 export function addOperatorOptions(command: Command): Command {
@@ -65,18 +74,26 @@ export class OperatorContext {
     process.on('SIGTERM', onSignal);
   }
 
+  /** How to reach the hub, as the consumers have it (URL, credentials, TLS). */
+  get hubConnection(): Static<typeof HubConnectionSchema> {
+    return loadConfig(HubConnectionSchema, { env: this.env, file: '' });
+  }
+
   /** The hub's NATS URL, as the consumers have it. */
   get natsUrl(): string {
-    return this.env.SWITCHYARD_NATS_URL ?? 'nats://127.0.0.1:4222';
+    return this.hubConnection.natsUrl;
   }
 
   /** The hub connection (one-shot: fails at once when the hub cannot be reached). */
   async hub(): Promise<NatsConnection> {
+    const config = this.hubConnection;
+    requireSecure(natsInsecurities(config.natsUrl, natsAuthOf(config)), config.insecure, this.log);
     this.nc ??= await connectNats({
       url: this.natsUrl,
       name: `switchyard-${this.name}`,
       connectTimeoutMs: 5_000,
       waitForServer: false,
+      auth: natsAuthOf(config),
     }).catch((err: unknown) => {
       throw new Error(`cannot reach the hub at ${this.natsUrl}`, { cause: err });
     });

@@ -16,6 +16,7 @@ import {
 import Type, { type Static } from 'typebox';
 import { isStreamNotFound, NatsAuthSchema } from '../lib/nats.ts';
 import { InsecureSchema } from '../lib/secure.ts';
+import { SUBJECT_ROOT } from '../schemas/subjects.ts';
 import {
   HUB_STREAM,
   siteApiPrefix,
@@ -50,11 +51,22 @@ export type HubStreamConfig = Static<typeof HubStreamConfigSchema>;
 /** The limits of `BSU` within a HubStreamConfig. */
 export type HubStreamLimits = Pick<HubStreamConfig, 'hubMaxAgeS' | 'hubMaxBytes' | 'hubDuplicateWindowS'>;
 
-/** The two sources that bring one site's streams into `BSU`. */
+/**
+ * The two sources that bring one site's streams into `BSU`. Each takes only the site's own subjects
+ * (`bsu.<site>.>`): whatever else a site's stream holds, it can never place data under another
+ * site's name.
+ */
 export function siteSources(site: string): StreamSource[] {
   const external = { api: siteApiPrefix(site), deliver: siteDeliverPrefix(site) };
-  return Object.values(siteStreamNames(site)).map((name) => ({ name, external }));
+  const filter_subject = `${SUBJECT_ROOT}.${site}.>`;
+  return Object.values(siteStreamNames(site)).map((name) => ({ name, external, filter_subject }));
 }
+
+const sameSource = (a: StreamSource, b: StreamSource): boolean =>
+  a.name === b.name &&
+  (a.filter_subject ?? '') === (b.filter_subject ?? '') &&
+  a.external?.api === b.external?.api &&
+  a.external?.deliver === b.external?.deliver;
 
 function hubStreamConfig(config: HubStreamLimits, sources: StreamSource[]): StreamConfig {
   return {
@@ -99,9 +111,11 @@ export async function addSite(
 ): Promise<StreamInfo> {
   const info = (await hubInfo(jsm)) ?? (await jsm.streams.add(hubStreamConfig(config, [])));
   const current = info.config.sources ?? [];
-  const wanted = siteSources(site).filter((s) => !current.some((c) => c.name === s.name));
-  if (wanted.length === 0) return info;
-  return jsm.streams.update(HUB_STREAM, { ...info.config, sources: [...current, ...wanted] });
+  const wanted = siteSources(site);
+  if (wanted.every((w) => current.some((c) => sameSource(c, w)))) return info;
+  // A source of an older version (no filter) is replaced; JetStream resumes it where it was.
+  const others = current.filter((c) => !wanted.some((w) => w.name === c.name));
+  return jsm.streams.update(HUB_STREAM, { ...info.config, sources: [...others, ...wanted] });
 }
 
 /** Stops sourcing `site`; what `BSU` already holds stays. Returns false if it was not sourced. */

@@ -13,7 +13,7 @@ import { addSite, HubStreamConfigSchema } from '../cloud/hub-stream.ts';
 import { loadConfig } from '../lib/config.ts';
 import { describeError, UsageError } from '../lib/errors.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
-import { connectNats } from '../lib/nats.ts';
+import { connectNats, natsAuthOf } from '../lib/nats.ts';
 import { freePort, isRunning } from '../lib/process.ts';
 import { sleep } from '../lib/timers.ts';
 import { SimClock } from '../simulate/traffic.ts';
@@ -216,6 +216,7 @@ export class DevSession {
       name: 'switchyard-dev',
       connectTimeoutMs: 5000,
       waitForServer: false,
+      auth: natsAuthOf(stack.cloudSettings()),
     });
     this.jsm = await jetstreamManager(this.nc, { timeout: 2000 });
     // The hub's defaults, whatever this shell's SWITCHYARD_* say: dev's hub is dev's own.

@@ -23,6 +23,7 @@ import {
   isValidId,
   MessageKind,
   messageId,
+  messageIdScope,
   schemaTag,
   subjectFor,
   type DeviceKind,
@@ -137,8 +138,11 @@ export class EdgeBridge {
   private asyncPublisher?: AsyncPublisher;
   private statsTimer?: NodeJS.Timeout;
   private inFlight = 0;
+  /** The first part of every message id of this site (schemas/headers.ts). */
+  private readonly idScope: string;
 
   constructor(private readonly options: EdgeBridgeOptions) {
+    this.idScope = messageIdScope(options.config.site, options.config.msgIdKey);
     this.metrics = new EdgeMetrics(options.registry, () => this.inFlight);
     this.topics = new TopicMapper(options.config.topics);
   }
@@ -242,14 +246,14 @@ export class EdgeBridge {
       kind = decoded.kind;
       h.push(
         [Header.schema, schemaTag(decoded.kind as DeviceKind)],
-        [Header.msgId, messageId(config.site, device, kind, decoded.seq, decoded.tsMs)],
+        [Header.msgId, messageId(this.idScope, device, kind, decoded.seq, decoded.tsMs)],
       );
     } else {
       kind = MessageKind.invalid;
       h.push([Header.invalidReason, invalid!.reason], [Header.claimedKind, claimedKind]);
       // Byte-identical evidence on the same topic is the same evidence: a redelivery is stored once.
       const digest = createHash('sha256').update(topic).update('\0').update(payload).digest('base64url');
-      h.push([Header.msgId, `${config.site}.invalid.${digest}`]);
+      h.push([Header.msgId, `${this.idScope}.invalid.${digest}`]);
       this.metrics.invalid.add(invalid!.label);
     }
     return { subject: subjectFor(config.site, device, kind), payload, headers: wireHeaders(h), kind };

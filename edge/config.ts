@@ -67,6 +67,12 @@ export const EdgeConfigSchema = Type.Object({
     default: '',
     description: "CA file that signed the broker's certificate (for mqtts:// to another machine)",
   }),
+  msgIdKey: Type.String({
+    default: '',
+    secret: true,
+    description:
+      "The site's message-id key: makes its message ids unpredictable, so that no other site can suppress its readings at the hub (`switchyard site add` writes one)",
+  }),
   topics: Type.Array(Type.String({ minLength: 1 }), {
     minItems: 1,
     default: ['bsu/{device}/{kind}'],
@@ -112,6 +118,10 @@ export type EdgeConfig = Static<typeof EdgeConfigSchema>;
 /** Why the bridge's connections are not secure (anonymous, or plain text to another machine). */
 export function edgeInsecurities(config: EdgeConfig): string[] {
   const out = natsInsecurities(config.natsUrl, natsAuthOf(config));
+  if (!config.msgIdKey)
+    out.push(
+      "message ids: no key (set SWITCHYARD_MSG_ID_KEY_FILE): another site could suppress this one's readings",
+    );
   if (!config.mqttUsername) out.push('MQTT: no user name (set SWITCHYARD_MQTT_USERNAME and _PASSWORD)');
   if (!config.mqttUrl.startsWith('mqtts://') && !isLoopbackUrl(config.mqttUrl))
     out.push(

@@ -2,8 +2,10 @@
  * NATS headers on stream messages. The payload stays exactly as the device sent it; everything
  * the bridge knows about a message travels here.
  */
+import { createHmac } from 'node:crypto';
+
 export const Header = {
-  /** JetStream de-duplication id: `<site>.<device>.<kind>.<seq>.<device time ms>` (docs/edge.md). */
+  /** JetStream de-duplication id: `<scope>.<device>.<kind>.<seq>.<device time ms>` (docs/edge.md). */
   msgId: 'Nats-Msg-Id',
   site: 'Switchyard-Site',
   gateway: 'Switchyard-Gateway',
@@ -28,13 +30,24 @@ export const Header = {
 export type Header = (typeof Header)[keyof typeof Header];
 
 /**
+ * The scope of a site's message ids: the site, tagged with a keyed hash when the site has a
+ * message-id key. The hub de-duplicates across every site, so ids another site can predict would let
+ * it suppress this site's readings by sending their ids first; with the tag it cannot know them.
+ */
+export function messageIdScope(site: string, key: string): string {
+  if (!key) return site;
+  return `${site}~${createHmac('sha256', key).update(site).digest('base64url').slice(0, 22)}`;
+}
+
+/**
  * Deterministic message id: a redelivered MQTT message maps to the same id and is stored once.
  * Device time is part of it because a device's `seq` counter restarts when the device reboots.
+ * `scope` is `messageIdScope(site, key)`.
  */
 export const messageId = (
-  site: string,
+  scope: string,
   device: string,
   kind: string,
   seq: number,
   deviceTimeMs: number,
-): string => `${site}.${device}.${kind}.${seq}.${deviceTimeMs}`;
+): string => `${scope}.${device}.${kind}.${seq}.${deviceTimeMs}`;

@@ -16,7 +16,7 @@ export {
   siteFilter,
   kindFilter,
 } from './subjects.ts';
-export { Header, messageId } from './headers.ts';
+export { Header, messageId, messageIdScope } from './headers.ts';
 export {
   SCHEMA_VERSION,
   DEFAULT_MAX_PAYLOAD_BYTES,

@@ -25,21 +25,29 @@ export const LOCAL_STACK = {
   sink: 'influx2',
 } as const;
 
-/** Config keys of a site's edge processes (the bridge, the simulator). */
+/**
+ * Config keys of a site's edge processes (the bridge, the simulator); `leafCreds` names the file the
+ * gateway's nats-server holds for its leaf link.
+ */
 export const SITE_ENV_KEYS = [
   'site',
   'mqttUrl',
   'mqttUsername',
   'mqttPassword',
   'natsUrl',
-  'insecure',
+  'natsCreds',
+  'leafCreds',
+  'msgIdKeyFile',
 ] as const;
 
 /** Config keys of the cloud consumers. */
 export const CLOUD_ENV_KEYS = [
   'natsUrl',
-  'insecure',
+  'natsCreds',
+  'natsCa',
   'redisUrl',
+  'redisUsername',
+  'redisPasswordFile',
   's3Endpoint',
   's3Bucket',
   's3Region',

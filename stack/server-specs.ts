@@ -3,10 +3,12 @@
  * `ServerSpec`. A spec is plain data, so that `stack restart NAME` can start a server again from
  * what `stack.json` recorded, on the same port and data.
  */
-import { accessSync, constants, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { binOverride } from '../lib/env.ts';
+import { writeSecretFile } from '../lib/secret-file.ts';
 
 export const ServerRole = {
   hubNats: 'hub-nats',
@@ -107,6 +109,45 @@ export interface NatsOptions {
   /** MQTT listener port (only for the benchmark of nats-server's own MQTT). */
   mqttPort?: number;
   maxFileStoreBytes?: number;
+  /** Operator, resolver and preloaded accounts (cloud/accounts/server-config.ts); none: no auth. */
+  trust?: string[];
+  /** TLS on the client port. */
+  tls?: ServerTls;
+  /** Hub: TLS on the leaf listener (`verify`: leaves must show a certificate of the CA). */
+  leafTls?: ServerTls;
+  /** Site: how its leaf proves itself to the hub and checks the hub. */
+  leafRemote?: {
+    /** Credentials file of a leaf user of the site's account at the hub (none: anonymous). */
+    credentials?: string;
+    /** Public key of the local account the leaf binds (the gateway's own account). */
+    account: string;
+    /** CA of the hub's certificate, and the site's client certificate. */
+    tls?: { ca: string; cert?: string; key?: string };
+  };
+}
+
+/** A server's certificate, key, and the CA it checks clients against when `verify` is set. */
+export interface ServerTls {
+  cert: string;
+  key: string;
+  ca?: string;
+  verify?: boolean;
+}
+
+const q = (value: string): string => JSON.stringify(value);
+
+function tlsBlock(
+  indent: string,
+  t: { cert?: string; key?: string; ca?: string; verify?: boolean },
+): string[] {
+  return [
+    `${indent}tls {`,
+    ...(t.cert ? [`${indent}  cert_file: ${q(t.cert)}`, `${indent}  key_file: ${q(t.key ?? '')}`] : []),
+    ...(t.ca ? [`${indent}  ca_file: ${q(t.ca)}`] : []),
+    ...(t.verify ? [`${indent}  verify: true`] : []),
+    `${indent}  timeout: 5`,
+    `${indent}}`,
+  ];
 }
 
 /** A nats-server with JetStream in its own domain, optionally a leaf node hub or remote. */
@@ -124,17 +165,31 @@ export function natsSpec(o: NatsOptions): ServerSpec {
     `  max_memory_store: 268435456`,
     `  max_file_store: ${o.maxFileStoreBytes ?? 10737418240}`,
     `}`,
+    ...(o.trust ?? []),
+    ...(o.tls ? tlsBlock('', o.tls) : []),
   ];
   if (o.leafListenPort !== undefined) {
     // A leaf remote adds the address the hub advertises to its reconnect list; on 2.9 no_advertise
     // does not stop that. Advertising a refused address keeps every site on its own (cuttable) link.
-    lines.push(`leafnodes {`, `  listen: "${HOST}:${o.leafListenPort}"`, `  advertise: "${HOST}:1"`, `}`);
+    lines.push(
+      `leafnodes {`,
+      `  listen: "${HOST}:${o.leafListenPort}"`,
+      `  advertise: "${HOST}:1"`,
+      ...(o.leafTls ? tlsBlock('  ', o.leafTls) : []),
+      `}`,
+    );
   }
   if (o.leafRemoteUrl !== undefined) {
+    const r = o.leafRemote;
     lines.push(
       `leafnodes {`,
       `  reconnect: 1`,
-      `  remotes: [ { url: ${JSON.stringify(o.leafRemoteUrl)} } ]`,
+      `  remotes: [ {`,
+      `    url: ${q(o.leafRemoteUrl)}`,
+      ...(r?.credentials ? [`    credentials: ${q(r.credentials)}`] : []),
+      ...(r ? [`    account: ${q(r.account)}`] : []),
+      ...(r?.tls ? tlsBlock('    ', r.tls) : []),
+      `  } ]`,
       `}`,
     );
   }
@@ -156,15 +211,34 @@ export function natsSpec(o: NatsOptions): ServerSpec {
   };
 }
 
-/** Redis with an append-only file, so a killed Redis comes back with the state it acknowledged. */
-export function redisSpec(o: { name: string; dir: string; port: number }): ServerSpec {
+/**
+ * Redis with an append-only file, so a killed Redis comes back with the state it acknowledged. With
+ * `acl`, the default user is off and `acl.user` is the only one, its password given to Redis as a
+ * SHA-256 hash in a 0600 config file (neither on the command line nor in plain text).
+ */
+export function redisSpec(o: {
+  name: string;
+  dir: string;
+  port: number;
+  acl?: { user: string; passwordFile: string };
+}): ServerSpec {
   const dataDir = join(o.dir, 'data');
   prepare(dataDir, o.dir);
+  const configFile = join(o.dir, 'redis.conf');
+  const acl = o.acl;
+  if (acl) {
+    const hash = createHash('sha256').update(readFileSync(acl.passwordFile, 'utf8')).digest('hex');
+    writeSecretFile(
+      configFile,
+      ['user default off', `user ${acl.user} on #${hash} ~* &* +@all`, ''].join('\n'),
+    );
+  }
   return {
     name: o.name,
     role: ServerRole.redis,
     command: findBinary('redis-server'),
     args: [
+      ...(acl ? [configFile] : []),
       '--bind',
       HOST,
       '--port',

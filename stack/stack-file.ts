@@ -9,6 +9,7 @@ import { LOCAL_STACK, toEnv, type CloudSettings, type SiteSettings } from './env
 import { bridgeMqttUser } from './mosquitto.ts';
 import type { RunningServer } from './server-process.ts';
 import { ServerRole, type ServerSpec } from './server-specs.ts';
+import type { StackTrust } from './trust.ts';
 
 /** Where `switchyard stack` keeps a stack unless told otherwise (relative to the working dir). */
 export const DEFAULT_STACK_DIR = '.switchyard/stack';
@@ -28,6 +29,8 @@ export interface StackFile {
   /** ISO-8601 time `up` began. */
   createdAt: string;
   sites: string[];
+  /** Keys, certificates and credentials of the stack's secure setup. */
+  trust: StackTrust;
   servers: StackServer[];
 }
 
@@ -116,18 +119,25 @@ export class Stack {
     return this.one(ServerRole.s3);
   }
 
+  get trust(): StackTrust {
+    return this.file.trust;
+  }
+
   /** The settings of a site's edge processes (what `DIR/env/<site>.env` holds). */
   siteSettings(site: string): SiteSettings {
     this.checkSite(site);
     const broker = this.mqtt(site);
     const bridge = bridgeMqttUser(broker);
+    const trust = this.trust.sites[site]!;
     return {
       site,
       mqttUrl: broker.url,
       mqttUsername: bridge.username,
       mqttPassword: bridge.password,
       natsUrl: this.siteNats(site).url,
-      insecure: 'true',
+      natsCreds: trust.bridgeCreds,
+      leafCreds: trust.leafCreds,
+      msgIdKeyFile: trust.msgIdKeyFile,
     };
   }
 
@@ -135,8 +145,11 @@ export class Stack {
   cloudSettings(): CloudSettings {
     return {
       natsUrl: this.hub.url,
-      insecure: 'true',
+      natsCreds: this.trust.cloudCreds,
+      natsCa: this.trust.caFile,
       redisUrl: this.redis.url,
+      redisUsername: this.trust.redisUser,
+      redisPasswordFile: this.trust.redisPasswordFile,
       s3Endpoint: this.s3.url,
       s3Bucket: LOCAL_STACK.s3Bucket,
       s3Region: LOCAL_STACK.s3Region,
@@ -188,7 +201,7 @@ export function tryReadStack(dir: string): Stack | undefined {
   } catch (err) {
     throw new UsageError(`${path} is not a stack record (${(err as Error).message}): remove it`);
   }
-  if (file.version !== 1 || !Array.isArray(file.servers))
+  if (file.version !== 1 || !Array.isArray(file.servers) || !file.trust)
     throw new UsageError(`${path} is not a stack record of this version: remove it`);
   return new Stack(dir, file);
 }

@@ -1,10 +1,13 @@
 /** `stack up`: starts every server of a local stack, records it in `stack.json`, writes the env files. */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { OperatorStore } from '../cloud/accounts/operator-store.ts';
+import { gatewayTrustLines, hubTrustLines } from '../cloud/accounts/server-config.ts';
 import { UsageError } from '../lib/errors.ts';
 import { freePort, isRunning } from '../lib/process.ts';
 import { envFileText, LOCAL_STACK } from './env-vars.ts';
 import { startServer, stopServer } from './server-process.ts';
+import { prepareStackTrust, type StackTrust } from './trust.ts';
 import { mosquittoSpec } from './mosquitto.ts';
 import {
   findBinary,
@@ -68,10 +71,12 @@ async function distinctPorts(count: number): Promise<number[]> {
 async function stackSpecs(
   dir: string,
   sites: string[],
+  trust: StackTrust,
 ): Promise<{ shared: ServerSpec[]; siteNats: ServerSpec[] }> {
   const ports = await distinctPorts(8 + sites.length * 4);
   const port = (): number => ports.pop()!;
   const hubLeafPort = port();
+  const store = await OperatorStore.open(trust.operatorDir);
   const shared: ServerSpec[] = [
     natsSpec({
       name: 'hub',
@@ -81,8 +86,16 @@ async function stackSpecs(
       monitorPort: port(),
       domain: 'hub',
       leafListenPort: hubLeafPort,
+      trust: hubTrustLines(store, join(dir, 'hub', 'jwt')),
+      tls: trust.hubCert,
+      leafTls: { ...trust.hubCert, ca: trust.caFile, verify: true },
     }),
-    redisSpec({ name: 'redis', dir: join(dir, 'redis'), port: port() }),
+    redisSpec({
+      name: 'redis',
+      dir: join(dir, 'redis'),
+      port: port(),
+      acl: { user: trust.redisUser, passwordFile: trust.redisPasswordFile },
+    }),
     victoriaMetricsSpec({ name: 'victoria-metrics', dir: join(dir, 'victoria-metrics'), port: port() }),
     influxdbSpec({ name: 'influxdb', dir: join(dir, 'influxdb'), port: port(), rpcPort: port() }),
     s3rverSpec({ name: 's3', dir: join(dir, 's3'), port: port(), buckets: [LOCAL_STACK.s3Bucket] }),
@@ -110,6 +123,12 @@ async function stackSpecs(
         monitorPort: port(),
         domain: site,
         leafRemoteUrl: `nats-leaf://127.0.0.1:${linkPort}`,
+        trust: gatewayTrustLines(store, site),
+        leafRemote: {
+          credentials: trust.sites[site]!.leafCreds,
+          account: store.siteLocalAccount(site).publicKey,
+          tls: { ca: trust.caFile, ...trust.sites[site]!.leafCert },
+        },
       }),
     );
   }
@@ -137,7 +156,8 @@ export async function stackUp(options: StackUpOptions): Promise<Stack> {
   for (const binary of BINARIES) findBinary(binary);
 
   mkdirSync(dir, { recursive: true });
-  const { shared, siteNats } = await stackSpecs(dir, sites);
+  const trust = await prepareStackTrust(dir, sites);
+  const { shared, siteNats } = await stackSpecs(dir, sites, trust);
   writeFileSync(join(dir, MARKER_FILE), 'A Switchyard local stack: see docs/stack.md\n');
   rmSync(join(dir, 'env'), { recursive: true, force: true });
   const file: StackFile = {
@@ -145,6 +165,7 @@ export async function stackUp(options: StackUpOptions): Promise<Stack> {
     state: 'starting',
     createdAt: new Date().toISOString(),
     sites,
+    trust,
     servers: [],
   };
   writeStackFile(dir, file);

@@ -1,17 +1,16 @@
 import { Command } from 'commander';
 import { jetstreamManager } from '@nats-io/jetstream';
-import {
-  addSite,
-  HubStreamConfigSchema,
-  listSites,
-  removeSite,
-  type HubStreamConfig,
-} from '../../cloud/hub-stream.ts';
+import type { NatsConnection } from '@nats-io/transport-node';
+import Type, { type Static } from 'typebox';
+import { OperatorStore, type AccountJwt } from '../../cloud/accounts/operator-store.ts';
+import { pushAccountJwts } from '../../cloud/accounts/resolver.ts';
+import { addSite, HubStreamConfigSchema, listSites, removeSite } from '../../cloud/hub-stream.ts';
 import { SiteInitConfigSchema } from '../../edge/config.ts';
 import { ensureSiteStreams } from '../../edge/site-streams.ts';
 import { addConfigOptions, loadConfig } from '../../lib/config.ts';
 import { UsageError } from '../../lib/errors.ts';
-import { connectNats } from '../../lib/nats.ts';
+import { connectNats, natsAuthOf, natsInsecurities } from '../../lib/nats.ts';
+import { requireSecure } from '../../lib/secure.ts';
 import { isValidId } from '../../schemas/index.ts';
 import type { RegisterCommand } from './index.ts';
 
@@ -21,23 +20,61 @@ function checkSite(site: string): string {
   return site;
 }
 
-async function withHub<T>(
-  config: HubStreamConfig,
-  work: (jsm: Awaited<ReturnType<typeof jetstreamManager>>) => Promise<T>,
-) {
-  const nc = await connectNats({
+const SiteAdminConfigSchema = Type.Object({
+  ...HubStreamConfigSchema.properties,
+  operatorDir: Type.String({
+    default: '',
+    description:
+      "The operator's directory (keys and JWTs): with it, `add` creates the site's accounts and credentials and gives them to the hub, `remove` revokes them",
+  }),
+});
+type SiteAdminConfig = Static<typeof SiteAdminConfigSchema>;
+
+function loadSiteAdminConfig(flags: Record<string, unknown>): SiteAdminConfig {
+  const config = loadConfig(SiteAdminConfigSchema, { flags });
+  requireSecure(natsInsecurities(config.natsUrl, natsAuthOf(config)), config.insecure);
+  return config;
+}
+
+/** A one-shot connection to the hub, as `config`'s user (or with other credentials). */
+async function hubConnection(config: SiteAdminConfig, creds?: string): Promise<NatsConnection> {
+  return connectNats({
     url: config.natsUrl,
     name: 'switchyard-site',
     connectTimeoutMs: 5000,
     waitForServer: false,
+    auth: { ...natsAuthOf(config), ...(creds ? { natsCreds: creds } : {}) },
   }).catch((err: unknown) => {
     throw new Error(`cannot reach the hub at ${config.natsUrl}`, { cause: err });
   });
+}
+
+async function withHub<T>(
+  config: SiteAdminConfig,
+  work: (jsm: Awaited<ReturnType<typeof jetstreamManager>>) => Promise<T>,
+) {
+  const nc = await hubConnection(config);
   try {
     return await work(await jetstreamManager(nc));
   } finally {
     await nc.close();
   }
+}
+
+/** Gives the hub's resolver the account JWTs `change` returns (as the operator's system user). */
+async function updateAccounts(
+  config: SiteAdminConfig,
+  change: (store: OperatorStore) => Promise<AccountJwt[]>,
+): Promise<OperatorStore> {
+  const store = await OperatorStore.open(config.operatorDir);
+  const jwts = await change(store);
+  const system = await hubConnection(config, store.systemCreds);
+  try {
+    await pushAccountJwts(system, jwts);
+  } finally {
+    await system.close();
+  }
+  return store;
 }
 
 const ago = (ms: number | undefined): string =>
@@ -53,12 +90,21 @@ export const registerSite: RegisterCommand = (program) => {
       .command('add')
       .argument('<site>', 'site id (its JetStream domain)')
       .description(
-        "Sources the site's streams into the hub stream BSU over the leaf link; the hub keeps running.",
+        "With --operator-dir, creates the site's accounts and credentials and gives the hub its account " +
+          "JWT (no restart, no reload); then sources the site's streams into the hub stream BSU over the leaf link.",
       ),
-    HubStreamConfigSchema,
+    SiteAdminConfigSchema,
   ).action(async (name: string, flags: Record<string, unknown>) => {
-    const config = loadConfig(HubStreamConfigSchema, { flags });
+    const config = loadSiteAdminConfig(flags);
     checkSite(name);
+    if (config.operatorDir) {
+      const store = await updateAccounts(config, (s) => s.enrolSite(name));
+      const files = store.siteFiles(name);
+      process.stdout.write(
+        `${name}: account given to the hub; the gateway's files are in ${files.dir} ` +
+          `(leaf credentials ${files.leafCreds}, bridge credentials ${files.bridgeCreds})\n`,
+      );
+    }
     const info = await withHub(config, (jsm) => addSite(jsm, name, config));
     process.stdout.write(`${name}: sourced into BSU (${info.config.sources?.length ?? 0} sources in all)\n`);
   });
@@ -67,13 +113,19 @@ export const registerSite: RegisterCommand = (program) => {
     site
       .command('remove')
       .argument('<site>', 'site id')
-      .description('Stops sourcing the site; BSU keeps what it has.'),
-    HubStreamConfigSchema,
+      .description(
+        'Stops sourcing the site; BSU keeps what it has. With --operator-dir, also revokes its credentials: ' +
+          'its leaf is disconnected and cannot come back.',
+      ),
+    SiteAdminConfigSchema,
   ).action(async (name: string, flags: Record<string, unknown>) => {
-    const config = loadConfig(HubStreamConfigSchema, { flags });
+    const config = loadSiteAdminConfig(flags);
     checkSite(name);
     const removed = await withHub(config, (jsm) => removeSite(jsm, name));
-    if (!removed) throw new UsageError(`${name} is not sourced by BSU`);
+    if (config.operatorDir) {
+      await updateAccounts(config, (s) => s.revokeSite(name));
+      process.stdout.write(`${name}: credentials revoked\n`);
+    } else if (!removed) throw new UsageError(`${name} is not sourced by BSU`);
     process.stdout.write(`${name}: no longer sourced\n`);
   });
 
@@ -82,9 +134,9 @@ export const registerSite: RegisterCommand = (program) => {
       .command('list')
       .option('--json', 'one JSON document instead of a table')
       .description("Every site BSU sources, with its sourcing lag and the hub's last contact."),
-    HubStreamConfigSchema,
+    SiteAdminConfigSchema,
   ).action(async (flags: Record<string, unknown>) => {
-    const config = loadConfig(HubStreamConfigSchema, { flags });
+    const config = loadSiteAdminConfig(flags);
     const sites = await withHub(config, listSites);
     if (flags.json) {
       process.stdout.write(`${JSON.stringify(sites)}\n`);
@@ -116,10 +168,12 @@ export const registerSite: RegisterCommand = (program) => {
     SiteInitConfigSchema,
   ).action(async (flags: Record<string, unknown>) => {
     const config = loadConfig(SiteInitConfigSchema, { flags });
+    requireSecure(natsInsecurities(config.natsUrl, natsAuthOf(config)), config.insecure);
     const nc = await connectNats({
       url: config.natsUrl,
       name: 'switchyard-site-init',
       connectTimeoutMs: 5000,
+      auth: natsAuthOf(config),
     });
     try {
       const streams = await ensureSiteStreams(await jetstreamManager(nc), config);
