@@ -45,9 +45,13 @@ function cell(text: string, sort: string | number | null, cls = ''): string {
   return `<td${cls ? ` class="${cls}"` : ''} data-sort="${esc(value)}">${text}</td>`;
 }
 
-function head(columns: [string, 'num' | 'text'][]): string {
+/** A header row; each column sorts as `num` or `text`; `left` keeps a numeric column's title left. */
+function head(columns: [string, 'num' | 'text', 'left'?][]): string {
   return `<thead><tr>${columns
-    .map(([name, type]) => `<th data-type="${type}" tabindex="0" role="button">${esc(name)}</th>`)
+    .map(
+      ([name, type, align]) =>
+        `<th data-type="${type}"${type === 'num' && align !== 'left' ? ' class="num"' : ''} tabindex="0" role="button">${esc(name)}</th>`,
+    )
     .join('')}</tr></thead>`;
 }
 
@@ -150,7 +154,7 @@ ${errorsBlock(f.errors)}
 <table id="fleet" class="sortable">
 ${head([
   ['Site', 'text'],
-  ['Status', 'num'],
+  ['Status', 'num', 'left'],
   ['Units', 'num'],
   ['Online', 'num'],
   ['Offline', 'num'],
@@ -203,7 +207,7 @@ ${head([
   ['Charge', 'text'],
   ['SoC', 'num'],
   ['Power', 'num'],
-  ['Alarms', 'num'],
+  ['Alarms', 'num', 'left'],
   ['Last reading', 'num'],
   ['Last seen', 'num'],
 ])}
@@ -256,7 +260,7 @@ ${errorsBlock(p.errors)}
 <table id="consumers" class="sortable">
 ${head([
   ['Durable', 'text'],
-  ['Readiness', 'num'],
+  ['Readiness', 'num', 'left'],
   ['Acked/s', 'num'],
   ['Lag', 'num'],
   ['Ack pending', 'num'],

@@ -137,7 +137,7 @@
             axes: [
               {},
               { scale: 'soc', label: 'SoC %' },
-              { scale: 'w', side: 1, label: 'W', grid: { show: false } },
+              { scale: 'w', side: 1, label: 'W', size: 70, grid: { show: false } },
             ],
           },
           data,
