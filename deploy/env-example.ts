@@ -16,6 +16,7 @@ import { envName } from '../lib/config.ts';
 interface Described {
   description?: string;
   default?: unknown;
+  secret?: boolean;
 }
 
 /** Defaults computed on the machine that runs the command: shown as a placeholder, not a value. */
@@ -66,6 +67,13 @@ export function renderEnvExample(command: string, schema: TObject): string {
     const text = (prop.description ?? key).replace(/\s*\.$/, '');
     const note = required ? 'Required.' : key in dynamic ? `Default: ${dynamic[key]}.` : '';
     out.push('', ...wrap(`${text}.${note ? ` ${note}` : ''}`).map((l) => `# ${l}`));
+    if (prop.secret) {
+      // A secret is better kept out of this file: in one of its own, e.g. through LoadCredential=.
+      out.push(
+        `# Secret: prefer ${envName(key)}_FILE naming a file that holds it (%d/<name> with LoadCredential=).`,
+        `#${envName(key)}_FILE=`,
+      );
+    }
     if (required) out.push(`${envName(key)}=`);
     else out.push(`#${envName(key)}=${key in dynamic ? dynamic[key] : envValue(prop.default)}`);
   }

@@ -35,6 +35,12 @@ interface Described extends TSchema {
   secret?: boolean;
 }
 
+/** Every variable a command with `schema` reads: one per property, and `_FILE` for each secret. */
+export const envNames = (schema: TObject): string[] =>
+  properties(schema).flatMap(([key, prop]) =>
+    prop.secret === true ? [envName(key), `${envName(key)}_FILE`] : [envName(key)],
+  );
+
 /** The keys of `schema`'s properties marked `secret: true`. */
 export const secretKeys = (schema: TObject): string[] =>
   properties(schema)

@@ -45,7 +45,7 @@ import {
   SiteStreamConfigSchema,
 } from '../edge/config.ts';
 import { ensureSiteStreams } from '../edge/site-streams.ts';
-import { envName, kebab, loadConfig, secretKeys } from '../lib/config.ts';
+import { envName, envNames, kebab, loadConfig, secretKeys } from '../lib/config.ts';
 import { childEnv, ENV_PREFIX } from '../lib/env.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
 import { freePort } from '../lib/process.ts';
@@ -79,7 +79,6 @@ const CONSUMERS = ['archive', 'monitor', 'ingest'];
 /** Read by every command besides its schema's settings (lib/config.ts). */
 const CONFIG_FILE_VAR = `${ENV_PREFIX}CONFIG`;
 
-const envNames = (schema: TObject): string[] => Object.keys(schema.properties).map(envName);
 const keyOfEnv = (schema: TObject, name: string): string | undefined =>
   Object.keys(schema.properties).find((k) => envName(k) === name);
 const ALL_VARS = new Set([CONFIG_FILE_VAR, ...Object.values(SCHEMAS).flatMap(envNames)]);
