@@ -36,6 +36,7 @@ import { commands } from '../cli/commands/index.ts';
 import { ingestConsumer } from '../cloud/ingest/consumer.ts';
 import { monitorConsumer } from '../cloud/monitor/consumer.ts';
 import { consumerSchema } from '../cloud/consumer.ts';
+import { ConsoleConfigSchema } from '../cloud/console/config.ts';
 import { addSite, HubStreamConfigSchema } from '../cloud/hub-stream.ts';
 import { DYNAMIC_DEFAULTS, envValue, renderEnvExample } from '../deploy/env-example.ts';
 import {
@@ -69,6 +70,7 @@ const SCHEMAS: Record<string, TObject> = {
   archive: consumerSchema(archiveConsumer),
   monitor: consumerSchema(monitorConsumer),
   ingest: consumerSchema(ingestConsumer),
+  console: ConsoleConfigSchema,
   'site add': HubStreamConfigSchema,
   'site remove': HubStreamConfigSchema,
   'site list': HubStreamConfigSchema,
@@ -685,9 +687,11 @@ describe('Kubernetes manifests', () => {
       'Deployment',
       'Deployment',
       'Deployment',
+      'Deployment',
       'Namespace',
       'PodDisruptionBudget',
       'PodDisruptionBudget',
+      'Service',
       'Service',
       'Service',
       'Service',
@@ -711,7 +715,7 @@ describe('Kubernetes manifests', () => {
       assert.equal(container.image, image.name);
       run.push(await resolveCommand(container.args));
     }
-    assert.deepEqual(run.sort(), [...CONSUMERS].sort());
+    assert.deepEqual(run.sort(), [...CONSUMERS, 'console'].sort());
   });
 
   test('each container sets only variables its command reads, with values its config loader accepts', async () => {
@@ -789,8 +793,9 @@ describe('Kubernetes manifests', () => {
     for (const d of deployments) {
       const container = d.spec.template.spec.containers[0];
       const schema = SCHEMAS[await resolveCommand(container.args)]!;
-      const { shutdownGraceMs } = loadConfig(schema, { env: containerEnv(container).env }) as {
-        shutdownGraceMs: number;
+      // The console has no batch to settle: 0.
+      const { shutdownGraceMs = 0 } = loadConfig(schema, { env: containerEnv(container).env }) as {
+        shutdownGraceMs?: number;
       };
       // The write in hand gets shutdownGraceMs; naks, closing the sink and the NATS drain follow.
       assert.ok(
