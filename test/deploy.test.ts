@@ -615,13 +615,22 @@ describe('mosquitto-switchyard.conf', () => {
   const servers = new TestServers('deploy-mqtt');
   after(() => servers.stopAll());
 
-  test('is accepted by mosquitto as a conf.d snippet', async () => {
+  test('is accepted by mosquitto as a conf.d snippet, with its ACL and a password file', async () => {
     const confd = join(servers.dir, 'conf.d');
     mkdirSync(confd);
-    cpSync(join(SYSTEMD, 'mosquitto-switchyard.conf'), join(confd, 'switchyard.conf'));
     const port = await freePort();
+    // As install.sh renders it (test/site-broker.test.ts runs that, and what it allows), here at
+    // this test's paths and port.
+    const users = join(servers.dir, 'switchyard');
+    mkdirSync(users);
+    cpSync(join(SYSTEMD, 'mosquitto-switchyard.acl'), join(users, 'acl'));
+    writeFileSync(join(users, 'passwd'), '');
+    const snippet = read(join(SYSTEMD, 'mosquitto-switchyard.conf'))
+      .replace(/^@LISTENERS@$/m, `listener ${port} 127.0.0.1`)
+      .replaceAll('/etc/mosquitto/switchyard/', `${users}/`);
+    writeFileSync(join(confd, 'switchyard.conf'), snippet);
     const conf = join(servers.dir, 'mosquitto.conf');
-    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\ninclude_dir ${confd}\n`);
+    writeFileSync(conf, `user root\ninclude_dir ${confd}\n`);
     // startServer rejects, with mosquitto's log, if mosquitto refuses the file and exits.
     await servers.start({
       name: 'mosquitto',

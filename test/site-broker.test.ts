@@ -1,26 +1,41 @@
 /**
  * The site broker's authentication and ACL, with a real mosquitto and a real bridge: nobody
- * anonymous, a device publishes only under its own id, only the bridge's user reads; and on a real
- * stack, `stack add-device` works live and no password of a stack run reaches a log or `ps`.
+ * anonymous, a device publishes only under its own id, only the bridge's user reads; on a real
+ * stack, `stack add-device` works live and no password of a stack run reaches a log or `ps`; and
+ * the gateway's broker as install.sh sets it up (plain and TLS), its devices managed with
+ * deploy/systemd/switchyard-device.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import {
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { siteStreamNames } from '../schemas/streams.ts';
 import {
+  ACL_TEXT,
   BRIDGE_MQTT_USERNAME,
   brokerDir,
   bridgeMqttUser,
   devicesFileOf,
   enrolDevices,
 } from '../stack/mosquitto.ts';
+import { freePort } from '../lib/process.ts';
 import type { RunningServer } from '../stack/server-process.ts';
+import { findBinary, ServerRole } from '../stack/server-specs.ts';
 import type { Stack } from '../stack/stack-file.ts';
 import { stackUp } from '../stack/up.ts';
 import { addDevices, stackDown } from '../stack/verbs.ts';
@@ -326,3 +341,200 @@ function listFiles(dir: string): string[] {
     e.isDirectory() ? listFiles(join(dir, e.name)) : [join(dir, e.name)],
   );
 }
+
+const SYSTEMD = fileURLToPath(new URL('../deploy/systemd/', import.meta.url));
+
+/** The rules of an ACL file: its lines without comments and blank lines. */
+const aclRules = (text: string): string[] =>
+  text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
+
+describe("the gateway's broker, as install.sh sets it up", () => {
+  const servers = new TestServers('gateway-broker');
+  after(() => servers.stopAll());
+
+  test('its ACL is the one the stack runs', () => {
+    assert.deepEqual(
+      aclRules(readFileSync(join(SYSTEMD, 'mosquitto-switchyard.acl'), 'utf8')),
+      aclRules(ACL_TEXT),
+    );
+  });
+
+  /**
+   * Runs install.sh into a fresh root (`extra` flags added), then starts mosquitto on what it wrote,
+   * moved to free ports and the root's paths. Returns the broker, its ports and the root.
+   */
+  async function installedBroker(name: string, extra: string[]) {
+    const root = join(servers.dir, name);
+    const release = join(servers.dir, `${name}-release`);
+    mkdirSync(join(release, 'dist/cli'), { recursive: true });
+    writeFileSync(join(release, 'dist/cli/main.js'), '// stand-in build\n');
+    cpSync(fileURLToPath(new URL('../package.json', import.meta.url)), join(release, 'package.json'));
+    writeFileSync(join(release, 'package-lock.json'), '{}\n');
+    mkdirSync(join(release, 'node_modules'));
+    writeFileSync(join(release, '.switchyard-release'), 'test\n');
+    mkdirSync(root);
+    const args = ['--prefix', root, '--release', release, '--site', 'site-7', '--no-nats', ...extra];
+    const run = spawnSync('bash', [join(SYSTEMD, 'install.sh'), ...args], { encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const again = spawnSync('bash', [join(SYSTEMD, 'install.sh'), ...args], { encoding: 'utf8' });
+    assert.equal(again.stdout.trim().split('\n').at(-1), 'install.sh: done: 0 changes', again.stdout);
+
+    const [plainPort, tlsPort] = [await freePort(), await freePort()];
+    const conf = readFileSync(join(root, 'etc/mosquitto/conf.d/switchyard.conf'), 'utf8')
+      .replaceAll('/etc/mosquitto/switchyard/', `${root}/etc/mosquitto/switchyard/`)
+      .replace(/^listener 1883/m, `listener ${plainPort}`)
+      .replace(/^listener 8883/m, `listener ${tlsPort}`);
+    // Debian's mosquitto.conf around it, with this test's paths; root stays root.
+    const confd = join(servers.dir, `${name}-conf.d`);
+    mkdirSync(confd);
+    writeFileSync(join(confd, 'switchyard.conf'), conf);
+    const main = join(servers.dir, `${name}-mosquitto.conf`);
+    writeFileSync(main, `user root\npersistence false\nlog_dest stdout\ninclude_dir ${confd}\n`);
+    const broker = await servers.start({
+      name: `mosquitto-${name}`,
+      role: ServerRole.siteMqtt,
+      command: findBinary('mosquitto'),
+      args: ['-c', main],
+      url: `mqtt://127.0.0.1:${plainPort}`,
+      dataDir: servers.dir,
+      logFile: join(servers.dir, `${name}-mosquitto.log`),
+    });
+    /** `switchyard-device ARGS` on this root's password file; the broker is reloaded by the test. */
+    const deviceTool = (...toolArgs: string[]) => {
+      const r = spawnSync(
+        join(root, 'usr/local/sbin/switchyard-device'),
+        ['--passwd', join(root, 'etc/mosquitto/switchyard/passwd'), '--no-reload', ...toolArgs],
+        { encoding: 'utf8' },
+      );
+      return { code: r.status, last: r.stdout.trim().split('\n').at(-1) ?? '', stderr: r.stderr };
+    };
+    const reload = () => process.kill(broker.pid, 'SIGHUP');
+    return { root, broker, conf, plainPort, tlsPort, deviceTool, reload };
+  }
+
+  test('refuses anonymous clients, takes the bridge from its credentials file and devices from switchyard-device', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('install.sh needs root');
+    const { root, broker, conf, deviceTool, reload } = await installedBroker('plain', []);
+    assert.match(conf, /^listener \d+$/m, 'one plain listener on every address');
+    assert.doesNotMatch(conf, /certfile/);
+    const credentials = join(root, 'etc/switchyard/credentials');
+    assert.equal(statSync(credentials).mode & 0o777, 0o700);
+    assert.equal(statSync(join(credentials, 'mqtt-password')).mode & 0o777, 0o600);
+    assert.equal(statSync(join(root, 'etc/mosquitto/switchyard/passwd')).mode & 0o777, 0o640);
+    assert.match(
+      readFileSync(join(root, 'etc/switchyard/edge.env'), 'utf8'),
+      /^SWITCHYARD_MQTT_USERNAME=switchyard-bridge$/m,
+    );
+    const bridgePassword = readFileSync(join(credentials, 'mqtt-password'), 'utf8').trim();
+    assert.ok(!readFileSync(join(root, 'etc/mosquitto/switchyard/passwd'), 'utf8').includes(bridgePassword));
+
+    assert.notEqual(await loginCode(broker.url, {}), 0, 'anonymous');
+    const reader = await connectOnce(broker.url, {
+      username: BRIDGE_MQTT_USERNAME,
+      password: bridgePassword,
+    });
+    const seen: string[] = [];
+    reader.on('message', (topic) => seen.push(topic));
+    await reader.subscribeAsync('bsu/+/+', { qos: 1 });
+    try {
+      const added = deviceTool('add', 'dev-1');
+      assert.equal(added.code, 0, added.stderr);
+      assert.equal(deviceTool('add', 'dev-1').code, 1, 'add of an existing device');
+      assert.equal(deviceTool('add', 'no/slash').code, 2);
+      assert.equal(deviceTool('add', BRIDGE_MQTT_USERNAME).code, 2);
+      reload();
+      await waitFor(
+        'dev-1 accepted',
+        async () => (await loginCode(broker.url, { username: 'dev-1', password: added.last })) === 0,
+      );
+      assert.equal(deviceTool('list').last, 'dev-1');
+
+      const device = await connectOnce(broker.url, {
+        protocolVersion: 5,
+        username: 'dev-1',
+        password: added.last,
+      });
+      await device.publishAsync('bsu/dev-1/telemetry', telemetryJson(1), { qos: 1 });
+      await assert.rejects(device.publishAsync('bsu/dev-2/telemetry', telemetryJson(1), { qos: 1 }));
+      await waitFor("dev-1's reading at the bridge's user", () => seen.length === 1);
+      assert.deepEqual(seen, ['bsu/dev-1/telemetry']);
+
+      const closed = new Promise<void>((resolve) => device.once('close', () => resolve()));
+      const rotated = deviceTool('rotate', 'dev-1');
+      assert.equal(rotated.code, 0, rotated.stderr);
+      reload();
+      await closed;
+      await waitFor(
+        'the old password refused',
+        async () => (await loginCode(broker.url, { username: 'dev-1', password: added.last })) !== 0,
+      );
+      assert.equal(await loginCode(broker.url, { username: 'dev-1', password: rotated.last }), 0);
+      assert.ok(reader.connected, "the bridge's connection outlives the reloads");
+
+      assert.equal(deviceTool('remove', 'dev-1').code, 0);
+      reload();
+      await waitFor(
+        'dev-1 refused',
+        async () => (await loginCode(broker.url, { username: 'dev-1', password: rotated.last })) !== 0,
+      );
+      assert.equal(deviceTool('remove', 'dev-1').code, 1);
+    } finally {
+      await reader.endAsync();
+    }
+  });
+
+  test('with --mqtt-cert/--mqtt-key: devices over TLS, plain text on 127.0.0.1 only', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('install.sh needs root');
+    const pki = join(servers.dir, 'pki');
+    mkdirSync(pki);
+    const openssl = spawnSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=gateway',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        join(pki, 'key.pem'),
+        '-out',
+        join(pki, 'cert.pem'),
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(openssl.status, 0, openssl.stderr);
+    const { root, conf, tlsPort, plainPort, deviceTool, reload } = await installedBroker('tls', [
+      '--mqtt-cert',
+      join(pki, 'cert.pem'),
+      '--mqtt-key',
+      join(pki, 'key.pem'),
+      '--mqtt-ca',
+      join(pki, 'cert.pem'),
+    ]);
+    assert.match(conf, new RegExp(`^listener ${plainPort} 127\\.0\\.0\\.1$`, 'm'));
+    assert.match(conf, new RegExp(`^listener ${tlsPort}$`, 'm'));
+    assert.equal(statSync(join(root, 'etc/mosquitto/switchyard/server.key')).mode & 0o777, 0o640);
+
+    const added = deviceTool('add', 'dev-tls');
+    assert.equal(added.code, 0, added.stderr);
+    reload();
+    const tlsUrl = `mqtts://127.0.0.1:${tlsPort}`;
+    const ca = readFileSync(join(root, 'etc/mosquitto/switchyard/ca.crt'));
+    await waitFor(
+      'dev-tls accepted over TLS',
+      async () => (await loginCode(tlsUrl, { ca, username: 'dev-tls', password: added.last })) === 0,
+    );
+    assert.notEqual(await loginCode(tlsUrl, { ca }), 0, 'anonymous over TLS');
+    // A client that does not trust the gateway's CA does not get to send its password.
+    await assert.rejects(connectOnce(tlsUrl, { username: 'dev-tls', password: added.last }));
+  });
+});

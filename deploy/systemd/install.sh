@@ -3,6 +3,10 @@
 #   - system users switchyard (the bridge) and switchyard-nats (the site's nats-server);
 #   - /opt/switchyard: the release (dist/, package.json, node_modules/), owned by root;
 #   - /etc/switchyard: edge.env and nats-site.conf, written only when absent (yours after that);
+#   - the site's mosquitto: /etc/mosquitto/conf.d/switchyard.conf (written only when absent), the
+#     password file and ACL in /etc/mosquitto/switchyard, the bridge's MQTT user switchyard-bridge
+#     with its password in /etc/switchyard/credentials/mqtt-password (root only, for the edge
+#     unit's LoadCredential=), and /usr/local/sbin/switchyard-device to manage the devices' users;
 #   - switchyard-edge.service and switchyard-nats.service: installed, enabled, started.
 # Idempotent: run it again with the same release and it changes nothing and restarts nothing; with
 # a new release it swaps /opt/switchyard and restarts the bridge (SIGTERM: it settles what it holds).
@@ -19,6 +23,12 @@ usage: install.sh [options]
   --leaf-creds FILE   credentials of the site's account at the hub (-> /etc/switchyard/leaf.creds)
   --max-file-store N  JetStream disk limit of a new nats-site.conf, bytes (default 10737418240)
   --no-nats           leave out switchyard-nats.service (the site's nats-server is managed elsewhere)
+  --mqtt-cert FILE    TLS certificate of the broker for devices that are not on the gateway: a new
+                      switchyard.conf then listens with TLS on 8883 and in plain text on 127.0.0.1
+                      only (without it: plain text on 1883, every address)
+  --mqtt-key FILE     the certificate's private key (with --mqtt-cert)
+  --mqtt-ca FILE      the CA that signed it, installed beside it for the devices to be given
+  --no-mqtt           leave the site's mosquitto alone (the broker and its users are managed elsewhere)
   --no-start          install and enable, but start or restart nothing
   --prefix DIR        install into DIR as a root file system (an image, a test): users and units
                       are set up there, nothing is started
@@ -35,6 +45,10 @@ HUB_LEAF_URL=""
 LEAF_CREDS=""
 MAX_FILE_STORE=10737418240
 WITH_NATS=1
+WITH_MQTT=1
+MQTT_CERT=""
+MQTT_KEY=""
+MQTT_CA=""
 START=1
 PREFIX=""
 DRY_RUN=0
@@ -49,6 +63,10 @@ while [[ $# -gt 0 ]]; do
     --leaf-creds) need_value "$@"; LEAF_CREDS=$2; shift 2 ;;
     --max-file-store) need_value "$@"; MAX_FILE_STORE=$2; shift 2 ;;
     --no-nats) WITH_NATS=0; shift ;;
+    --mqtt-cert) need_value "$@"; MQTT_CERT=$2; shift 2 ;;
+    --mqtt-key) need_value "$@"; MQTT_KEY=$2; shift 2 ;;
+    --mqtt-ca) need_value "$@"; MQTT_CA=$2; shift 2 ;;
+    --no-mqtt) WITH_MQTT=0; shift ;;
     --no-start) START=0; shift ;;
     --prefix) need_value "$@"; PREFIX=$2; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
@@ -63,6 +81,13 @@ done
   die 2 "invalid hub leaf URL '$HUB_LEAF_URL': expected tls://host:port or nats-leaf://host:port"
 [[ $MAX_FILE_STORE =~ ^[1-9][0-9]*$ ]] || die 2 "--max-file-store takes a number of bytes, not '$MAX_FILE_STORE'"
 [[ -z $LEAF_CREDS || -f $LEAF_CREDS ]] || die 2 "no credentials file at $LEAF_CREDS"
+if [[ -n $MQTT_CERT || -n $MQTT_KEY || -n $MQTT_CA ]]; then
+  ((WITH_MQTT)) || die 2 "--mqtt-cert, --mqtt-key and --mqtt-ca configure the broker: not with --no-mqtt"
+  [[ -n $MQTT_CERT && -n $MQTT_KEY ]] || die 2 "TLS for the broker needs both --mqtt-cert and --mqtt-key"
+  for f in "$MQTT_CERT" "$MQTT_KEY" ${MQTT_CA:+"$MQTT_CA"}; do
+    [[ -f $f ]] || die 2 "no file at $f"
+  done
+fi
 [[ -z $PREFIX ]] || PREFIX="$(cd "$PREFIX" 2>/dev/null && pwd)" || die 2 "--prefix: no directory $PREFIX"
 [[ -f $RELEASE/dist/cli/main.js && -f $RELEASE/package.json ]] ||
   die 2 "no build in $RELEASE (dist/cli/main.js): run 'npm run build', or use a release made by deploy/make-release.sh"
@@ -76,6 +101,11 @@ UNIT_DIR=/etc/systemd/system
 SYSUSERS=/etc/sysusers.d/switchyard.conf
 NODE=/usr/bin/node
 NATS_SERVER=/usr/sbin/nats-server
+MQTT_ETC=/etc/mosquitto/switchyard
+MQTT_CONF=/etc/mosquitto/conf.d/switchyard.conf
+CREDENTIALS=$ETC/credentials
+DEVICE_TOOL=/usr/local/sbin/switchyard-device
+BRIDGE_MQTT_USER=switchyard-bridge
 UNITS=(switchyard-edge.service)
 ((WITH_NATS)) && UNITS+=(switchyard-nats.service)
 
@@ -103,6 +133,10 @@ if [[ -z $PREFIX ]]; then
     ((DRY_RUN)) || die 1 "no $NATS_SERVER: apt-get install nats-server (or use --no-nats)"
     say "warning: no $NATS_SERVER (apt-get install nats-server)"
   fi
+fi
+if ((WITH_MQTT)) && ! command -v mosquitto_passwd >/dev/null; then
+  ((DRY_RUN)) || die 1 "no mosquitto_passwd: apt-get install mosquitto (or use --no-mqtt)"
+  say "warning: no mosquitto_passwd (apt-get install mosquitto)"
 fi
 
 # Numeric id of a group in the target's /etc/group (the prefix's own, not the host's).
@@ -210,7 +244,9 @@ if [[ -f $PREFIX$ETC/edge.env ]]; then
     say "warning: $ETC/edge.env does not set SWITCHYARD_SITE=$SITE"
   fi
 else
-  sed "s|^SWITCHYARD_SITE=.*|SWITCHYARD_SITE=$SITE|" "$HERE/edge.env" >"$tmp/edge.env"
+  user_line="s|^#SWITCHYARD_MQTT_USERNAME=.*|SWITCHYARD_MQTT_USERNAME=$BRIDGE_MQTT_USER|"
+  ((WITH_MQTT)) || user_line=""
+  sed -e "s|^SWITCHYARD_SITE=.*|SWITCHYARD_SITE=$SITE|" -e "$user_line" "$HERE/edge.env" >"$tmp/edge.env"
   install_file "$tmp/edge.env" "$ETC/edge.env" 0640 switchyard || true
   [[ -n $SITE ]] || say "warning: set SWITCHYARD_SITE in $ETC/edge.env: the bridge refuses to start without it"
 fi
@@ -238,6 +274,63 @@ if ((WITH_NATS)); then
     fi
     install_file "$tmp/nats-site.conf" "$ETC/nats-site.conf" 0640 switchyard-nats && NATS_CHANGED=1
   fi
+fi
+
+# --- the site's MQTT broker ------------------------------------------------------------------
+# Changes that mosquitto takes on a reload (users, ACL) and those it needs a restart for (listeners).
+MQTT_RELOAD=0
+MQTT_RESTART=0
+if ((WITH_MQTT)); then
+  ((DRY_RUN)) || install -d -m 0755 -o 0 -g 0 "$PREFIX$MQTT_ETC"
+  install_file "$HERE/mosquitto-switchyard.acl" "$MQTT_ETC/acl" 0640 mosquitto && MQTT_RELOAD=1
+  if [[ -n $MQTT_CERT ]]; then
+    install_file "$MQTT_CERT" "$MQTT_ETC/server.crt" 0644 root && MQTT_RESTART=1
+    install_file "$MQTT_KEY" "$MQTT_ETC/server.key" 0640 mosquitto && MQTT_RESTART=1
+    if [[ -n $MQTT_CA ]]; then install_file "$MQTT_CA" "$MQTT_ETC/ca.crt" 0644 root || true; fi
+  fi
+
+  if [[ -f $PREFIX$MQTT_CONF ]]; then
+    say "kept $MQTT_CONF (exists: edit it, then systemctl restart mosquitto)"
+  else
+    if [[ -n $MQTT_CERT ]]; then
+      listeners=$(printf '%s\n' \
+        "# Devices: TLS only." "listener 8883" "certfile $MQTT_ETC/server.crt" "keyfile $MQTT_ETC/server.key" \
+        "# The bridge, on this machine." "listener 1883 127.0.0.1")
+    else
+      listeners="listener 1883"
+    fi
+    awk -v block="$listeners" '/^[[:space:]]*#/ { print; next } $0 == "@LISTENERS@" { print block; next } { print }' \
+      "$HERE/mosquitto-switchyard.conf" >"$tmp/mosquitto.conf"
+    if grep -n '@[A-Z_]*@' "$tmp/mosquitto.conf" | grep -v '^[0-9]*:[[:space:]]*#' >&2; then
+      die 1 "placeholders left in the rendered switchyard.conf"
+    fi
+    install_file "$tmp/mosquitto.conf" "$MQTT_CONF" 0644 root && MQTT_RESTART=1
+  fi
+
+  # The bridge's user: a password made once, kept root-only for the edge unit's LoadCredential=,
+  # and its hash in the broker's password file. Neither is touched again while both hold it.
+  if [[ -f $PREFIX$CREDENTIALS/mqtt-password && -f $PREFIX$MQTT_ETC/passwd ]] &&
+    grep -q "^$BRIDGE_MQTT_USER:" "$PREFIX$MQTT_ETC/passwd"; then
+    say "unchanged MQTT user $BRIDGE_MQTT_USER"
+  else
+    change "create the bridge's MQTT user $BRIDGE_MQTT_USER ($MQTT_ETC/passwd, $CREDENTIALS/mqtt-password)"
+    MQTT_RELOAD=1
+    if ((!DRY_RUN)); then
+      install -d -m 0700 -o 0 -g 0 "$PREFIX$CREDENTIALS"
+      if [[ ! -f $PREFIX$CREDENTIALS/mqtt-password ]]; then
+        (umask 077 && head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$PREFIX$CREDENTIALS/mqtt-password")
+      fi
+      chown 0:0 "$PREFIX$CREDENTIALS/mqtt-password"
+      chmod 0600 "$PREFIX$CREDENTIALS/mqtt-password"
+      # mosquitto_passwd -U hashes a file in place: the password never appears on a command line.
+      (umask 077 && printf '%s:%s\n' "$BRIDGE_MQTT_USER" "$(cat "$PREFIX$CREDENTIALS/mqtt-password")" >"$tmp/bridge")
+      mosquitto_passwd -U "$tmp/bridge"
+      { grep -v "^$BRIDGE_MQTT_USER:" "$PREFIX$MQTT_ETC/passwd" 2>/dev/null || true; cat "$tmp/bridge"; } >"$tmp/passwd"
+      gid=$(gid_of mosquitto)
+      install -m 0640 -o 0 -g "${gid:-0}" "$tmp/passwd" "$PREFIX$MQTT_ETC/passwd"
+    fi
+  fi
+  install_file "$HERE/switchyard-device" "$DEVICE_TOOL" 0755 root || true
 fi
 
 # --- units -----------------------------------------------------------------------------------
@@ -288,6 +381,17 @@ else
     if ((WITH_NATS && ${WAS_ACTIVE[switchyard-nats.service]:-0})) &&
       ((NATS_CHANGED || ${UNIT_CHANGED[switchyard-nats.service]:-0})); then
       run systemctl restart switchyard-nats.service
+    fi
+    if ((WITH_MQTT)); then
+      if [[ $(systemctl is-active mosquitto.service 2>/dev/null || true) != active ]]; then
+        change "start mosquitto.service"
+        run systemctl --quiet enable --now mosquitto.service
+      elif ((MQTT_RESTART)); then
+        # New listeners need a restart; users and the ACL only a reload (no client is dropped).
+        run systemctl restart mosquitto.service
+      elif ((MQTT_RELOAD)); then
+        run systemctl reload mosquitto.service
+      fi
     fi
     if ((${WAS_ACTIVE[switchyard-edge.service]:-0})) &&
       ((RELEASE_CHANGED || ${UNIT_CHANGED[switchyard-edge.service]:-0})); then
