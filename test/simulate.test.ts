@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import mqtt, { type MqttClient } from 'mqtt';
 import { decodePayload, type DeviceKind } from '../schemas/index.ts';
@@ -18,6 +19,9 @@ import { simulateConfig, type SimulateConfig } from '../simulate/config.ts';
 import { runSimulator, SimulatorError } from '../simulate/simulator.ts';
 import { TrafficGenerator, type SimMessage, type TrafficOptions } from '../simulate/traffic.ts';
 import { childEnv } from '../lib/env.ts';
+import { ConfigError } from '../lib/errors.ts';
+import { BRIDGE_MQTT_USERNAME, bridgeMqttUser, brokerDir, enrolDevices } from '../stack/mosquitto.ts';
+import { writeDevicesFile } from '../simulate/devices-file.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
 const run = promisify(execFile);
@@ -500,6 +504,87 @@ describe('switchyard simulate command line', { concurrency: true }, () => {
     assert.match(
       stderr,
       /^switchyard: cannot reach the MQTT broker at mqtt:\/\/127\.0\.0\.1:1 after 1 attempts: .*\n$/,
+    );
+  });
+});
+
+describe('switchyard simulate with a devices file, against a broker with a per-device ACL', () => {
+  const servers = new TestServers('simulate-auth');
+  let url: string;
+  let devicesFile: string;
+  let reader: MqttClient;
+  const publishers = new Map<string, string>();
+
+  before(async () => {
+    const broker = await servers.mosquitto({ auth: true });
+    url = broker.url;
+    const ids = ['auth-0001', 'auth-0002', 'auth-0003'];
+    const enrolled = enrolDevices(brokerDir(broker), ids);
+    devicesFile = join(brokerDir(broker), 'devices.json');
+    process.kill(broker.pid, 'SIGHUP');
+    const last = enrolled.at(-1)!;
+    await waitFor('the broker to take the devices', () =>
+      mqtt.connectAsync(url, { username: last.device, password: last.password, reconnectPeriod: 0 }).then(
+        (c) => c.endAsync(true).then(() => true),
+        () => false,
+      ),
+    );
+    reader = await mqtt.connectAsync(url, { ...bridgeMqttUser(broker), clientId: 'simulate-auth-reader' });
+    assert.equal(bridgeMqttUser(broker).username, BRIDGE_MQTT_USERNAME);
+    // The broker's ACL admits a message only under its publisher's own id: count both.
+    reader.on('message', (topic) => publishers.set(topic.split('/')[1]!, topic));
+    await reader.subscribeAsync('bsu/+/+', { qos: 1 });
+  });
+  after(async () => {
+    await reader?.endAsync();
+    await servers.stopAll();
+  });
+
+  const options = (overrides: Partial<SimulateConfig>): SimulateConfig =>
+    simulateConfig({
+      mqtt: url,
+      devices: 3,
+      devicePrefix: 'auth',
+      rate: 500,
+      startTime: START,
+      devicesFile,
+      ...overrides,
+    });
+
+  test('every device logs in as itself, and all of its messages get through', async () => {
+    const report = await runSimulator(options({ count: 90 }), new AbortController().signal);
+    assert.equal(report.sent, 90);
+    await waitFor('all three devices at the reader', () => publishers.size === 3);
+    assert.deepEqual([...publishers.keys()].sort(), ['auth-0001', 'auth-0002', 'auth-0003']);
+  });
+
+  test('a device missing from the file is a config error naming it; anonymous is refused at once', async () => {
+    await assert.rejects(
+      runSimulator(options({ devices: 4, count: 4 }), new AbortController().signal),
+      (err) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.message, /no password for 1 of the 4 devices \(auth-0004\)/);
+        return true;
+      },
+    );
+    const anonymous = options({ count: 3, devicesFile: '', connectRetries: 5 });
+    const started = Date.now();
+    await assert.rejects(runSimulator(anonymous, new AbortController().signal), (err) => {
+      assert.ok(err instanceof SimulatorError);
+      assert.match(err.message, /refused an anonymous client/);
+      return true;
+    });
+    assert.ok(Date.now() - started < 2000, 'no retries on a refused login');
+    // A wrong password is refused the same way, naming the device but not the password.
+    const wrong = join(servers.dir, 'wrong.json');
+    writeDevicesFile(wrong, { 'auth-0001': 'not-it', 'auth-0002': 'not-it', 'auth-0003': 'not-it' });
+    await assert.rejects(
+      runSimulator(options({ count: 3, devicesFile: wrong }), new AbortController().signal),
+      (err) => {
+        assert.match((err as Error).message, /refused the login of auth-000\d/);
+        assert.doesNotMatch((err as Error).message, /not-it/);
+        return true;
+      },
     );
   });
 });
