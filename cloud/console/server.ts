@@ -7,6 +7,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { createRequire } from 'node:module';
 import cookie from '@fastify/cookie';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -177,8 +178,43 @@ export async function buildConsoleServer(o: ConsoleServerOptions): Promise<Fasti
     return reply.type(found[0]).header('cache-control', 'public, max-age=300').send(found[1]);
   });
 
-  app.get('/', async (req, reply) => page(req, reply, Page.fleet, 'Fleet', fleetMain(o.snapshots.fleet)));
-  app.get('/api/fleet', async (_req, reply) => json(reply, o.snapshots.fleet));
+  // The snapshot's pages are rendered and compressed once per snapshot, whatever the viewers.
+  const rendered = new RenderCache();
+  const shared = (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    key: string,
+    snapshot: { takenAtMs: number },
+    type: string,
+    render: () => string,
+  ): FastifyReply => {
+    const { body, gzip } = rendered.get(`${key}${partial(req) ? ':partial' : ''}`, snapshot, render);
+    reply.type(type).header('cache-control', 'no-store').header('vary', 'accept-encoding');
+    if (!/\bgzip\b/.test(req.headers['accept-encoding'] ?? '')) return reply.send(body);
+    return reply.header('content-encoding', 'gzip').send(gzip);
+  };
+  const sharedPage = (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    p: Page,
+    title: string,
+    snapshot: { takenAtMs: number },
+    main: () => string,
+  ) =>
+    shared(req, reply, p, snapshot, 'text/html; charset=utf-8', () =>
+      partial(req) ? main() : layout({ title, page: p, main: main(), refreshMs: o.refreshIntervalMs }),
+    );
+  const sharedJson = (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    key: string,
+    snapshot: { takenAtMs: number },
+  ) => shared(req, reply, key, snapshot, 'application/json; charset=utf-8', () => JSON.stringify(snapshot));
+
+  app.get('/', async (req, reply) =>
+    sharedPage(req, reply, Page.fleet, 'Fleet', o.snapshots.fleet, () => fleetMain(o.snapshots.fleet)),
+  );
+  app.get('/api/fleet', async (req, reply) => sharedJson(req, reply, 'api:fleet', o.snapshots.fleet));
 
   app.get('/sites/:site', async (req, reply) => {
     const site = siteParam(req);
@@ -206,14 +242,39 @@ export async function buildConsoleServer(o: ConsoleServerOptions): Promise<Fasti
   });
 
   app.get('/pipeline', async (req, reply) =>
-    page(req, reply, Page.pipeline, 'Pipeline', pipelineMain(o.snapshots.pipeline)),
+    sharedPage(req, reply, Page.pipeline, 'Pipeline', o.snapshots.pipeline, () =>
+      pipelineMain(o.snapshots.pipeline),
+    ),
   );
-  app.get('/api/pipeline', async (_req, reply) => json(reply, o.snapshots.pipeline));
+  app.get('/api/pipeline', async (req, reply) =>
+    sharedJson(req, reply, 'api:pipeline', o.snapshots.pipeline),
+  );
   app.get('/dead-letters', async (req, reply) =>
-    page(req, reply, Page.deadLetters, 'Dead letters', deadLettersMain(o.snapshots.deadLetters)),
+    sharedPage(req, reply, Page.deadLetters, 'Dead letters', o.snapshots.deadLetters, () =>
+      deadLettersMain(o.snapshots.deadLetters),
+    ),
   );
-  app.get('/api/dead-letters', async (_req, reply) => json(reply, o.snapshots.deadLetters));
+  app.get('/api/dead-letters', async (req, reply) =>
+    sharedJson(req, reply, 'api:dead-letters', o.snapshots.deadLetters),
+  );
   return app;
+}
+
+/**
+ * The last rendering of each page, as text and gzipped, kept while its snapshot is the current one
+ * (same object): one render and one compression per snapshot and page, shared by every viewer.
+ */
+export class RenderCache {
+  private readonly entries = new Map<string, { snapshot: object; body: string; gzip: Buffer }>();
+
+  get(key: string, snapshot: object, render: () => string): { body: string; gzip: Buffer } {
+    const hit = this.entries.get(key);
+    if (hit?.snapshot === snapshot) return hit;
+    const body = render();
+    const entry = { snapshot, body, gzip: gzipSync(body, { level: 6 }) };
+    this.entries.set(key, entry);
+    return entry;
+  }
 }
 
 /**
