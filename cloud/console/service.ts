@@ -15,6 +15,7 @@ import type { Readiness } from '../../lib/ops.ts';
 import { redactUrl, redisClientOptions, redisInsecurities } from '../../lib/redis.ts';
 import { requireSecure } from '../../lib/secure.ts';
 import { runService } from '../../lib/service.ts';
+import { sleep, waitUntil } from '../../lib/timers.ts';
 import type { ConsoleConfig } from './config.ts';
 import { readSiteSeries, type UnitSeries } from './series.ts';
 import { buildConsoleServer, TtlCache } from './server.ts';
@@ -43,15 +44,15 @@ export interface RunningConsole {
 /** Connects, takes the first snapshot and listens; for the command and for tests. */
 export async function startConsole(
   config: ConsoleConfig,
-  context: { log: Logger; registry: Registry },
+  context: { log: Logger; registry: Registry; signal?: AbortSignal },
 ): Promise<RunningConsole> {
-  const { log, registry } = context;
+  const { log, registry, signal } = context;
   let nc: NatsConnection | undefined;
   let redis: RedisClientType | undefined;
   let app: FastifyInstance | undefined;
   let timer: NodeJS.Timeout | undefined;
   try {
-    nc = await connectNats({ url: config.natsUrl, name: 'switchyard-console', auth: natsAuthOf(config) });
+    nc = await connectHub(config, log, signal);
     const jsm = await jetstreamManager(nc, { timeout: 5_000 });
     let lastRedisError = '';
     redis = createClient({
@@ -68,10 +69,14 @@ export async function startConsole(
       if (err.message !== lastRedisError) log.warn({ err: err.message }, 'redis connection problem');
       lastRedisError = err.message;
     });
-    await redis.connect().catch((err: unknown) => {
-      throw new Error(`redis at ${redactUrl(config.redisUrl)} is not reachable`, { cause: err });
-    });
+    // Not awaited: with Redis away the pages still show the hub's side, and say what is missing;
+    // node-redis keeps reconnecting by itself.
+    redis.connect().catch(() => undefined);
     const client = redis;
+    // A moment for Redis, so that the first snapshot is usually whole.
+    await waitUntil('redis', () => client.isReady, { timeoutMs: 2_000, everyMs: 50, signal }).catch(() =>
+      signal?.throwIfAborted(),
+    );
     const snapshots = new SnapshotSource({
       redis: client,
       nc,
@@ -153,6 +158,32 @@ export async function startConsole(
   }
 }
 
+/**
+ * Connects to the hub, trying again every second until it answers or `signal` aborts (then rejects
+ * with its reason). nats.js's own wait for a first connection cannot be called off: it would keep
+ * a stopped console alive.
+ */
+async function connectHub(config: ConsoleConfig, log: Logger, signal?: AbortSignal): Promise<NatsConnection> {
+  let lastError = '';
+  for (;;) {
+    signal?.throwIfAborted();
+    try {
+      return await connectNats({
+        url: config.natsUrl,
+        name: 'switchyard-console',
+        auth: natsAuthOf(config),
+        connectTimeoutMs: 5_000,
+        waitForServer: false,
+      });
+    } catch (err) {
+      const text = describeError(err);
+      if (text !== lastError) log.warn({ err: text }, 'hub not reachable yet; trying again');
+      lastError = text;
+      await sleep(1_000, signal);
+    }
+  }
+}
+
 /** Runs the console until SIGTERM/SIGINT. */
 export function runConsoleService(config: ConsoleConfig): Promise<void> {
   return runService({
@@ -160,12 +191,18 @@ export function runConsoleService(config: ConsoleConfig): Promise<void> {
     opsHost: config.opsHost,
     opsPort: config.opsPort,
     logLevel: config.logLevel,
-    start: async ({ log, registry }) => {
+    start: async ({ log, registry, signal }) => {
       requireSecure(consoleInsecurities(config), config.insecure, log);
       if (!config.consoleToken && config.consoleBehindProxy)
         log.info('no console token: the auth proxy in front decides who may look');
-      const running = await startConsole(config, { log, registry });
-      return { readiness: () => running.readiness(), stop: () => running.stop() };
+      try {
+        const running = await startConsole(config, { log, registry, signal });
+        return { readiness: () => running.readiness(), stop: () => running.stop() };
+      } catch (err) {
+        // Stopped while still waiting for the hub or Redis: a clean stop, nothing to release.
+        if (signal.aborted) return { readiness: () => ({ ready: false }), stop: async () => undefined };
+        throw err;
+      }
     },
   });
 }
