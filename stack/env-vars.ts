@@ -33,7 +33,7 @@ export const SITE_ENV_KEYS = [
   'site',
   'mqttUrl',
   'mqttUsername',
-  'mqttPassword',
+  'mqttPasswordFile',
   'natsUrl',
   'natsCreds',
   'leafCreds',

@@ -133,7 +133,7 @@ export class Stack {
       site,
       mqttUrl: broker.url,
       mqttUsername: bridge.username,
-      mqttPassword: bridge.password,
+      mqttPasswordFile: bridge.passwordFile ?? '',
       natsUrl: this.siteNats(site).url,
       natsCreds: trust.bridgeCreds,
       leafCreds: trust.leafCreds,

@@ -10,6 +10,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'redis';
+import { loadConfig } from '../lib/config.ts';
+import { redisClientOptions, RedisConnectionSchema } from '../lib/redis.ts';
 import { createS3Client, listKeys } from '../cloud/archive/s3.ts';
 import type { DevStatus } from '../dev/status.ts';
 import { isAlive, listPids, parentPid } from '../lib/process.ts';
@@ -106,7 +108,9 @@ describe('switchyard dev', () => {
     assert.ok(record, 'dev.json records the processes dev started');
 
     // Redis: the monitor's latest state of units of both sites.
-    const redis = createClient({ url: stack.redis.url });
+    const redis = createClient(
+      redisClientOptions(loadConfig(RedisConnectionSchema, { env: stack.cloudEnv() })),
+    );
     await redis.connect();
     try {
       assert.deepEqual((await redis.sMembers('bsu:sites')).sort(), ['site-1', 'site-2']);
@@ -157,6 +161,6 @@ describe('switchyard dev', () => {
     );
     assert.equal(existsSync(join(dir, 'stack.json')), false, 'stack.json removed');
     assert.equal(existsSync(join(dir, 'dev.json')), false, 'dev.json removed');
-    assert.match(p.output(), /stopped 5 processes and \d+ servers/);
+    assert.match(p.output(), /stopped 6 processes and \d+ servers/);
   });
 });

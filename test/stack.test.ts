@@ -5,14 +5,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ListBucketsCommand, S3Client } from '@aws-sdk/client-s3';
 import { jetstream, jetstreamManager, StorageType } from '@nats-io/jetstream';
-import { connect } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import mqtt from 'mqtt';
 import { createClient } from 'redis';
 import { childEnv } from '../lib/env.ts';
@@ -20,7 +20,10 @@ import { hubLeafs } from '../stack/leafz.ts';
 import { isAlive, listPids, processCwd } from '../lib/process.ts';
 import { findBinary, MissingBinaryError, ServerRole } from '../stack/server-specs.ts';
 import { leafCount } from '../stack/server-readiness.ts';
-import { readStack, tryReadStack } from '../stack/stack-file.ts';
+import { readStack, tryReadStack, type Stack, type StackServer } from '../stack/stack-file.ts';
+import { loadConfig } from '../lib/config.ts';
+import { connectNats, natsAuthOf, NO_NATS_AUTH } from '../lib/nats.ts';
+import { redisClientOptions, RedisConnectionSchema } from '../lib/redis.ts';
 import { addDevices, stackDown, type StackStatus } from '../stack/verbs.ts';
 import { bridgeMqttUser } from '../stack/mosquitto.ts';
 import { waitFor } from './support/servers.ts';
@@ -63,6 +66,17 @@ const envFile = (path: string): Record<string, string> =>
       .split('\n')
       .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),
   );
+
+/** A NATS client of `server` with the credentials the stack gives: the cloud's at the hub, a bridge's at a site. */
+const natsClient = (stack: Stack, server: StackServer): Promise<NatsConnection> =>
+  connectNats({
+    url: server.url,
+    name: 'stack-test',
+    waitForServer: false,
+    auth: server.site
+      ? { ...NO_NATS_AUTH, natsCreds: stack.trust.sites[server.site]!.bridgeCreds }
+      : natsAuthOf(stack.cloudSettings()),
+  });
 
 /** Cleanup for a test dir: stops whatever a failed test left running, then deletes it. */
 async function removeStack(dir: string): Promise<void> {
@@ -118,7 +132,7 @@ describe('switchyard stack with two sites', () => {
     const stack = readStack(dir);
 
     for (const server of stack.byRole(ServerRole.hubNats).concat(stack.byRole(ServerRole.siteNats))) {
-      const nc = await connect({ servers: server.url });
+      const nc = await natsClient(stack, server);
       try {
         const info = await (await jetstreamManager(nc)).getAccountInfo();
         assert.equal(info.domain, server.site ?? 'hub', `${server.name} is in its own JetStream domain`);
@@ -168,7 +182,9 @@ describe('switchyard stack with two sites', () => {
       }
     }
 
-    const redis = createClient({ url: stack.redis.url });
+    const redis = createClient(
+      redisClientOptions(loadConfig(RedisConnectionSchema, { env: stack.cloudEnv() })),
+    );
     await redis.connect();
     try {
       assert.equal(await redis.ping(), 'PONG');
@@ -206,17 +222,36 @@ describe('switchyard stack with two sites', () => {
   test('writes env files that a shell can source, one per site and one for the cloud', async () => {
     const stack = readStack(dir);
     const site1 = envFile(join(dir, 'env', 'site-1.env'));
+    const trust = stack.trust.sites['site-1']!;
     assert.deepEqual(site1, {
       SWITCHYARD_SITE: 'site-1',
       SWITCHYARD_MQTT_URL: stack.mqtt('site-1').url,
+      SWITCHYARD_MQTT_USERNAME: 'switchyard-bridge',
+      SWITCHYARD_MQTT_PASSWORD_FILE: site1.SWITCHYARD_MQTT_PASSWORD_FILE,
       SWITCHYARD_NATS_URL: stack.siteNats('site-1').url,
-      SWITCHYARD_HUB_NATS_URL: stack.hub.url,
+      SWITCHYARD_NATS_CREDS: trust.bridgeCreds,
+      SWITCHYARD_LEAF_CREDS: trust.leafCreds,
+      SWITCHYARD_MSG_ID_KEY_FILE: trust.msgIdKeyFile,
     });
+    // Every secret is a file of its own, readable by its owner only; the env files only name them.
+    for (const file of [
+      site1.SWITCHYARD_MQTT_PASSWORD_FILE!,
+      trust.bridgeCreds,
+      trust.leafCreds,
+      trust.msgIdKeyFile,
+      stack.trust.cloudCreds,
+      stack.trust.redisPasswordFile,
+    ])
+      assert.equal(statSync(file).mode & 0o077, 0, `${file} is readable by others`);
     assert.equal(envFile(join(dir, 'env', 'site-2.env')).SWITCHYARD_NATS_URL, stack.siteNats('site-2').url);
     const cloud = envFile(join(dir, 'env', 'cloud.env'));
     assert.deepEqual(cloud, {
       SWITCHYARD_NATS_URL: stack.hub.url,
+      SWITCHYARD_NATS_CREDS: stack.trust.cloudCreds,
+      SWITCHYARD_NATS_CA: stack.trust.caFile,
       SWITCHYARD_REDIS_URL: stack.redis.url,
+      SWITCHYARD_REDIS_USERNAME: 'switchyard',
+      SWITCHYARD_REDIS_PASSWORD_FILE: stack.trust.redisPasswordFile,
       SWITCHYARD_S3_ENDPOINT: stack.s3.url,
       SWITCHYARD_S3_BUCKET: 'switchyard',
       SWITCHYARD_S3_REGION: 'us-east-1',
@@ -256,7 +291,7 @@ describe('switchyard stack with two sites', () => {
 
   test('a killed site nats-server restarts on the same port with its JetStream data', async () => {
     const before = readStack(dir).siteNats('site-1');
-    let nc = await connect({ servers: before.url });
+    let nc = await natsClient(readStack(dir), before);
     const jsm = await jetstreamManager(nc);
     await jsm.streams.add({ name: 'STACK_TEST', subjects: ['stack-test.>'], storage: StorageType.File });
     const js = jetstream(nc);
@@ -278,7 +313,7 @@ describe('switchyard stack with two sites', () => {
     assert.ok(isAlive(after.pid));
     assert.equal(after.url, before.url);
 
-    nc = await connect({ servers: after.url });
+    nc = await natsClient(readStack(dir), after);
     try {
       const info = await (await jetstreamManager(nc)).streams.info('STACK_TEST');
       assert.equal(info.state.messages, 10);
