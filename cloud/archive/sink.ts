@@ -28,7 +28,7 @@ export const ArchiveConfigSchema = Type.Object({
     default: '',
     description: 'S3 access key; empty for the AWS credential chain',
   }),
-  s3SecretAccessKey: Type.String({ default: '', description: 'S3 secret key' }),
+  s3SecretAccessKey: Type.String({ default: '', secret: true, description: 'S3 secret key' }),
   s3ForcePathStyle: Type.Boolean({ default: true, description: 'path-style URLs (s3rver, MinIO)' }),
   s3Prefix: Type.String({ default: DEFAULT_ARCHIVE_PREFIX, description: 'key prefix of data objects' }),
   putConcurrency: Type.Integer({ minimum: 1, default: 8, description: 'objects written at once' }),

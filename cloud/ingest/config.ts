@@ -23,7 +23,11 @@ export const IngestSinkConfigSchema = Type.Object({
     description: 'engine to write to: influx2 (v2 write API: InfluxDB 2/3, VictoriaMetrics) or influx1',
   }),
   influx2Url: Type.Optional(Type.String({ description: 'influx2: base URL, e.g. http://127.0.0.1:8428' })),
-  influx2Token: Type.String({ default: '', description: 'influx2: API token (VictoriaMetrics ignores it)' }),
+  influx2Token: Type.String({
+    default: '',
+    secret: true,
+    description: 'influx2: API token (VictoriaMetrics ignores it)',
+  }),
   influx2Org: Type.String({ default: 'switchyard', description: 'influx2: organization' }),
   influx2Bucket: Type.String({ default: 'switchyard', description: 'influx2: bucket' }),
   influx1Url: Type.Optional(Type.String({ description: 'influx1: base URL, e.g. http://127.0.0.1:8086' })),
@@ -32,7 +36,9 @@ export const IngestSinkConfigSchema = Type.Object({
     Type.String({ description: "influx1: retention policy (the database's default when unset)" }),
   ),
   influx1Username: Type.Optional(Type.String({ description: 'influx1: user name (basic auth)' })),
-  influx1Password: Type.Optional(Type.String({ description: 'influx1: password (basic auth)' })),
+  influx1Password: Type.Optional(
+    Type.String({ secret: true, description: 'influx1: password (basic auth)' }),
+  ),
   influxRequestTimeoutMs: Type.Integer({
     minimum: 100,
     default: 10_000,
