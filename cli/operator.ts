@@ -7,10 +7,15 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Command } from 'commander';
 import { Registry } from 'prom-client';
-import Type, { type Static, type TObject } from 'typebox';
+import type { Static, TObject } from 'typebox';
 import { archiveConsumer } from '../cloud/archive/consumer.ts';
 import { createS3Client } from '../cloud/archive/s3.ts';
-import { loadConsumerConfig, type ConsumerConfig, type ConsumerSpec } from '../cloud/consumer.ts';
+import {
+  HubConnectionSchema,
+  loadConsumerConfig,
+  type ConsumerConfig,
+  type ConsumerSpec,
+} from '../cloud/consumer.ts';
 import { consumerEntry } from '../cloud/consumers.ts';
 import type { Sink } from '../cloud/sink.ts';
 import { switchyardEnv } from '../lib/env.ts';
@@ -18,15 +23,8 @@ import { readEnvFile } from '../lib/env-file.ts';
 import { loadConfig } from '../lib/config.ts';
 import { UsageError } from '../lib/errors.ts';
 import { createLogger, type Logger } from '../lib/log.ts';
-import { connectNats, natsAuthOf, natsInsecurities, NatsAuthSchema } from '../lib/nats.ts';
-import { InsecureSchema, requireSecure } from '../lib/secure.ts';
-
-/** The hub connection settings of every operator command, from the consumers' environment. */
-const HubConnectionSchema = Type.Object({
-  natsUrl: Type.String({ minLength: 1, default: 'nats://127.0.0.1:4222', description: 'hub NATS URL(s)' }),
-  ...NatsAuthSchema.properties,
-  ...InsecureSchema.properties,
-});
+import { connectNats, natsAuthOf, natsInsecurities } from '../lib/nats.ts';
+import { requireSecure } from '../lib/secure.ts';
 
 /** Options every operator command takes. */
 export function addOperatorOptions(command: Command): Command {

@@ -8,6 +8,7 @@ import type { Registry } from 'prom-client';
 import Type, { type Static, type TObject, type TProperties } from 'typebox';
 import { loadConfig, type ConfigSources } from '../lib/config.ts';
 import { natsAuthOf, natsInsecurities, NatsAuthSchema } from '../lib/nats.ts';
+import { serviceProperties } from '../lib/ops.ts';
 import { InsecureSchema, requireSecure } from '../lib/secure.ts';
 import type { Logger } from '../lib/log.ts';
 import { runService } from '../lib/service.ts';
@@ -18,17 +19,22 @@ import type { Sink } from './sink.ts';
 /** Runner defaults a consumer may override, plus its ops port. */
 export type ConsumerDefaults = Partial<RunnerSettings> & { opsPort?: number };
 
+/** How the cloud's commands reach the hub: URL(s), credentials, TLS (`--insecure` to go without). */
+export const HubConnectionSchema = Type.Object({
+  natsUrl: Type.String({
+    minLength: 1,
+    default: 'nats://127.0.0.1:4222',
+    description: 'NATS server URL(s) of the hub, comma-separated',
+  }),
+  ...NatsAuthSchema.properties,
+  ...InsecureSchema.properties,
+});
+
 /** The settings every consumer shares (connection, durable, ops, the runner's), with `defaults` applied. */
 export function consumerConfigProperties(defaults: ConsumerDefaults = {}) {
   const { opsPort, ...runner } = defaults;
   return {
-    natsUrl: Type.String({
-      minLength: 1,
-      default: 'nats://127.0.0.1:4222',
-      description: 'NATS server URL(s) of the hub, comma-separated',
-    }),
-    ...NatsAuthSchema.properties,
-    ...InsecureSchema.properties,
+    ...HubConnectionSchema.properties,
     durable: Type.Optional(
       Type.String({
         pattern: '^[A-Za-z0-9_-]+$',
@@ -36,14 +42,7 @@ export function consumerConfigProperties(defaults: ConsumerDefaults = {}) {
       }),
     ),
     ...runnerSettingsSchema(runner).properties,
-    opsHost: Type.String({ default: '127.0.0.1', description: 'address of /metrics, /healthz, /readyz' }),
-    opsPort: Type.Integer({
-      minimum: 0,
-      maximum: 65535,
-      default: opsPort ?? 9464,
-      description: 'port of /metrics, /healthz, /readyz (0: any free port)',
-    }),
-    logLevel: Type.String({ default: 'info', description: 'log level (trace, debug, info, warn, error)' }),
+    ...serviceProperties(opsPort ?? 9464),
   };
 }
 

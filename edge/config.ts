@@ -2,6 +2,7 @@
 import { hostname } from 'node:os';
 import Type, { type Static } from 'typebox';
 import { natsAuthOf, natsInsecurities, NatsAuthSchema } from '../lib/nats.ts';
+import { serviceProperties } from '../lib/ops.ts';
 import { InsecureSchema, isLoopbackUrl } from '../lib/secure.ts';
 
 const GiB = 1024 ** 3;
@@ -104,14 +105,7 @@ export const EdgeConfigSchema = Type.Object({
     default: 5000,
     description: 'How often stream depth is sampled (ms)',
   }),
-  opsHost: Type.String({ default: '127.0.0.1', description: 'Address of /metrics, /healthz, /readyz' }),
-  opsPort: Type.Integer({
-    minimum: 0,
-    maximum: 65535,
-    default: 9460,
-    description: 'Port of /metrics, /healthz, /readyz (0: any)',
-  }),
-  logLevel: Type.String({ default: 'info', description: 'Log level (trace, debug, info, warn, error)' }),
+  ...serviceProperties(9460),
 });
 export type EdgeConfig = Static<typeof EdgeConfigSchema>;
 

@@ -5,9 +5,24 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import Type from 'typebox';
 import type { Logger } from './log.ts';
 
 /** What `/readyz` reports: ready, or the reasons why not. */
+/** The settings every long-running command shares: its ops endpoint and log level. */
+export function serviceProperties(defaultOpsPort: number, extraPortNote = '') {
+  return {
+    opsHost: Type.String({ default: '127.0.0.1', description: 'address of /metrics, /healthz, /readyz' }),
+    opsPort: Type.Integer({
+      minimum: 0,
+      maximum: 65535,
+      default: defaultOpsPort,
+      description: `port of /metrics, /healthz, /readyz (0: any free port${extraPortNote})`,
+    }),
+    logLevel: Type.String({ default: 'info', description: 'log level (trace, debug, info, warn, error)' }),
+  };
+}
+
 export interface Readiness {
   ready: boolean;
   reasons?: string[];

@@ -4,23 +4,17 @@
  * look, how often it refreshes).
  */
 import Type, { type Static } from 'typebox';
-import { NatsAuthSchema } from '../../lib/nats.ts';
+import { serviceProperties } from '../../lib/ops.ts';
 import { RedisConnectionSchema } from '../../lib/redis.ts';
-import { InsecureSchema } from '../../lib/secure.ts';
 import { DLQ_STREAM, HUB_STREAM } from '../../schemas/streams.ts';
+import { HubConnectionSchema } from '../consumer.ts';
 import { IngestSinkConfigSchema } from '../ingest/config.ts';
 import { DEFAULT_KEY_PREFIX } from '../monitor/keys.ts';
 
 const engine = IngestSinkConfigSchema.properties;
 
 export const ConsoleConfigSchema = Type.Object({
-  natsUrl: Type.String({
-    minLength: 1,
-    default: 'nats://127.0.0.1:4222',
-    description: 'NATS server URL(s) of the hub, comma-separated',
-  }),
-  ...NatsAuthSchema.properties,
-  ...InsecureSchema.properties,
+  ...HubConnectionSchema.properties,
   ...RedisConnectionSchema.properties,
   redisKeyPrefix: Type.String({ default: DEFAULT_KEY_PREFIX, description: "the monitor's key prefix" }),
   // The engine the chart reads: the ingest consumer's own settings (cloud/ingest/config.ts).
@@ -84,13 +78,6 @@ export const ConsoleConfigSchema = Type.Object({
     default: 500,
     description: 'newest dead letters the console lists',
   }),
-  opsHost: Type.String({ default: '127.0.0.1', description: 'address of /metrics, /healthz, /readyz' }),
-  opsPort: Type.Integer({
-    minimum: 0,
-    maximum: 65535,
-    default: 9470,
-    description: 'port of /metrics, /healthz, /readyz (0: any free port; also served on the console port)',
-  }),
-  logLevel: Type.String({ default: 'info', description: 'log level (trace, debug, info, warn, error)' }),
+  ...serviceProperties(9470, '; also served on the console port'),
 });
 export type ConsoleConfig = Static<typeof ConsoleConfigSchema>;
