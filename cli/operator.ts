@@ -53,6 +53,7 @@ export class OperatorContext {
   readonly signal: AbortSignal;
   private readonly controller = new AbortController();
   private nc: NatsConnection | undefined;
+  private connection: Static<typeof HubConnectionSchema> | undefined;
   private readonly opened: Sink[] = [];
 
   constructor(
@@ -72,9 +73,10 @@ export class OperatorContext {
     process.on('SIGTERM', onSignal);
   }
 
-  /** How to reach the hub, as the consumers have it (URL, credentials, TLS). */
+  /** How to reach the hub, as the consumers have it (URL, credentials, TLS); read once. */
   get hubConnection(): Static<typeof HubConnectionSchema> {
-    return loadConfig(HubConnectionSchema, { env: this.env, file: '' });
+    this.connection ??= loadConfig(HubConnectionSchema, { env: this.env, file: '' });
+    return this.connection;
   }
 
   /** The hub's NATS URL, as the consumers have it. */
@@ -84,16 +86,17 @@ export class OperatorContext {
 
   /** The hub connection (one-shot: fails at once when the hub cannot be reached). */
   async hub(): Promise<NatsConnection> {
+    if (this.nc) return this.nc;
     const config = this.hubConnection;
     requireSecure(natsInsecurities(config.natsUrl, natsAuthOf(config)), config.insecure, this.log);
-    this.nc ??= await connectNats({
-      url: this.natsUrl,
+    this.nc = await connectNats({
+      url: config.natsUrl,
       name: `switchyard-${this.name}`,
       connectTimeoutMs: 5_000,
       waitForServer: false,
       auth: natsAuthOf(config),
     }).catch((err: unknown) => {
-      throw new Error(`cannot reach the hub at ${this.natsUrl}`, { cause: err });
+      throw new Error(`cannot reach the hub at ${config.natsUrl}`, { cause: err });
     });
     return this.nc;
   }
