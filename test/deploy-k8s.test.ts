@@ -1,0 +1,225 @@
+/**
+ * What deploy/k8s promises, checked against the code it deploys: every variable a container sets is
+ * one its command reads and parses through the command's own config loader, probes and scrapes hit
+ * the ops port the command binds, and the pods are locked down.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import type { TObject } from 'typebox';
+import { HubStreamConfigSchema } from '../cloud/hub-stream.ts';
+import { loadConfig } from '../lib/config.ts';
+import { ENV_PREFIX } from '../lib/env.ts';
+import {
+  ALL_VARS,
+  CONSUMERS,
+  defaultOf,
+  K8S,
+  keyOfEnv,
+  parseYamlFile,
+  resolveCommand,
+  SCHEMAS,
+} from './support/deploy.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes
+
+describe('Kubernetes manifests', () => {
+  const kustomization = parseYamlFile(join(K8S, 'kustomization.yaml'))[0] as unknown as {
+    namespace: string;
+    resources: string[];
+    images: { name: string; newName: string; newTag: string }[];
+  };
+  const resources = kustomization.resources.flatMap((file) => parseYamlFile(join(K8S, file)));
+  const configMap = resources.find((r) => r.kind === 'ConfigMap')!;
+  const secretFile = parseYamlFile(join(K8S, 'secret.example.yaml'));
+  const secret = secretFile[0]!;
+  const jobs = parseYamlFile(join(K8S, 'site-add-job.yaml'));
+  const deployments = resources.filter((r) => r.kind === 'Deployment');
+  const image = kustomization.images[0]!;
+
+  /** The environment a container gets: its ConfigMaps, env values and (example) Secret values. */
+  function containerEnv(container: {
+    envFrom?: { configMapRef?: { name: string }; secretRef?: { name: string } }[];
+    env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
+  }): { env: Record<string, string>; fromConfigMap: string[]; own: string[] } {
+    const env: Record<string, string> = {};
+    const fromConfigMap: string[] = [];
+    for (const from of container.envFrom ?? []) {
+      assert.equal(
+        from.secretRef,
+        undefined,
+        'take Secret keys one by one (secretKeyRef), only those the command reads',
+      );
+      assert.equal(from.configMapRef?.name, configMap.metadata.name);
+      Object.assign(env, configMap.data);
+      fromConfigMap.push(...Object.keys(configMap.data ?? {}));
+    }
+    for (const e of container.env ?? []) {
+      const ref = e.valueFrom?.secretKeyRef;
+      if (ref) {
+        assert.equal(ref.name, secret.metadata.name);
+        assert.ok(ref.key in (secret.stringData ?? {}), `${ref.key} is not in secret.example.yaml`);
+        assert.equal(e.name, ref.key, 'a Secret key is named after the variable it becomes');
+        env[e.name] = secret.stringData![ref.key]!;
+      } else env[e.name] = e.value ?? '';
+    }
+    return { env, fromConfigMap, own: (container.env ?? []).map((e) => e.name) };
+  }
+
+  test('every resource parses; the secret template and the per-site Job are not applied by kustomize', () => {
+    assert.deepEqual(resources.map((r) => r.kind).sort(), [
+      'ConfigMap',
+      'Deployment',
+      'Deployment',
+      'Deployment',
+      'Deployment',
+      'Namespace',
+      'PodDisruptionBudget',
+      'PodDisruptionBudget',
+      'Service',
+      'Service',
+      'Service',
+      'Service',
+    ]);
+    assert.ok(!kustomization.resources.includes('secret.example.yaml'));
+    assert.equal(resources.find((r) => r.kind === 'Namespace')!.metadata.name, kustomization.namespace);
+    assert.equal(secret.kind, 'Secret');
+    assert.equal(secret.metadata.namespace, kustomization.namespace);
+    assert.deepEqual(
+      jobs.map((j) => j.kind),
+      ['Job'],
+    );
+  });
+
+  test('one Deployment per consumer, each running a real command through the image entrypoint', async () => {
+    const run: string[] = [];
+    for (const d of deployments) {
+      const [container, ...others] = d.spec.template.spec.containers;
+      assert.equal(others.length, 0);
+      assert.equal(container.command, undefined, 'args go to the image ENTRYPOINT (node dist/cli/main.js)');
+      assert.equal(container.image, image.name);
+      run.push(await resolveCommand(container.args));
+    }
+    assert.deepEqual(run.sort(), [...CONSUMERS, 'console'].sort());
+  });
+
+  test('each container sets only variables its command reads, with values its config loader accepts', async () => {
+    for (const d of deployments) {
+      const container = d.spec.template.spec.containers[0];
+      const command = await resolveCommand(container.args);
+      const schema = SCHEMAS[command]!;
+      const { env, own } = containerEnv(container);
+      for (const name of own.filter((n) => n.startsWith(ENV_PREFIX)))
+        assert.ok(keyOfEnv(schema, name), `${d.metadata.name}: ${command} does not read ${name}`);
+      assert.doesNotThrow(() => loadConfig(schema, { env }), `${d.metadata.name}: config`);
+    }
+  });
+
+  test('the ConfigMap holds only settings that some command taking it reads, meaning the same in each', async () => {
+    const readers = [
+      ...deployments.map((d) => d.spec.template.spec.containers[0]),
+      ...jobs.map((j) => j.spec.template.spec.containers[0]),
+    ];
+    const schemas: TObject[] = [];
+    for (const c of readers)
+      if (containerEnv(c).fromConfigMap.length > 0) schemas.push(SCHEMAS[await resolveCommand(c.args)]!);
+    for (const name of Object.keys(configMap.data ?? {})) {
+      const readBy = schemas.filter((s) => keyOfEnv(s, name));
+      assert.ok(readBy.length > 0, `no command that takes the ConfigMap reads ${name}`);
+      // A setting whose default differs between commands (ops port, batch size …) is per command.
+      const defaults = new Set(readBy.map((s) => defaultOf(s, keyOfEnv(s, name)!)));
+      assert.equal(
+        defaults.size,
+        1,
+        `${name} means different things to different commands: set it per Deployment`,
+      );
+    }
+  });
+
+  test('every key of the Secret template is a setting a command reads', () => {
+    for (const key of Object.keys(secret.stringData ?? {})) assert.ok(ALL_VARS.has(key), key);
+  });
+
+  test('probes and the scrape hit /healthz, /readyz and /metrics on the ops port the command binds', async () => {
+    for (const d of deployments) {
+      const pod = d.spec.template;
+      const container = pod.spec.containers[0];
+      const schema = SCHEMAS[await resolveCommand(container.args)]!;
+      const config = loadConfig(schema, { env: containerEnv(container).env }) as {
+        opsPort: number;
+        opsHost: string;
+      };
+      assert.equal(config.opsHost, '0.0.0.0', `${d.metadata.name}: ops endpoint must listen on the pod IP`);
+      const ops = container.ports.find((p: { name: string }) => p.name === 'ops');
+      assert.equal(ops?.containerPort, config.opsPort, `${d.metadata.name}: containerPort`);
+      for (const [probe, path] of [
+        ['livenessProbe', '/healthz'],
+        ['readinessProbe', '/readyz'],
+      ] as const) {
+        assert.equal(container[probe]?.httpGet?.path, path, `${d.metadata.name}: ${probe}`);
+        assert.ok(
+          [ops.name, ops.containerPort].includes(container[probe].httpGet.port),
+          `${d.metadata.name}: ${probe} port`,
+        );
+      }
+      assert.equal(pod.metadata.annotations['prometheus.io/scrape'], 'true');
+      assert.equal(pod.metadata.annotations['prometheus.io/port'], String(config.opsPort));
+      assert.equal(pod.metadata.annotations['prometheus.io/path'], '/metrics');
+
+      const service = resources.find((r) => r.kind === 'Service' && r.metadata.name === d.metadata.name);
+      assert.ok(service, `${d.metadata.name}: a Service for its metrics`);
+      for (const [k, v] of Object.entries(service.spec.selector as Record<string, string>))
+        assert.equal(pod.metadata.labels[k], v, `${d.metadata.name}: Service selector`);
+      assert.ok([ops.name, ops.containerPort].includes(service.spec.ports[0].targetPort));
+    }
+  });
+
+  test('pods get longer to stop than the runner takes to settle the batch in hand', async () => {
+    for (const d of deployments) {
+      const container = d.spec.template.spec.containers[0];
+      const schema = SCHEMAS[await resolveCommand(container.args)]!;
+      // The console has no batch to settle: 0.
+      const { shutdownGraceMs = 0 } = loadConfig(schema, { env: containerEnv(container).env }) as {
+        shutdownGraceMs?: number;
+      };
+      // The write in hand gets shutdownGraceMs; naks, closing the sink and the NATS drain follow.
+      assert.ok(
+        d.spec.template.spec.terminationGracePeriodSeconds >= shutdownGraceMs / 1000 + 10,
+        d.metadata.name,
+      );
+    }
+  });
+
+  test('pods run as non-root on a read-only root, with no capabilities, and with resources set', () => {
+    for (const pod of [...deployments, ...jobs].map((r) => r.spec.template.spec)) {
+      assert.equal(pod.securityContext.runAsNonRoot, true);
+      assert.ok(pod.securityContext.runAsUser > 0);
+      const c = pod.containers[0];
+      assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+      assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+      assert.deepEqual(c.securityContext.capabilities.drop, ['ALL']);
+      for (const kind of ['requests', 'limits'])
+        assert.ok(c.resources[kind].memory && c.resources[kind].cpu, kind);
+    }
+  });
+
+  test('one archive worker; PodDisruptionBudgets select their consumer', () => {
+    const archive = deployments.find((d) => d.spec.template.spec.containers[0].args[0] === 'archive')!;
+    assert.equal(archive.spec.replicas, 1);
+    for (const pdb of resources.filter((r) => r.kind === 'PodDisruptionBudget')) {
+      const target = deployments.find((d) => d.metadata.name === pdb.metadata.name);
+      assert.ok(target, `${pdb.metadata.name}: no Deployment of that name`);
+      assert.ok(pdb.spec.minAvailable < target.spec.replicas, `${pdb.metadata.name} would block every drain`);
+      assert.deepEqual(pdb.spec.selector.matchLabels, target.spec.selector.matchLabels);
+    }
+  });
+
+  test('the site-add Job runs `site add` with the image kustomize deploys and the shared settings', async () => {
+    const container = jobs[0]!.spec.template.spec.containers[0];
+    assert.equal(await resolveCommand(container.args), 'site add');
+    assert.equal(container.args.length, 3, 'site add <site>');
+    assert.equal(container.image, `${image.newName}:${image.newTag}`);
+    assert.doesNotThrow(() => loadConfig(HubStreamConfigSchema, { env: containerEnv(container).env }));
+  });
+});
