@@ -1,13 +1,15 @@
 /**
  * `npm run bench [-- SUITE ...]`: runs the benchmarks against real servers on this machine and
  * writes the figures to bench/results.json (and a table to stdout). Suites: edge, consumers (both by
- * default), replay; `--quick` runs each with fewer messages and shorter runs. docs/benchmarks.md explains the figures.
+ * default), replay, fleet (`--sites 10,25,50`); `--quick` runs each with fewer messages and shorter
+ * runs. docs/benchmarks.md explains the figures.
  */
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { benchConsumers } from './consumers.ts';
 import { benchEdge } from './edge.ts';
+import { benchFleet } from './fleet.ts';
 import { benchReplay } from './replay.ts';
 import { met, type Figure } from './support/common.ts';
 
@@ -16,6 +18,7 @@ const { positionals, values } = parseArgs({
   options: {
     out: { type: 'string', default: new URL('./results.json', import.meta.url).pathname },
     quick: { type: 'boolean', default: false },
+    sites: { type: 'string', default: '10,25,50' },
   },
 });
 const suites = positionals.length > 0 ? positionals : ['edge', 'consumers'];
@@ -52,8 +55,18 @@ for (const suite of suites) {
         log,
       })),
     );
+  } else if (suite === 'fleet') {
+    figures.push(
+      ...(await benchFleet({
+        siteCounts: values.sites!.split(',').map(Number),
+        ratePerSite: 20,
+        steadyS: values.quick ? 10 : 30,
+        cutS: values.quick ? 15 : 60,
+        log,
+      })),
+    );
   } else {
-    log(`unknown suite ${suite}: use edge, consumers or replay`);
+    log(`unknown suite ${suite}: use edge, consumers, replay or fleet`);
     process.exit(2);
   }
 }
