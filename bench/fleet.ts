@@ -20,7 +20,7 @@ import { loadConfig } from '../lib/config.ts';
 import { connectNats, natsAuthOf, type NatsAuth } from '../lib/nats.ts';
 import { freePort, processCpuMs, processRssBytes } from '../lib/process.ts';
 import { sleep, waitUntil } from '../lib/timers.ts';
-import { deviceTimeMs, Header, messageId, schemaTag, subjectFor } from '../schemas/index.ts';
+import { deviceTimeMs, Header, messageId, schemaTag, subjectFor, SUBJECT_ROOT } from '../schemas/index.ts';
 import { HUB_STREAM, siteOfStream } from '../schemas/streams.ts';
 import { SimClock, TrafficGenerator } from '../simulate/traffic.ts';
 import { cutLink, healLink } from '../stack/link.ts';
@@ -49,7 +49,7 @@ const ACKED = 'switchyard_consumer_messages_acked_total';
 /** How often lag is sampled in steady state (ms): each sample costs the hub a stream info. */
 const SAMPLE_MS = 1000;
 /** How often catch-up is sampled after the outage (ms). */
-const HERD_SAMPLE_MS = 250;
+const HERD_SAMPLE_MS = 500;
 /** Idle window: every site connected and sourced, nothing published (ms). */
 const IDLE_MS = 10_000;
 
@@ -131,6 +131,17 @@ async function sourcing(jsm: JetStreamManager): Promise<{ stored: number; lag: M
     lag.set(site, Math.max(lag.get(site) ?? 0, s.lag + (active ? 0 : 1)));
   }
   return { stored: info.state.messages, lag };
+}
+
+/** Messages of each site in `BSU`, from its per-subject counts (`bsu.<site>.<device>.<kind>`). */
+async function storedPerSite(jsm: JetStreamManager): Promise<Map<string, number>> {
+  const info = await jsm.streams.info(HUB_STREAM, { subjects_filter: `${SUBJECT_ROOT}.>` });
+  const counts = new Map<string, number>();
+  for (const [subject, n] of Object.entries(info.state.subjects ?? {})) {
+    const site = subject.split('.')[1]!;
+    counts.set(site, (counts.get(site) ?? 0) + n);
+  }
+  return counts;
 }
 
 const percentile = (values: number[], p: number): number => {
@@ -258,24 +269,26 @@ async function benchSites(sites: number, options: FleetBenchOptions): Promise<Fi
     await Promise.all(stack.sites.map((site) => cutLink(dir, site, { timeoutMs: 60_000 })));
     const cutStart = performance.now();
     await sleep(options.cutS * 1000);
+    // What each site had stored when the links came back: its backlog is in BSU once BSU holds that many.
+    const targets = new Map(publishers.map((p) => [p.site, p.published]));
     const backlogAtHeal = published() - (await sourcing(hub)).stored;
     await Promise.all(stack.sites.map((site) => healLink(dir, site, { timeoutMs: 60_000 })));
     const healMs = performance.now();
     log(`${stage}: ${options.cutS} s cut, ${backlogAtHeal} messages to catch up`);
     const caughtUpMs = new Map<string, number>();
-    let lastLag: Map<string, number> = new Map();
     const herdDeadline = healMs + 600_000;
     let maxLagAfterHeal = 0;
     while (caughtUpMs.size < sites) {
-      const s = await sourcing(hub);
-      lastLag = s.lag;
+      const counts = await storedPerSite(hub);
       const now = performance.now();
-      for (const [site, lag] of s.lag)
-        if (lag === 0 && !caughtUpMs.has(site)) caughtUpMs.set(site, now - healMs);
+      for (const [site, target] of targets)
+        if ((counts.get(site) ?? 0) >= target && !caughtUpMs.has(site)) caughtUpMs.set(site, now - healMs);
       const lags = await Promise.all(consumers.map((c) => scrape(c.opsUrl, [LAG])));
       maxLagAfterHeal = Math.max(maxLagAfterHeal, ...lags.map((l) => l[LAG]!));
-      if (now > herdDeadline)
-        throw new Error(`${stage}: ${sites - caughtUpMs.size} sites not caught up in 600 s: ${[...lastLag]}`);
+      if (now > herdDeadline) {
+        const behind = [...targets.keys()].filter((site) => !caughtUpMs.has(site));
+        throw new Error(`${stage}: ${behind.join(', ')} not caught up in 600 s`);
+      }
       await sleep(HERD_SAMPLE_MS);
     }
     const sourcedMs = performance.now() - healMs;
