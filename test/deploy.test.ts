@@ -27,16 +27,21 @@ import { basename, dirname, join, posix, relative } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { commands } from '../cli/commands/index.ts';
-import { addSite, HubStreamConfigSchema } from '../cloud/hub-stream.ts';
+import { OperatorStore } from '../cloud/accounts/operator-store.ts';
+import { hubTrustLines } from '../cloud/accounts/server-config.ts';
 import { DYNAMIC_DEFAULTS, envValue, renderEnvExample } from '../deploy/env-example.ts';
 import { EDGE_NODE_OPTIONS, EdgeConfigSchema, SiteStreamConfigSchema } from '../edge/config.ts';
 import { ensureSiteStreams } from '../edge/site-streams.ts';
+import { ensureCa, issueCertificate } from '../lib/certificates.ts';
 import { envName, envNames, loadConfig } from '../lib/config.ts';
 import { childEnv } from '../lib/env.ts';
+import { connectNats, NO_NATS_AUTH } from '../lib/nats.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
 import { freePort } from '../lib/process.ts';
-import { findBinary, ServerRole, type ServerSpec } from '../stack/server-specs.ts';
-import { natsConnect, streamCount } from './support/jetstream.ts';
+import { hubLeafs, isLeafOfSite } from '../stack/leafz.ts';
+import { findBinary, natsSpec, ServerRole, type ServerSpec } from '../stack/server-specs.ts';
+import { streamCount } from './support/jetstream.ts';
+import { runSwitchyard } from './support/process.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 import {
   ALL_VARS,
@@ -115,6 +120,51 @@ function fakeRelease(dir: string, build = 'one'): string {
 }
 
 const lastLine = (text: string): string => text.trim().split('\n').at(-1) ?? '';
+
+/**
+ * install.sh's arguments for `site`'s NATS trust: the bundle `switchyard site add --operator-dir`
+ * writes in `dir`/operator (enrolled here unless it is already), the CA in `dir`/ca (made with
+ * openssl) as the hub's, and a client certificate it issues for the site's leaf.
+ */
+async function siteBundleArgs(dir: string, site: string): Promise<string[]> {
+  const store = await OperatorStore.open(join(dir, 'operator'));
+  if (!store.sites().includes(site)) await store.enrolSite(site);
+  const ca = ensureCa(join(dir, 'ca'));
+  const leaf = issueCertificate(ca, join(dir, 'ca', 'issued'), `leaf-${site}`, {
+    commonName: site,
+    usage: 'client',
+  });
+  return [
+    '--site-bundle',
+    store.siteFiles(site).dir,
+    '--hub-ca',
+    ca.cert,
+    '--leaf-cert',
+    leaf.cert,
+    '--leaf-key',
+    leaf.key,
+  ];
+}
+
+/**
+ * Points a rendered nats-site.conf (and the nats-trust.conf it includes) of `prefix` at the files
+ * under `prefix` instead of /etc/switchyard, in place; optional further replacements on the site conf.
+ */
+function localizeSiteConf(prefix: string, moves: [string, string][] = []): string {
+  const etc = join(prefix, 'etc/switchyard');
+  for (const name of ['nats-site.conf', 'nats-trust.conf']) {
+    const file = join(etc, name);
+    if (!existsSync(file)) continue;
+    let text = read(file).replaceAll('"/etc/switchyard/', `"${etc}/`);
+    if (name === 'nats-site.conf')
+      for (const [from, to] of moves) {
+        assert.ok(text.includes(from), `the template has ${from}`);
+        text = text.replace(from, to);
+      }
+    writeFileSync(file, text);
+  }
+  return join(etc, 'nats-site.conf');
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -224,6 +274,78 @@ describe('systemd units', () => {
       assert.equal(unitValue(edge, 'Service', key), undefined, `${key}: the bridge keeps no state`);
     // V8 compiles to writable, executable memory.
     assert.notEqual(unitValue(edge, 'Service', 'MemoryDenyWriteExecute'), 'yes');
+    // Loopback only: its nats-server, its broker and its probes are on this machine.
+    assert.deepEqual(edge.get('Service')?.get('IPAddressDeny'), ['any']);
+    assert.deepEqual(edge.get('Service')?.get('IPAddressAllow'), ['localhost']);
+  });
+
+  test('both units filter system calls and address families, and the site server is hardened', () => {
+    const shared: Record<string, string> = {
+      SystemCallFilter: '@system-service',
+      SystemCallArchitectures: 'native',
+      SystemCallErrorNumber: 'EPERM',
+      RestrictAddressFamilies: 'AF_INET AF_INET6 AF_UNIX',
+      NoNewPrivileges: 'yes',
+      ProtectSystem: 'strict',
+      ProtectHome: 'yes',
+      PrivateTmp: 'yes',
+      PrivateDevices: 'yes',
+      ProtectKernelTunables: 'yes',
+      ProtectKernelModules: 'yes',
+      ProtectKernelLogs: 'yes',
+      ProtectControlGroups: 'yes',
+      LockPersonality: 'yes',
+      RestrictNamespaces: 'yes',
+      RestrictSUIDSGID: 'yes',
+      CapabilityBoundingSet: '',
+    };
+    for (const [name, unit] of [
+      ['switchyard-edge', edge],
+      ['switchyard-nats', nats],
+    ] as const)
+      for (const [key, value] of Object.entries(shared))
+        assert.equal(unitValue(unit, 'Service', key), value, `${name}: ${key}`);
+    // Go compiles ahead of time: nats-server needs no writable, executable memory.
+    assert.equal(unitValue(nats, 'Service', 'MemoryDenyWriteExecute'), 'yes');
+    // The leaf dials the hub, wherever it is.
+    assert.equal(unitValue(nats, 'Service', 'IPAddressDeny'), undefined);
+  });
+
+  test('switchyard-edge gets every secret through LoadCredential=, named by its *_FILE settings', () => {
+    const loaded = new Map(
+      (edge.get('Service')?.get('LoadCredential') ?? []).map((v) => v.split(':') as [string, string]),
+    );
+    const environment = new Map(
+      (edge.get('Service')?.get('Environment') ?? []).map((v) => {
+        const eq = v.indexOf('=');
+        return [v.slice(0, eq), v.slice(eq + 1)] as const;
+      }),
+    );
+    const expected: [string, string][] = [
+      ['SWITCHYARD_MQTT_PASSWORD_FILE', 'mqtt-password'],
+      ['SWITCHYARD_NATS_CREDS', 'bridge.creds'],
+      ['SWITCHYARD_MSG_ID_KEY_FILE', 'msg-id.key'],
+    ];
+    for (const [variable, credential] of expected) {
+      assert.equal(environment.get(variable), `%d/${credential}`, variable);
+      assert.equal(loaded.get(credential), `/etc/switchyard/credentials/${credential}`, credential);
+    }
+    assert.equal(loaded.size, expected.length);
+    // The bridge's config loader reads each of them (secrets from *_FILE, the creds by path).
+    const dir = mkdtempSync(join(tmpdir(), 'switchyard-credentials-'));
+    try {
+      const env: Record<string, string> = { SWITCHYARD_SITE: 'site-7' };
+      for (const [variable, credential] of expected) {
+        writeFileSync(join(dir, credential), `${credential} content\n`);
+        env[variable] = environment.get(variable)!.replace('%d', dir);
+      }
+      const config = loadConfig(EdgeConfigSchema, { env });
+      assert.equal(config.mqttPassword, 'mqtt-password content');
+      assert.equal(config.msgIdKey, 'msg-id.key content');
+      assert.equal(config.natsCreds, join(dir, 'bridge.creds'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('switchyard-nats runs nats-server on nats-site.conf, with its store as the state directory', () => {
@@ -259,8 +381,10 @@ describe('systemd units', () => {
 
 describe('install.sh', () => {
   let dir: string;
-  before(() => {
+  let bundle: string[];
+  before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'switchyard-install-'));
+    bundle = await siteBundleArgs(dir, 'site-7');
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -286,6 +410,7 @@ describe('install.sh', () => {
       'site-7',
       '--hub-leaf-url',
       'tls://hub.example.net:7422',
+      ...bundle,
     ]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, '');
@@ -293,6 +418,12 @@ describe('install.sh', () => {
       '/opt/switchyard',
       '/etc/switchyard/edge.env',
       '/etc/switchyard/nats-site.conf',
+      '/etc/switchyard/nats-trust.conf',
+      '/etc/switchyard/nats/leaf.creds',
+      '/etc/switchyard/nats/leaf.key',
+      '/etc/switchyard/nats/hub-ca.crt',
+      '/etc/switchyard/credentials/bridge.creds',
+      '/etc/switchyard/credentials/msg-id.key',
       'switchyard-edge.service',
       'switchyard-nats.service',
       'create users',
@@ -312,6 +443,7 @@ describe('install.sh', () => {
       'site-7',
       '--hub-leaf-url',
       'tls://hub:7422',
+      ...bundle,
     ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /would run: systemctl enable --now switchyard-edge\.service/);
@@ -327,8 +459,23 @@ describe('install.sh', () => {
       ['--hub-leaf-url', 'http://hub:80'],
       ['--bogus'],
       // A fresh root has no nats-site.conf: it needs the site and the hub.
-      ['--prefix', prefix, '--release', release],
+      ['--prefix', prefix, '--release', release, ...bundle],
       ['--release', join(dir, 'nowhere'), '--dry-run'],
+      // Secure by default: no bundle, or a bundle without the leaf's TLS, is refused.
+      ['--prefix', prefix, '--release', release, '--site', 's', '--hub-leaf-url', 'tls://hub:7422'],
+      [
+        '--prefix',
+        prefix,
+        '--release',
+        release,
+        '--site',
+        's',
+        '--hub-leaf-url',
+        'tls://hub:7422',
+        ...bundle.slice(0, 2),
+      ],
+      ['--site-bundle', join(dir, 'nowhere'), '--dry-run'],
+      ['--leaf-cert', bundle[5]!, '--dry-run'],
     ]) {
       const r = install(args);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
@@ -349,7 +496,8 @@ describe('install.sh', () => {
       '--site',
       'site-7',
       '--hub-leaf-url',
-      'nats-leaf://127.0.0.1:7422',
+      'tls://127.0.0.1:7422',
+      ...bundle,
     ];
     const first = install(args);
     assert.equal(first.code, 0, first.stderr);
@@ -367,6 +515,38 @@ describe('install.sh', () => {
     assert.equal(env.mode & 0o777, 0o640);
     assert.equal(env.gid, gid('switchyard'));
     assert.equal(statSync(join(prefix, 'etc/switchyard/nats-site.conf')).gid, gid('switchyard-nats'));
+    // The bundle: what nats-server reads is its group's; the bridge's secrets are root's alone
+    // (the edge unit gets them through LoadCredential=); the hub's CA and the certificate are public.
+    const modes: [string, number, string][] = [
+      ['etc/switchyard/nats-trust.conf', 0o640, 'switchyard-nats'],
+      ['etc/switchyard/nats/operator.jwt', 0o640, 'switchyard-nats'],
+      ['etc/switchyard/nats/leaf.creds', 0o640, 'switchyard-nats'],
+      ['etc/switchyard/nats/leaf.key', 0o640, 'switchyard-nats'],
+      ['etc/switchyard/nats/leaf.crt', 0o644, 'root'],
+      ['etc/switchyard/nats/hub-ca.crt', 0o644, 'root'],
+      ['etc/switchyard/credentials/bridge.creds', 0o600, 'root'],
+      ['etc/switchyard/credentials/msg-id.key', 0o600, 'root'],
+      ['etc/switchyard/credentials/mqtt-password', 0o600, 'root'],
+    ];
+    for (const [file, mode, group] of modes) {
+      const st = statSync(join(prefix, file));
+      assert.equal(st.mode & 0o777, mode, `${file} mode`);
+      assert.equal(st.uid, 0, `${file} owner`);
+      assert.equal(st.gid, group === 'root' ? 0 : gid(group), `${file} group`);
+    }
+    assert.equal(statSync(join(prefix, 'etc/switchyard/credentials')).mode & 0o777, 0o700);
+    const siteFiles = join(dir, 'operator/sites/site-7');
+    for (const name of ['bridge.creds', 'msg-id.key'])
+      assert.equal(read(join(prefix, 'etc/switchyard/credentials', name)), read(join(siteFiles, name)));
+    assert.equal(read(join(prefix, 'etc/switchyard/nats/leaf.creds')), read(join(siteFiles, 'leaf.creds')));
+    // The seeds of the accounts stay with the operator.
+    for (const seed of ['account.nk', 'local.nk'])
+      assert.equal(
+        spawnSync('grep', ['-rqF', read(join(siteFiles, seed)).trim(), join(prefix, 'etc')]).status,
+        1,
+        `${seed} is nowhere on the gateway`,
+      );
+    assert.ok(!existsSync(join(prefix, 'etc/systemd/system/switchyard-edge.service.d')));
     assert.equal(
       parseEnvFile(read(join(prefix, 'etc/switchyard/edge.env'))).set.get('SWITCHYARD_SITE'),
       'site-7',
@@ -395,24 +575,84 @@ describe('install.sh', () => {
       !existsSync(join(prefix, 'opt/switchyard.old')) && !existsSync(join(prefix, 'opt/switchyard.new')),
     );
   });
+
+  test('--insecure is loud, renders a plain-text anonymous site and a unit without NATS secrets', (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root (it chowns files to the new users)');
+    const prefix = join(dir, 'insecure-root');
+    mkdirSync(prefix);
+    const r = install([
+      '--prefix',
+      prefix,
+      '--release',
+      fakeRelease(join(dir, 'insecure-release')),
+      '--site',
+      'site-7',
+      '--hub-leaf-url',
+      'nats-leaf://127.0.0.1:7422',
+      '--insecure',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout.split('\n')[0]!, /^install\.sh: WARNING: --insecure: /);
+    const body = read(join(prefix, 'etc/switchyard/nats-site.conf'))
+      .split('\n')
+      .filter((l) => !l.trim().startsWith('#'))
+      .join('\n');
+    assert.doesNotMatch(body, /include|credentials:|tls \{/);
+    const dropIn = read(join(prefix, 'etc/systemd/system/switchyard-edge.service.d/insecure.conf'));
+    assert.match(dropIn, /^LoadCredential=$/m);
+    assert.match(dropIn, /^Environment=.*SWITCHYARD_INSECURE=true/m);
+    assert.ok(!existsSync(join(prefix, 'etc/switchyard/credentials/bridge.creds')));
+  });
+
+  test('refuses stream budgets that do not fit max_file_store, with one line, unless --force', (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root (it chowns files to the new users)');
+    const args = (name: string): string[] => {
+      const prefix = join(dir, name);
+      mkdirSync(prefix);
+      return [
+        '--prefix',
+        prefix,
+        '--release',
+        fakeRelease(join(dir, `${name}-release`)),
+        '--site',
+        'site-7',
+        '--hub-leaf-url',
+        'tls://127.0.0.1:7422',
+        ...bundle,
+        // Below the default budgets: telemetry 8 GiB + events 1 GiB + invalid.
+        '--max-file-store',
+        String(4 * 1024 ** 3),
+      ];
+    };
+    const refused = install(args('budget-root'));
+    assert.equal(refused.code, 1, refused.stdout);
+    assert.match(
+      refused.stderr,
+      /^install\.sh: stream budgets \(telemetry 8589934592 \+ events 1073741824 \+ invalid \d+ = \d+ bytes\) exceed max_file_store 4294967296 of \/etc\/switchyard\/nats-site\.conf: .* \(--force to install anyway\)\n$/,
+    );
+    // Nothing is enabled after a refusal.
+    assert.ok(!existsSync(join(dir, 'budget-root/etc/systemd/system/multi-user.target.wants')));
+
+    const forced = install([...args('budget-forced-root'), '--force']);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.match(forced.stdout, /^install\.sh: WARNING: --force: stream budgets .* exceed max_file_store/m);
+  });
 });
 
 describe('nats-site.conf, the site nats-server template', () => {
   const servers = new TestServers('deploy');
   let dir: string;
-  let hubNc: NatsConnection | undefined;
-  let siteNc: NatsConnection | undefined;
+  const connections: NatsConnection[] = [];
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'switchyard-nats-conf-'));
   });
   after(async () => {
-    await hubNc?.close();
-    await siteNc?.close();
+    await Promise.all(connections.map((nc) => nc.close().catch(() => undefined)));
     await servers.stopAll();
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** nats-site.conf as install.sh renders it into a fresh root. */
+  /** Renders nats-site.conf as install.sh does into a fresh root; returns the root. */
   function render(name: string, extra: string[]): string {
     const prefix = join(dir, name);
     mkdirSync(prefix);
@@ -424,34 +664,37 @@ describe('nats-site.conf, the site nats-server template', () => {
       ...extra,
     ]);
     assert.equal(run.code, 0, run.stderr);
-    return join(prefix, 'etc/switchyard/nats-site.conf');
+    return prefix;
   }
 
-  test('renders to a config nats-server accepts, with and without leaf credentials', (t) => {
+  test('renders to a config nats-server accepts: operator mode and a TLS leaf, or --insecure', async (t) => {
     if (process.getuid?.() !== 0) return t.skip('install.sh needs root');
     const natsServer = findBinary('nats-server');
-    const creds = join(dir, 'leaf.creds');
-    writeFileSync(creds, 'stand-in credentials\n');
+    const bundle = await siteBundleArgs(dir, 'site-7');
     for (const [name, extra] of [
-      ['plain', []],
-      ['creds', ['--leaf-creds', creds]],
+      ['secure', bundle],
+      ['insecure', ['--insecure']],
     ] as const) {
-      const file = render(name, [
+      const prefix = render(name, [
         '--site',
         'site-7',
         '--hub-leaf-url',
         'tls://hub.example.net:7422',
         ...extra,
       ]);
-      const text = read(file);
+      const text = read(join(prefix, 'etc/switchyard/nats-site.conf'));
       const body = text
         .split('\n')
         .filter((l) => !l.trim().startsWith('#'))
         .join('\n');
       assert.doesNotMatch(body, /@[A-Z_]+@/, 'placeholders left');
       assert.match(body, /domain: "site-7"/);
-      assert.equal(/credentials: "\/etc\/switchyard\/leaf\.creds"/.test(body), name === 'creds');
-      const check = spawnSync(natsServer, ['-t', '-c', file], { encoding: 'utf8' });
+      const secure = name === 'secure';
+      assert.equal(/^include "nats-trust\.conf"$/m.test(body), secure);
+      assert.equal(/credentials: "\/etc\/switchyard\/nats\/leaf\.creds"/.test(body), secure);
+      assert.equal(/ca_file: "\/etc\/switchyard\/nats\/hub-ca\.crt"/.test(body), secure);
+      assert.equal(/cert_file: "\/etc\/switchyard\/nats\/leaf\.crt"/.test(body), secure);
+      const check = spawnSync(natsServer, ['-t', '-c', localizeSiteConf(prefix)], { encoding: 'utf8' });
       assert.equal(check.status, 0, check.stderr);
     }
     // And the test flag would catch a bad file (it is no mere parse of the syntax).
@@ -460,33 +703,59 @@ describe('nats-site.conf, the site nats-server template', () => {
     assert.notEqual(spawnSync(natsServer, ['-t', '-c', bad]).status, 0);
   });
 
-  test('runs a site in its own domain, a leaf of the hub, whose BSU sources its streams', async (t) => {
+  test('with the bundle of `site add`, runs a site that is a TLS leaf of a secure hub whose BSU sources it', async (t) => {
     if (process.getuid?.() !== 0) return t.skip('install.sh needs root');
-    const hub = await servers.nats({ leafListen: true });
-    const varz = (await (await fetch(`${hub.monitorUrl}/varz`)).json()) as { leaf: { port: number } };
     const site = 'site-deploy';
-    const file = render('live', [
+    // A secure hub as `stack up` runs one: operator mode with a full resolver, TLS on both ports,
+    // and leaves verified against the CA.
+    const trustDir = join(dir, 'live');
+    const store = await OperatorStore.open(join(trustDir, 'operator'));
+    const ca = ensureCa(join(trustDir, 'ca'));
+    const hubCert = issueCertificate(ca, join(trustDir, 'ca', 'issued'), 'hub', {
+      commonName: 'hub',
+      usage: 'server',
+      names: ['127.0.0.1', 'localhost'],
+    });
+    const leafPort = await freePort();
+    const hub = await servers.start(
+      natsSpec({
+        name: 'hub',
+        role: ServerRole.hubNats,
+        dir: join(dir, 'hub'),
+        port: await freePort(),
+        monitorPort: await freePort(),
+        domain: 'hub',
+        leafListenPort: leafPort,
+        trust: hubTrustLines(store, join(dir, 'hub', 'jwt')),
+        tls: hubCert,
+        leafTls: { ...hubCert, ca: ca.cert, verify: true },
+      }),
+    );
+    const cloudEnv = {
+      SWITCHYARD_NATS_URL: hub.url,
+      SWITCHYARD_NATS_CREDS: store.cloudCreds,
+      SWITCHYARD_NATS_CA: ca.cert,
+    };
+    // The operator onboards the site: its accounts and the gateway's files, pushed to the hub.
+    const added = await runSwitchyard(['site', 'add', site, '--operator-dir', store.dir], cloudEnv);
+    assert.equal(added.code, 0, added.output);
+
+    // The gateway is installed from that directory, its CA and a certificate for its leaf.
+    const prefix = render('live-root', [
       '--site',
       site,
       '--hub-leaf-url',
-      `nats-leaf://127.0.0.1:${varz.leaf.port}`,
+      `tls://127.0.0.1:${leafPort}`,
+      ...(await siteBundleArgs(trustDir, site)),
     ]);
-
     // The gateway's fixed ports and store, moved to free ones and a temp dir for this machine.
     const [port, monitorPort] = [await freePort(), await freePort()];
     const storeDir = join(dir, 'store');
-    let text = read(file);
-    const moves: [string, string][] = [
+    const conf = localizeSiteConf(prefix, [
       ['listen: "127.0.0.1:4222"', `listen: "127.0.0.1:${port}"`],
       ['http: "127.0.0.1:8222"', `http: "127.0.0.1:${monitorPort}"`],
       ['store_dir: "/var/lib/switchyard/nats"', `store_dir: "${storeDir}"`],
-    ];
-    for (const [from, to] of moves) {
-      assert.ok(text.includes(from), `the template has ${from}`);
-      text = text.replace(from, to);
-    }
-    const conf = join(dir, 'site.conf');
-    writeFileSync(conf, text);
+    ]);
     const spec: ServerSpec = {
       name: site,
       role: ServerRole.siteNats,
@@ -501,20 +770,43 @@ describe('nats-site.conf, the site nats-server template', () => {
     };
     mkdirSync(storeDir);
     await servers.start(spec); // ready once JetStream is up and the leaf is connected
+    // The leaf landed in the site's own account at the hub.
+    const leafs = await hubLeafs(hub.monitorUrl!);
+    assert.deepEqual(
+      leafs?.filter((leaf) => isLeafOfSite(leaf, site)).map((leaf) => leaf.account),
+      [store.siteAccount(site).publicKey],
+    );
 
-    siteNc = await natsConnect(spec.url);
-    await ensureSiteStreams(await jetstreamManager(siteNc), {
+    // The local client port takes the bridge's credentials, as installed, and nobody anonymous.
+    const anonymous = await connectNats({ url: spec.url, name: 'anonymous', waitForServer: false }).then(
+      (nc) => nc.close().then(() => 'connected'),
+      (err: unknown) => String(err),
+    );
+    assert.match(anonymous, /authorization|authentication/i);
+    const bridgeNc = await connectNats({
+      url: spec.url,
+      name: 'deploy-bridge',
+      waitForServer: false,
+      auth: { ...NO_NATS_AUTH, natsCreds: join(prefix, 'etc/switchyard/credentials/bridge.creds') },
+    });
+    connections.push(bridgeNc);
+    await ensureSiteStreams(await jetstreamManager(bridgeNc), {
       ...loadConfig(SiteStreamConfigSchema, { env: { SWITCHYARD_SITE: site } }),
       telemetryMaxBytes: 64 * 1024 * 1024,
       eventsMaxBytes: 16 * 1024 * 1024,
     });
-    hubNc = await natsConnect(hub.url);
-    await addSite(await jetstreamManager(hubNc), site, loadConfig(HubStreamConfigSchema, { env: {} }));
-    await jetstream(siteNc).publish(`bsu.${site}.bsu-1.status`, '{"ts":1,"seq":1}', { msgID: 'deploy-1' });
+    await jetstream(bridgeNc).publish(`bsu.${site}.bsu-1.status`, '{"ts":1,"seq":1}', { msgID: 'deploy-1' });
+    const cloudNc = await connectNats({
+      url: hub.url,
+      name: 'deploy-cloud',
+      waitForServer: false,
+      auth: { ...NO_NATS_AUTH, natsCreds: store.cloudCreds, natsCa: ca.cert },
+    });
+    connections.push(cloudNc);
     // The hub reaches the site's JetStream API as $JS.<domain>.API: the domain is the site id.
     await waitFor(
       'the site message in the hub stream',
-      async () => (await streamCount(hubNc!, HUB_STREAM)) === 1,
+      async () => (await streamCount(cloudNc, HUB_STREAM)) === 1,
       30_000,
     );
   });
@@ -523,6 +815,18 @@ describe('nats-site.conf, the site nats-server template', () => {
 describe('mosquitto-switchyard.conf', () => {
   const servers = new TestServers('deploy-mqtt');
   after(() => servers.stopAll());
+
+  test("bounds packets below the site server's max_payload and the queue in bytes", () => {
+    const setting = (text: string, key: string, sep: string): number =>
+      Number(new RegExp(`^\\s*${key}${sep}\\s*(\\d+)\\s*$`, 'm').exec(text)?.[1]);
+    const conf = read(join(SYSTEMD, 'mosquitto-switchyard.conf'));
+    const maxPayload = setting(read(join(SYSTEMD, 'nats-site.conf')), 'max_payload', ':');
+    assert.equal(maxPayload, 1024 * 1024);
+    // Room for the headers the bridge adds when it publishes a packet to the site server.
+    assert.equal(setting(conf, 'max_packet_size', ' '), maxPayload - 4096);
+    assert.equal(setting(conf, 'max_queued_bytes', ' '), 256 * 1024 * 1024);
+    assert.ok(setting(conf, 'max_queued_messages', ' ') > 0);
+  });
 
   test('is accepted by mosquitto as a conf.d snippet, with its ACL and a password file', async () => {
     const confd = join(servers.dir, 'conf.d');

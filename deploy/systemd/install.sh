@@ -3,6 +3,12 @@
 #   - system users switchyard (the bridge) and switchyard-nats (the site's nats-server);
 #   - /opt/switchyard: the release (dist/, package.json, node_modules/), owned by root;
 #   - /etc/switchyard: edge.env and nats-site.conf, written only when absent (yours after that);
+#   - the site's NATS trust bundle, as `switchyard site add --operator-dir` writes it (sites/<site>/):
+#     the operator's and the gateway account's JWTs (nats-trust.conf), the leaf's credentials and
+#     client certificate and the hub's CA (/etc/switchyard/nats, readable by switchyard-nats), the
+#     bridge's NATS credentials and message-id key (/etc/switchyard/credentials, root only, for
+#     the edge unit's LoadCredential=);
+#   - a check that the bridge's stream budgets fit the site server's max_file_store and the disk;
 #   - the site's mosquitto: /etc/mosquitto/conf.d/switchyard.conf (written only when absent), the
 #     password file and ACL in /etc/mosquitto/switchyard, the bridge's MQTT user switchyard-bridge
 #     with its password in /etc/switchyard/credentials/mqtt-password (root only, for the edge
@@ -20,8 +26,19 @@ usage: install.sh [options]
                       dist/cli/main.js and package.json, and node_modules/ if made by make-release.sh
   --site ID           the site id: SWITCHYARD_SITE of a new edge.env, domain of a new nats-site.conf
   --hub-leaf-url URL  the hub's leaf-node URL for a new nats-site.conf (tls://host:7422)
-  --leaf-creds FILE   credentials of the site's account at the hub (-> /etc/switchyard/leaf.creds)
+  --site-bundle DIR   the site's directory as `switchyard site add --operator-dir OP` writes it
+                      (OP/sites/<site>/, copied to the gateway): leaf.creds, bridge.creds,
+                      msg-id.key, local.jwt. Its seeds (*.nk) are not needed and not installed.
+  --operator-jwt FILE the operator's JWT (default: operator.jwt in the bundle, or OP/operator.jwt)
+  --system-jwt FILE   the system account's JWT (default: SYS.jwt in the bundle, or OP/SYS.jwt)
+  --hub-ca FILE       the CA that signed the hub's leaf-port certificate (the leaf verifies the hub)
+  --leaf-cert FILE    the site's client certificate for the leaf link (the hub verifies the site)
+  --leaf-key FILE     its private key
+  --insecure          allow a plain-text leaf (nats-leaf://) and no bundle: anonymous clients, no
+                      message-id key; for a test bench only, and printed as such on every run
   --max-file-store N  JetStream disk limit of a new nats-site.conf, bytes (default 10737418240)
+  --force             install even if the bridge's stream budgets do not fit max_file_store or the
+                      disk's free space
   --no-nats           leave out switchyard-nats.service (the site's nats-server is managed elsewhere)
   --mqtt-cert FILE    TLS certificate of the broker for devices that are not on the gateway: a new
                       switchyard.conf then listens with TLS on 8883 and in plain text on 127.0.0.1
@@ -42,7 +59,14 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RELEASE="$(cd "$HERE/../.." && pwd)"
 SITE=""
 HUB_LEAF_URL=""
-LEAF_CREDS=""
+BUNDLE=""
+OPERATOR_JWT=""
+SYSTEM_JWT=""
+HUB_CA=""
+LEAF_CERT=""
+LEAF_KEY=""
+INSECURE=0
+FORCE=0
 MAX_FILE_STORE=10737418240
 WITH_NATS=1
 WITH_MQTT=1
@@ -60,7 +84,14 @@ while [[ $# -gt 0 ]]; do
     --release) need_value "$@"; RELEASE=$2; shift 2 ;;
     --site) need_value "$@"; SITE=$2; shift 2 ;;
     --hub-leaf-url) need_value "$@"; HUB_LEAF_URL=$2; shift 2 ;;
-    --leaf-creds) need_value "$@"; LEAF_CREDS=$2; shift 2 ;;
+    --site-bundle) need_value "$@"; BUNDLE=$2; shift 2 ;;
+    --operator-jwt) need_value "$@"; OPERATOR_JWT=$2; shift 2 ;;
+    --system-jwt) need_value "$@"; SYSTEM_JWT=$2; shift 2 ;;
+    --hub-ca) need_value "$@"; HUB_CA=$2; shift 2 ;;
+    --leaf-cert) need_value "$@"; LEAF_CERT=$2; shift 2 ;;
+    --leaf-key) need_value "$@"; LEAF_KEY=$2; shift 2 ;;
+    --insecure) INSECURE=1; shift ;;
+    --force) FORCE=1; shift ;;
     --max-file-store) need_value "$@"; MAX_FILE_STORE=$2; shift 2 ;;
     --no-nats) WITH_NATS=0; shift ;;
     --mqtt-cert) need_value "$@"; MQTT_CERT=$2; shift 2 ;;
@@ -80,7 +111,29 @@ done
 [[ -z $HUB_LEAF_URL || $HUB_LEAF_URL =~ ^(nats-leaf|tls|ws|wss)://[A-Za-z0-9._~%:@/-]+$ ]] ||
   die 2 "invalid hub leaf URL '$HUB_LEAF_URL': expected tls://host:port or nats-leaf://host:port"
 [[ $MAX_FILE_STORE =~ ^[1-9][0-9]*$ ]] || die 2 "--max-file-store takes a number of bytes, not '$MAX_FILE_STORE'"
-[[ -z $LEAF_CREDS || -f $LEAF_CREDS ]] || die 2 "no credentials file at $LEAF_CREDS"
+if [[ -n $BUNDLE ]]; then
+  [[ -d $BUNDLE ]] || die 2 "--site-bundle: no directory $BUNDLE"
+  for f in leaf.creds bridge.creds msg-id.key local.jwt; do
+    [[ -f $BUNDLE/$f ]] || die 2 "--site-bundle: no $f in $BUNDLE (write it with switchyard site add --operator-dir)"
+  done
+  [[ ! -e $BUNDLE/REVOKED ]] || die 2 "--site-bundle: $BUNDLE was revoked (switchyard site remove)"
+  # Beside the site's files, or two levels up in the operator's directory itself.
+  for name in OPERATOR_JWT:operator.jwt SYSTEM_JWT:SYS.jwt; do
+    var=${name%%:*} file=${name#*:}
+    [[ -n ${!var} ]] && continue
+    if [[ -f $BUNDLE/$file ]]; then printf -v "$var" %s "$BUNDLE/$file"
+    elif [[ -f $BUNDLE/../../$file ]]; then printf -v "$var" %s "$BUNDLE/../../$file"
+    else die 2 "--site-bundle: no $file in $BUNDLE or $BUNDLE/../..: copy the operator's $file beside the site's files"
+    fi
+  done
+elif [[ -n $OPERATOR_JWT || -n $SYSTEM_JWT ]]; then
+  die 2 "--operator-jwt and --system-jwt come with --site-bundle"
+fi
+for f in ${OPERATOR_JWT:+"$OPERATOR_JWT"} ${SYSTEM_JWT:+"$SYSTEM_JWT"} ${HUB_CA:+"$HUB_CA"} \
+  ${LEAF_CERT:+"$LEAF_CERT"} ${LEAF_KEY:+"$LEAF_KEY"}; do
+  [[ -f $f ]] || die 2 "no file at $f"
+done
+[[ -z $LEAF_CERT && -z $LEAF_KEY || -n $LEAF_CERT && -n $LEAF_KEY ]] || die 2 "--leaf-cert and --leaf-key come together"
 if [[ -n $MQTT_CERT || -n $MQTT_KEY || -n $MQTT_CA ]]; then
   ((WITH_MQTT)) || die 2 "--mqtt-cert, --mqtt-key and --mqtt-ca configure the broker: not with --no-mqtt"
   [[ -n $MQTT_CERT && -n $MQTT_KEY ]] || die 2 "TLS for the broker needs both --mqtt-cert and --mqtt-key"
@@ -105,12 +158,29 @@ MQTT_ETC=/etc/mosquitto/switchyard
 MQTT_CONF=/etc/mosquitto/conf.d/switchyard.conf
 CREDENTIALS=$ETC/credentials
 DEVICE_TOOL=/usr/local/sbin/switchyard-device
+NATS_ETC=$ETC/nats
+NATS_TRUST=$ETC/nats-trust.conf
+NATS_STORE=/var/lib/switchyard/nats
+EDGE_DROPIN=$UNIT_DIR/switchyard-edge.service.d/insecure.conf
 BRIDGE_MQTT_USER=switchyard-bridge
 UNITS=(switchyard-edge.service)
 ((WITH_NATS)) && UNITS+=(switchyard-nats.service)
 
 CHANGES=0
 say() { echo "install.sh: $*"; }
+
+# Secure unless told otherwise: the bridge needs its NATS credentials and message-id key, a new
+# nats-site.conf the bundle, the hub's CA and the leaf's certificate.
+if ((INSECURE)); then
+  say "WARNING: --insecure: plain text and anonymous NATS are allowed; never use this in production"
+else
+  [[ -n $BUNDLE || -f $PREFIX$CREDENTIALS/bridge.creds ]] ||
+    die 2 "the bridge has no NATS credentials: give --site-bundle (see --help), or --insecure for a test bench"
+  if ((WITH_NATS)) && [[ ! -f $PREFIX$ETC/nats-site.conf ]]; then
+    [[ -n $BUNDLE && -n $HUB_CA && -n $LEAF_CERT ]] ||
+      die 2 "a new nats-site.conf needs --site-bundle, --hub-ca, --leaf-cert and --leaf-key (or --insecure)"
+  fi
+fi
 # A change: done (and counted), or only printed in a dry run.
 change() {
   CHANGES=$((CHANGES + 1))
@@ -251,29 +321,182 @@ else
   [[ -n $SITE ]] || say "warning: set SWITCHYARD_SITE in $ETC/edge.env: the bridge refuses to start without it"
 fi
 
+# --- the site's NATS trust bundle --------------------------------------------------------------
+# The `sub` claim of a JWT file: the public key of the account (or operator) it describes.
+jwt_subject() {
+  local payload
+  payload=$(head -n1 "$1" | cut -d. -f2 | tr '_-' '/+')
+  while ((${#payload} % 4)); do payload+='='; done
+  base64 -d <<<"$payload" 2>/dev/null | grep -o '"sub":"[A-Z0-9]*"' | cut -d'"' -f4
+}
+# Public key of the gateway's own account: the one the bridge's user and the leaf bind to.
+LOCAL_ACCOUNT=""
 NATS_CHANGED=0
-if ((WITH_NATS)); then
-  if [[ -n $LEAF_CREDS ]]; then
-    install_file "$LEAF_CREDS" "$ETC/leaf.creds" 0640 switchyard-nats && NATS_CHANGED=1
+EDGE_SECRETS_CHANGED=0
+if [[ -n $BUNDLE ]]; then
+  LOCAL_ACCOUNT=$(jwt_subject "$BUNDLE/local.jwt")
+  system_account=$(jwt_subject "$SYSTEM_JWT")
+  [[ $LOCAL_ACCOUNT =~ ^A[A-Z0-9]{55}$ && $system_account =~ ^A[A-Z0-9]{55}$ ]] ||
+    die 2 "--site-bundle: local.jwt or SYS.jwt is not an account JWT"
+  ((DRY_RUN)) || install -d -m 0700 -o 0 -g 0 "$PREFIX$CREDENTIALS"
+  install_file "$BUNDLE/bridge.creds" "$CREDENTIALS/bridge.creds" 0600 root && EDGE_SECRETS_CHANGED=1
+  install_file "$BUNDLE/msg-id.key" "$CREDENTIALS/msg-id.key" 0600 root && EDGE_SECRETS_CHANGED=1
+  if ((WITH_NATS)); then
+    if ((!DRY_RUN)); then
+      gid=$(gid_of switchyard-nats)
+      install -d -m 0750 -o 0 -g "${gid:-0}" "$PREFIX$NATS_ETC"
+    fi
+    install_file "$OPERATOR_JWT" "$NATS_ETC/operator.jwt" 0640 switchyard-nats && NATS_CHANGED=1
+    install_file "$BUNDLE/leaf.creds" "$NATS_ETC/leaf.creds" 0640 switchyard-nats && NATS_CHANGED=1
+    # Operator mode: the system account and the gateway's own, from memory. No client gets in
+    # without a user JWT of an account the operator signed.
+    {
+      echo "# Written by install.sh from the site's bundle: replaced on every run that is given one."
+      echo "operator: \"$NATS_ETC/operator.jwt\""
+      echo "system_account: \"$system_account\""
+      echo "resolver: MEMORY"
+      echo "resolver_preload {"
+      echo "  $system_account: \"$(head -n1 "$SYSTEM_JWT")\""
+      echo "  $LOCAL_ACCOUNT: \"$(head -n1 "$BUNDLE/local.jwt")\""
+      echo "}"
+    } >"$tmp/nats-trust.conf"
+    install_file "$tmp/nats-trust.conf" "$NATS_TRUST" 0640 switchyard-nats && NATS_CHANGED=1
   fi
+fi
+if ((WITH_NATS)); then
+  if [[ -n $HUB_CA ]]; then install_file "$HUB_CA" "$NATS_ETC/hub-ca.crt" 0644 root && NATS_CHANGED=1; fi
+  if [[ -n $LEAF_CERT ]]; then
+    install_file "$LEAF_CERT" "$NATS_ETC/leaf.crt" 0644 root && NATS_CHANGED=1
+    install_file "$LEAF_KEY" "$NATS_ETC/leaf.key" 0640 switchyard-nats && NATS_CHANGED=1
+  fi
+fi
+
+NATS_CONF=""
+if ((WITH_NATS)); then
   if [[ -f $PREFIX$ETC/nats-site.conf ]]; then
     say "kept $ETC/nats-site.conf (exists: edit it, then systemctl restart switchyard-nats)"
+    NATS_CONF=$PREFIX$ETC/nats-site.conf
   else
     [[ -n $SITE && -n $HUB_LEAF_URL ]] ||
       die 2 "$ETC/nats-site.conf does not exist yet: give --site and --hub-leaf-url (or --no-nats)"
-    if [[ -n $LEAF_CREDS || -f $PREFIX$ETC/leaf.creds ]]; then
-      creds="credentials: \"$ETC/leaf.creds\""
+    if [[ -n $BUNDLE ]]; then
+      trust="include \"nats-trust.conf\""
+      leaf_auth=$(printf '%s\n' "credentials: \"$NATS_ETC/leaf.creds\"" "account: \"$LOCAL_ACCOUNT\"")
     else
-      creds="# no credentials: the hub takes this leaf unauthenticated"
+      trust="# INSECURE (install.sh --insecure): no operator, every client is anonymous"
+      leaf_auth="# INSECURE (install.sh --insecure): no credentials"
     fi
-    # Placeholders are replaced outside comments only: the header keeps documenting them.
-    sed -e "/^[[:space:]]*#/!{s|@SITE@|$SITE|g; s|@HUB_LEAF_URL@|$HUB_LEAF_URL|g; s|@LEAF_CREDENTIALS@|$creds|g;" \
-      -e "s|@MAX_FILE_STORE@|$MAX_FILE_STORE|g}" "$HERE/nats-site.conf" >"$tmp/nats-site.conf"
+    if [[ -n $HUB_CA ]]; then
+      leaf_tls=$(printf '%s\n' "tls {" "  ca_file: \"$NATS_ETC/hub-ca.crt\"" \
+        ${LEAF_CERT:+"  cert_file: \"$NATS_ETC/leaf.crt\"" "  key_file: \"$NATS_ETC/leaf.key\""} "  timeout: 5" "}")
+    elif [[ $HUB_LEAF_URL == tls://* || $HUB_LEAF_URL == wss://* ]]; then
+      leaf_tls="# TLS with the system's CAs, no client certificate (install.sh --insecure)"
+    else
+      leaf_tls="# INSECURE (install.sh --insecure): plain text"
+    fi
+    # Placeholders are replaced outside comments only: the header keeps documenting them. Each one
+    # stands alone on its line and may become several lines, indented as it was.
+    awk -v site="$SITE" -v url="$HUB_LEAF_URL" -v store="$MAX_FILE_STORE" -v trust="$trust" \
+      -v leaf_auth="$leaf_auth" -v leaf_tls="$leaf_tls" '
+      function block(text, indent,   n, i, lines) {
+        n = split(text, lines, "\n")
+        for (i = 1; i <= n; i++) print indent lines[i]
+      }
+      /^[[:space:]]*#/ { print; next }
+      {
+        indent = $0; sub(/[^[:space:]].*$/, "", indent)
+        word = $0; gsub(/^[[:space:]]+|[[:space:]]+$/, "", word)
+        if (word == "@TRUST@") { block(trust, indent); next }
+        if (word == "@LEAF_AUTH@") { block(leaf_auth, indent); next }
+        if (word == "@LEAF_TLS@") { block(leaf_tls, indent); next }
+        gsub(/@SITE@/, site); gsub(/@HUB_LEAF_URL@/, url); gsub(/@MAX_FILE_STORE@/, store)
+        print
+      }' "$HERE/nats-site.conf" >"$tmp/nats-site.conf"
     if grep -n '@[A-Z_]*@' "$tmp/nats-site.conf" | grep -v '^[0-9]*:[[:space:]]*#' >&2; then
       die 1 "placeholders left in the rendered nats-site.conf"
     fi
     install_file "$tmp/nats-site.conf" "$ETC/nats-site.conf" 0640 switchyard-nats && NATS_CHANGED=1
+    NATS_CONF=$tmp/nats-site.conf
   fi
+fi
+
+# --- the bridge's stream budgets against the site server's store -----------------------------
+# A setting of edge.env: its uncommented value, else the default the shipped edge.env shows.
+edge_setting() {
+  local line
+  line=$(grep -E "^$1=" "$PREFIX$ETC/edge.env" 2>/dev/null | tail -n1 || true)
+  [[ -n $line ]] || line=$(grep -E "^#$1=" "$HERE/edge.env" | tail -n1 || true)
+  line=${line#*=}
+  line=${line//\'/}
+  echo "${line:-$2}"
+}
+# A nats-server size (10737418240, 10G, 512MB): bytes, or nothing if it cannot be read.
+to_bytes() {
+  local n unit
+  [[ $1 =~ ^([0-9]+)([KkMmGgTt]?)[Bb]?$ ]] || return 0
+  n=${BASH_REMATCH[1]} unit=${BASH_REMATCH[2],,}
+  case $unit in k) n=$((n << 10)) ;; m) n=$((n << 20)) ;; g) n=$((n << 30)) ;; t) n=$((n << 40)) ;; esac
+  echo "$n"
+}
+refuse_budget() {
+  if ((FORCE)); then
+    say "WARNING: --force: $1"
+  else
+    die 1 "$1 (--force to install anyway)"
+  fi
+}
+if [[ -n $NATS_CONF ]]; then
+  # SWITCHYARD_<STREAM>_MAX_BYTES of each site stream, with the bridge's defaults (edge/config.ts)
+  # for a setting the shipped edge.env does not show yet.
+  budget=0
+  parts=()
+  for stream in TELEMETRY:8589934592 EVENTS:1073741824 INVALID:536870912; do
+    name=${stream%%:*}
+    value=$(edge_setting "SWITCHYARD_${name}_MAX_BYTES" "${stream#*:}")
+    [[ $value =~ ^[0-9]+$ ]] || die 1 "edge.env: SWITCHYARD_${name}_MAX_BYTES must be a number of bytes, not '$value'"
+    budget=$((budget + value))
+    parts+=("${name,,} $value")
+  done
+  what="stream budgets (${parts[0]} + ${parts[1]} + ${parts[2]} = $budget bytes)"
+  store_value=$(sed -n 's/^[[:space:]]*max_file_store:[[:space:]]*"\{0,1\}\([^"[:space:]]*\)"\{0,1\}.*/\1/p' "$NATS_CONF" | tail -n1)
+  store=$(to_bytes "$store_value")
+  if [[ -z $store ]]; then
+    say "warning: cannot read max_file_store in $ETC/nats-site.conf: stream budgets not checked"
+  elif ((budget > store)); then
+    refuse_budget "$what exceed max_file_store $store of $ETC/nats-site.conf: lower them in edge.env or raise max_file_store"
+  elif [[ -n $PREFIX ]]; then
+    say "$what fit max_file_store $store (the disk of an image under --prefix is not checked)"
+  else
+    # What the store holds already counts towards its budgets.
+    probe=$NATS_STORE
+    while [[ ! -d $probe ]]; do probe=$(dirname "$probe"); done
+    free=$(df -B1 --output=avail "$probe" | tail -n1 | tr -d ' ')
+    used=$(du -sb "$NATS_STORE" 2>/dev/null | cut -f1 || true)
+    if ((free + ${used:-0} < budget)); then
+      refuse_budget "$what exceed the $((free + ${used:-0})) bytes free for $NATS_STORE"
+    else
+      say "$what fit max_file_store $store and the disk ($free bytes free)"
+    fi
+  fi
+else
+  say "stream budgets not checked: no site nats-server here (--no-nats)"
+fi
+
+# An insecure bench has no bundle: the edge unit loads no NATS secret and says it runs insecure.
+if ((INSECURE)) && [[ -z $BUNDLE && ! -f $PREFIX$CREDENTIALS/bridge.creds ]]; then
+  {
+    echo "# Written by install.sh --insecure: the bridge connects to NATS anonymously. Remove this file"
+    echo "# once /etc/switchyard/credentials holds bridge.creds and msg-id.key (install.sh --site-bundle)."
+    echo "[Service]"
+    echo "LoadCredential="
+    if ((WITH_MQTT)); then echo "LoadCredential=mqtt-password:$CREDENTIALS/mqtt-password"; fi
+    echo "Environment=SWITCHYARD_NATS_CREDS= SWITCHYARD_MSG_ID_KEY_FILE= SWITCHYARD_INSECURE=true"
+  } >"$tmp/insecure.conf"
+  install_file "$tmp/insecure.conf" "$EDGE_DROPIN" 0644 root && EDGE_SECRETS_CHANGED=1
+elif [[ -f $PREFIX$EDGE_DROPIN ]]; then
+  change "remove $EDGE_DROPIN (the bridge has its credentials now)"
+  ((DRY_RUN)) || rm -f "$PREFIX$EDGE_DROPIN"
+  EDGE_SECRETS_CHANGED=1
 fi
 
 # --- the site's MQTT broker ------------------------------------------------------------------
@@ -350,7 +573,7 @@ if [[ -n $PREFIX ]]; then
     fi
   done
 else
-  ((${#UNIT_CHANGED[@]} == 0)) || run systemctl daemon-reload
+  ((${#UNIT_CHANGED[@]} == 0 && !EDGE_SECRETS_CHANGED)) || run systemctl daemon-reload
   # Debian's nats-server package starts its own server on the same port at boot.
   if ((WITH_NATS)) && [[ $(systemctl is-enabled nats-server.service 2>/dev/null || true) == enabled ]]; then
     change "disable Debian's nats-server.service (switchyard-nats.service replaces it)"
@@ -394,7 +617,7 @@ else
       fi
     fi
     if ((${WAS_ACTIVE[switchyard-edge.service]:-0})) &&
-      ((RELEASE_CHANGED || ${UNIT_CHANGED[switchyard-edge.service]:-0})); then
+      ((RELEASE_CHANGED || EDGE_SECRETS_CHANGED || ${UNIT_CHANGED[switchyard-edge.service]:-0})); then
       run systemctl restart switchyard-edge.service
     fi
   fi
