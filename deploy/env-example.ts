@@ -24,6 +24,19 @@ export const DYNAMIC_DEFAULTS: Record<string, Record<string, string>> = {
   edge: { gateway: "<this host's name>" },
 };
 
+/**
+ * Settings the command's systemd unit sets itself (Environment=), pointing at the secrets it loads
+ * with LoadCredential=: systemd expands %d (the credentials directory) in a unit, not in an
+ * EnvironmentFile.
+ */
+export const UNIT_SETTINGS: Record<string, Record<string, string>> = {
+  edge: {
+    natsCreds: '%d/bridge.creds',
+    mqttPassword: '%d/mqtt-password',
+    msgIdKey: '%d/msg-id.key',
+  },
+};
+
 /** What each command's example is for, and where it goes. */
 const HEADERS: Record<string, string[]> = {
   edge: [
@@ -54,6 +67,7 @@ function wrap(text: string, width = 96): string[] {
 /** The example environment file of `command`, whose settings are `schema`. */
 export function renderEnvExample(command: string, schema: TObject): string {
   const dynamic = DYNAMIC_DEFAULTS[command] ?? {};
+  const unitSet = UNIT_SETTINGS[command] ?? {};
   const out: string[] = [
     ...(HEADERS[command] ?? [`Settings of \`switchyard ${command}\`.`]).map((l) => `# ${l}`),
     '#',
@@ -67,6 +81,13 @@ export function renderEnvExample(command: string, schema: TObject): string {
     const text = (prop.description ?? key).replace(/\s*\.$/, '');
     const note = required ? 'Required.' : key in dynamic ? `Default: ${dynamic[key]}.` : '';
     out.push('', ...wrap(`${text}.${note ? ` ${note}` : ''}`).map((l) => `# ${l}`));
+    const fromUnit = unitSet[key];
+    if (fromUnit) {
+      const variable = prop.secret ? `${envName(key)}_FILE` : envName(key);
+      out.push(
+        `# The unit sets ${variable}=${fromUnit} (LoadCredential=; install.sh puts the file in place).`,
+      );
+    }
     if (prop.secret) {
       // A secret is better kept out of this file: in one of its own, e.g. through LoadCredential=.
       out.push(

@@ -29,7 +29,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { commands } from '../cli/commands/index.ts';
 import { OperatorStore } from '../cloud/accounts/operator-store.ts';
 import { hubTrustLines } from '../cloud/accounts/server-config.ts';
-import { DYNAMIC_DEFAULTS, envValue, renderEnvExample } from '../deploy/env-example.ts';
+import { DYNAMIC_DEFAULTS, envValue, renderEnvExample, UNIT_SETTINGS } from '../deploy/env-example.ts';
 import { EDGE_NODE_OPTIONS, EdgeConfigSchema, SiteStreamConfigSchema } from '../edge/config.ts';
 import { ensureSiteStreams } from '../edge/site-streams.ts';
 import { ensureCa, issueCertificate } from '../lib/certificates.ts';
@@ -331,6 +331,13 @@ describe('systemd units', () => {
       assert.equal(loaded.get(credential), `/etc/switchyard/credentials/${credential}`, credential);
     }
     assert.equal(loaded.size, expected.length);
+    // edge.env says so, from the same table its generator uses.
+    const envText = read(join(SYSTEMD, 'edge.env'));
+    for (const [key, value] of Object.entries(UNIT_SETTINGS.edge!)) {
+      const variable = expected.find(([, credential]) => value === `%d/${credential}`)?.[0];
+      assert.ok(variable?.startsWith(envName(key)), `${key}: ${value} is a credential the unit loads`);
+      assert.ok(envText.includes(`# The unit sets ${variable}=${value} `), `edge.env notes ${variable}`);
+    }
     // The bridge's config loader reads each of them (secrets from *_FILE, the creds by path).
     const dir = mkdtempSync(join(tmpdir(), 'switchyard-credentials-'));
     try {

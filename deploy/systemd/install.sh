@@ -174,8 +174,10 @@ say() { echo "install.sh: $*"; }
 if ((INSECURE)); then
   say "WARNING: --insecure: plain text and anonymous NATS are allowed; never use this in production"
 else
-  [[ -n $BUNDLE || -f $PREFIX$CREDENTIALS/bridge.creds ]] ||
-    die 2 "the bridge has no NATS credentials: give --site-bundle (see --help), or --insecure for a test bench"
+  if [[ -z $BUNDLE && ! -f $PREFIX$CREDENTIALS/bridge.creds ]]; then
+    ((WITH_NATS)) || say "warning: no $CREDENTIALS/bridge.creds yet: switchyard-edge will not start until --site-bundle installs it"
+    ((!WITH_NATS)) || die 2 "the bridge has no NATS credentials: give --site-bundle (see --help), or --insecure for a test bench"
+  fi
   if ((WITH_NATS)) && [[ ! -f $PREFIX$ETC/nats-site.conf ]]; then
     [[ -n $BUNDLE && -n $HUB_CA && -n $LEAF_CERT ]] ||
       die 2 "a new nats-site.conf needs --site-bundle, --hub-ca, --leaf-cert and --leaf-key (or --insecure)"
