@@ -137,7 +137,10 @@ export function consumerInsecurities<S extends TObject>(
   return [...natsInsecurities(config.natsUrl, natsAuthOf(config)), ...(spec.insecurities?.(config) ?? [])];
 }
 
-/** Runs a consumer as a service until SIGTERM/SIGINT; resolves once everything is closed. */
+/** Time a consumer has to close its sink and NATS after its batch settled or was given back (ms). */
+const CLOSE_GRACE_MS = 5_000;
+
+/** Runs a consumer as a service until SIGTERM/SIGINT, then ends the process (lib/service.ts). */
 export function runConsumerService<S extends TObject>(
   spec: ConsumerSpec<S>,
   config: ConsumerConfig<S>,
@@ -147,6 +150,8 @@ export function runConsumerService<S extends TObject>(
     opsHost: config.opsHost,
     opsPort: config.opsPort,
     logLevel: config.logLevel,
+    // The runner's own grace for the write in hand, then closing the sink and NATS.
+    stopGraceMs: config.shutdownGraceMs + CLOSE_GRACE_MS,
     start: async ({ log, registry, signal }) => {
       requireSecure(consumerInsecurities(spec, config), config.insecure, log);
       const run = await startConsumer(spec, config, { log, registry, signal });

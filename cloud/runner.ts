@@ -255,19 +255,20 @@ class Runner {
   }
 
   private async connect(): Promise<NatsConnection | undefined> {
-    // Keeps trying until the first connection succeeds (and reconnects forever after): a consumer
-    // started before its NATS server waits for it rather than exiting.
-    const attempt = connectNats({
-      url: this.options.natsUrl!,
-      name: `switchyard-${this.options.durable}`,
-      ...(this.options.natsAuth ? { auth: this.options.natsAuth } : {}),
-    });
-    const aborted = new Promise<undefined>((resolve) =>
-      this.signal.addEventListener('abort', () => resolve(undefined), { once: true }),
-    );
-    const nc = await Promise.race([attempt, aborted]);
-    if (!nc) void attempt.then((late) => late.close()).catch(() => undefined);
-    return nc;
+    // Keeps trying until the first connection succeeds (and reconnects forever after), saying so
+    // now and then: a consumer started before its NATS server waits for it rather than exiting.
+    try {
+      return await connectNats({
+        url: this.options.natsUrl!,
+        name: `switchyard-${this.options.durable}`,
+        ...(this.options.natsAuth ? { auth: this.options.natsAuth } : {}),
+        signal: this.signal,
+        log: this.log,
+      });
+    } catch (err) {
+      if (this.signal.aborted) return undefined;
+      throw err;
+    }
   }
 
   private async watchConnection(nc: NatsConnection): Promise<void> {

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { JetStreamApiCodes, JetStreamApiError, type JsMsg } from '@nats-io/jetstream';
 import {
+  AuthorizationError,
   connect,
   credsAuthenticator,
   nkeyAuthenticator,
@@ -10,7 +11,10 @@ import {
   type NatsConnection,
 } from '@nats-io/transport-node';
 import Type, { type Static } from 'typebox';
+import type { Logger } from './log.ts';
 import { isLoopbackUrl } from './secure.ts';
+import { startContext, unreachableReporter } from './start-context.ts';
+import { sleep } from './timers.ts';
 
 /**
  * How a process proves who it is to NATS and checks the server, as config properties every
@@ -98,26 +102,64 @@ export interface NatsOptions {
    * after them; one-shot commands (false) fail at once with a clear error.
    */
   waitForServer?: boolean;
+  /**
+   * Calls off the wait for the first connection (the promise rejects with its reason). Default:
+   * the stop signal of the service starting (lib/start-context.ts), if any.
+   */
+  signal?: AbortSignal;
+  /** Where the wait says it cannot reach the server. Default: the starting service's logger. */
+  log?: Logger;
 }
+
+/** Pause between two attempts at a first connection (ms). */
+const FIRST_CONNECT_RETRY_MS = 1_000;
 
 /**
  * Connects and keeps reconnecting forever: a service outlives any outage of its server, and reports
- * the outage through `/readyz` rather than by exiting.
+ * the outage through `/readyz` rather than by exiting. The first connection is tried here, not by
+ * nats.js's own wait (which cannot be called off and says nothing): it stops on `signal` and logs
+ * that the server cannot be reached. Refused credentials fail at once: retrying cannot fix them.
  */
-export function connectNats(options: NatsOptions): Promise<NatsConnection> {
-  return connect({
-    servers: options.url.split(',').map((s) => s.trim()),
-    name: options.name,
-    timeout: options.connectTimeoutMs ?? 10_000,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 500,
-    waitOnFirstConnect: options.waitForServer ?? true,
-    pingInterval: 10_000,
-    ...natsAuthOptions(options.auth ?? NO_NATS_AUTH),
-    // Outbound bytes buffered before a write is forced (nats.js's hidden option, 32 KiB by
-    // default): at tens of thousands of small messages a second, fewer and larger socket writes.
-    ...({ pendingLimit: 256 * 1024 } as object),
-  });
+export async function connectNats(options: NatsOptions): Promise<NatsConnection> {
+  const servers = options.url.split(',').map((s) => s.trim());
+  const context = startContext();
+  const signal = options.signal ?? context?.signal;
+  const log = options.log ?? context?.log;
+  const unreachable = unreachableReporter(log, `NATS at ${servers.map(withoutUserInfo).join(',')}`);
+  for (let attempt = 1; ; attempt++) {
+    signal?.throwIfAborted();
+    try {
+      const nc = await connect({
+        servers,
+        name: options.name,
+        timeout: options.connectTimeoutMs ?? 10_000,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 500,
+        waitOnFirstConnect: false,
+        pingInterval: 10_000,
+        ...natsAuthOptions(options.auth ?? NO_NATS_AUTH),
+        // Outbound bytes buffered before a write is forced (nats.js's hidden option, 32 KiB by
+        // default): at tens of thousands of small messages a second, fewer and larger socket writes.
+        ...({ pendingLimit: 256 * 1024 } as object),
+      });
+      if (signal?.aborted) {
+        await nc.close().catch(() => undefined);
+        signal.throwIfAborted();
+      }
+      if (attempt > 1) log?.info({ attempt }, `reached NATS at ${nc.getServer()}`);
+      return nc;
+    } catch (err) {
+      if (signal?.aborted) signal.throwIfAborted();
+      if (!(options.waitForServer ?? true) || err instanceof AuthorizationError) throw err;
+      unreachable(attempt, err);
+      await sleep(FIRST_CONNECT_RETRY_MS, signal);
+    }
+  }
+}
+
+/** A server URL without the user and password it may carry, for logs. */
+function withoutUserInfo(url: string): string {
+  return url.replace(/\/\/[^/@]*@/, '//');
 }
 
 /**

@@ -15,7 +15,7 @@ import type { Readiness } from '../../lib/ops.ts';
 import { redactUrl, redisClientOptions, redisInsecurities } from '../../lib/redis.ts';
 import { requireSecure } from '../../lib/secure.ts';
 import { runService } from '../../lib/service.ts';
-import { sleep, waitUntil } from '../../lib/timers.ts';
+import { waitUntil } from '../../lib/timers.ts';
 import type { ConsoleConfig } from './config.ts';
 import { readSiteSeries, type UnitSeries } from './series.ts';
 import { buildConsoleServer, TtlCache } from './server.ts';
@@ -159,29 +159,18 @@ export async function startConsole(
 }
 
 /**
- * Connects to the hub, trying again every second until it answers or `signal` aborts (then rejects
- * with its reason). nats.js's own wait for a first connection cannot be called off: it would keep
- * a stopped console alive.
+ * Connects to the hub, trying again until it answers or `signal` aborts (then rejects with its
+ * reason), and saying now and then that it cannot reach it.
  */
-async function connectHub(config: ConsoleConfig, log: Logger, signal?: AbortSignal): Promise<NatsConnection> {
-  let lastError = '';
-  for (;;) {
-    signal?.throwIfAborted();
-    try {
-      return await connectNats({
-        url: config.natsUrl,
-        name: 'switchyard-console',
-        auth: natsAuthOf(config),
-        connectTimeoutMs: 5_000,
-        waitForServer: false,
-      });
-    } catch (err) {
-      const text = describeError(err);
-      if (text !== lastError) log.warn({ err: text }, 'hub not reachable yet; trying again');
-      lastError = text;
-      await sleep(1_000, signal);
-    }
-  }
+function connectHub(config: ConsoleConfig, log: Logger, signal?: AbortSignal): Promise<NatsConnection> {
+  return connectNats({
+    url: config.natsUrl,
+    name: 'switchyard-console',
+    auth: natsAuthOf(config),
+    connectTimeoutMs: 5_000,
+    log,
+    ...(signal ? { signal } : {}),
+  });
 }
 
 /** Runs the console until SIGTERM/SIGINT. */

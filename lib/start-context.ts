@@ -1,0 +1,42 @@
+/**
+ * What a service's start-up shares with the clients it opens: its logger and its stop signal. A
+ * client that waits for a server at start (lib/nats.ts) reads it when its caller passes none, so
+ * that every long-running command says what it waits for and stops waiting on SIGTERM.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { describeError } from './errors.ts';
+import type { Logger } from './log.ts';
+
+export interface StartContext {
+  log: Logger;
+  signal: AbortSignal;
+}
+
+const storage = new AsyncLocalStorage<StartContext>();
+
+/** Runs `fn` (a service's start) with `context` visible to startContext() in everything it calls. */
+export const runInStartContext = <T>(context: StartContext, fn: () => T): T => storage.run(context, fn);
+
+/** The context of the start-up this code runs in, if any. */
+export const startContext = (): StartContext | undefined => storage.getStore();
+
+/** How often a wait for an unreachable server repeats that it is still waiting. */
+export const UNREACHABLE_LOG_EVERY_MS = 15_000;
+
+/**
+ * Reports failed attempts to reach `what` (e.g. `NATS at nats://…`): the first at once, then one
+ * line every `everyMs` with the attempt count, so a waiting service is neither silent nor noisy.
+ */
+export function unreachableReporter(
+  log: Logger | undefined,
+  what: string,
+  everyMs: number = UNREACHABLE_LOG_EVERY_MS,
+): (attempt: number, err: unknown) => void {
+  let lastAtMs = -Infinity;
+  return (attempt, err) => {
+    const now = performance.now();
+    if (now - lastAtMs < everyMs) return;
+    lastAtMs = now;
+    log?.warn({ attempt, err: describeError(err) }, `cannot reach ${what}: ${describeError(err)}; retrying`);
+  };
+}
