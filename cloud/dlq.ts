@@ -23,7 +23,9 @@ import {
   type PubAck,
 } from '@nats-io/jetstream';
 import { headers, nanos, type MsgHdrs } from '@nats-io/transport-node';
+import Type from 'typebox';
 import { isStreamNotFound, NatsServerErrorCode } from '../lib/nats.ts';
+import { ReplicasNotSupportedError, withReplicaHint } from './hub-stream.ts';
 import type { Logger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
 import { DLQ_STREAM } from '../schemas/streams.ts';
@@ -59,7 +61,23 @@ export interface DlqStreamOptions {
   duplicateWindowMs?: number;
   /** Beyond this, in bytes, new dead letters are refused (default 1 GiB). */
   maxBytes?: number;
+  /**
+   * Copies of the stream on a clustered hub (3 in production). Given, an existing stream with
+   * another count is changed to it; left out, a new stream has 1 and an existing one keeps its own.
+   */
+  replicas?: number;
 }
+
+/** The setting a command that creates the dead-letter stream reads for its replicas. */
+export const DlqReplicasSchema = Type.Object({
+  dlqReplicas: Type.Integer({
+    minimum: 1,
+    maximum: 5,
+    default: 1,
+    description:
+      'Copies of the dead-letter stream on a clustered hub (3 in production: one node may fail); 1 on a single server',
+  }),
+});
 
 /**
  * Creates the dead-letter stream if it is missing. An existing one keeps its limits (an operator
@@ -78,21 +96,42 @@ export async function ensureDlqStream(
       await jsm.streams.update(name, { ...info.config, discard: DiscardPolicy.New });
       log?.warn({ stream: name }, 'dead-letter stream evicted its oldest when full: it now refuses new ones');
     }
+    const replicas = options.replicas;
+    if (replicas !== undefined && info.config.num_replicas !== replicas) {
+      const updated = await jsm.streams.info(name);
+      await withReplicaHint(
+        name,
+        'dlqReplicas',
+        replicas,
+        jsm.streams.update(name, { ...updated.config, num_replicas: replicas }),
+      );
+      log?.info(
+        { stream: name, from: info.config.num_replicas, to: replicas },
+        'dead-letter stream replicas changed',
+      );
+    }
     return;
   } catch (err) {
     if (!isStreamNotFound(err)) throw err;
   }
   try {
-    await jsm.streams.add({
+    await withReplicaHint(
       name,
-      subjects: [`${DLQ_SUBJECT_ROOT}.>`],
-      storage: StorageType.File,
-      retention: RetentionPolicy.Limits,
-      discard: DiscardPolicy.New,
-      max_bytes: options.maxBytes ?? 1024 ** 3,
-      duplicate_window: nanos(options.duplicateWindowMs ?? 3_600_000),
-    });
+      'dlqReplicas',
+      options.replicas ?? 1,
+      jsm.streams.add({
+        name,
+        subjects: [`${DLQ_SUBJECT_ROOT}.>`],
+        storage: StorageType.File,
+        retention: RetentionPolicy.Limits,
+        discard: DiscardPolicy.New,
+        max_bytes: options.maxBytes ?? 1024 ** 3,
+        duplicate_window: nanos(options.duplicateWindowMs ?? 3_600_000),
+        num_replicas: options.replicas ?? 1,
+      }),
+    );
   } catch (err) {
+    if (err instanceof ReplicasNotSupportedError) throw err;
     // Another consumer created it between our info and add.
     await jsm.streams.info(name).catch(() => {
       throw err;

@@ -6,6 +6,7 @@
  */
 import {
   DiscardPolicy,
+  JetStreamApiError,
   RetentionPolicy,
   StorageType,
   type JetStreamManager,
@@ -27,6 +28,9 @@ import {
 
 const nanos = (seconds: number): number => seconds * 1_000_000_000;
 
+/** nats-server's JSStreamReplicasNotSupportedErr: replicas > 1 on a server that is not clustered. */
+export const JS_REPLICAS_NOT_SUPPORTED = 10074;
+
 export const HubStreamConfigSchema = Type.Object({
   natsUrl: Type.String({ default: 'nats://127.0.0.1:4222', description: 'The hub nats-server' }),
   ...NatsAuthSchema.properties,
@@ -46,10 +50,18 @@ export const HubStreamConfigSchema = Type.Object({
     default: 900,
     description: 'De-duplication window of the hub stream (s), by Nats-Msg-Id',
   }),
+  hubReplicas: Type.Integer({
+    minimum: 1,
+    maximum: 5,
+    default: 1,
+    description:
+      'Copies of the hub stream on a clustered hub (3 in production: one node may fail); 1 on a single server',
+  }),
 });
 export type HubStreamConfig = Static<typeof HubStreamConfigSchema>;
 /** The limits of `BSU` within a HubStreamConfig. */
-export type HubStreamLimits = Pick<HubStreamConfig, 'hubMaxAgeS' | 'hubMaxBytes' | 'hubDuplicateWindowS'>;
+export type HubStreamLimits = Pick<HubStreamConfig, 'hubMaxAgeS' | 'hubMaxBytes' | 'hubDuplicateWindowS'> &
+  Partial<Pick<HubStreamConfig, 'hubReplicas'>>;
 
 /**
  * The two sources that bring one site's streams into `BSU`. Each takes only the site's own subjects
@@ -78,7 +90,7 @@ function hubStreamConfig(config: HubStreamLimits, sources: StreamSource[]): Stre
     max_age: nanos(config.hubMaxAgeS),
     max_bytes: config.hubMaxBytes,
     duplicate_window: nanos(config.hubDuplicateWindowS),
-    num_replicas: 1,
+    num_replicas: config.hubReplicas ?? 1,
     sources,
   } as StreamConfig;
 }
@@ -92,11 +104,48 @@ async function hubInfo(jsm: JetStreamManager): Promise<StreamInfo | undefined> {
   }
 }
 
-/** Creates `BSU` (with no sites) or updates its limits, keeping its sources. */
+/** A stream asked for more than one replica on a hub that is not clustered. */
+export class ReplicasNotSupportedError extends Error {}
+
+/**
+ * Runs a stream create or update asking for `replicas`. A single server refuses replicas above 1
+ * with an error that does not say which setting to change; this names it.
+ */
+export async function withReplicaHint<T>(
+  stream: string,
+  setting: string,
+  replicas: number,
+  work: Promise<T>,
+): Promise<T> {
+  try {
+    return await work;
+  } catch (err) {
+    if (replicas > 1 && err instanceof JetStreamApiError && err.code === JS_REPLICAS_NOT_SUPPORTED)
+      throw new ReplicasNotSupportedError(
+        `${stream} with ${replicas} replicas needs a clustered hub (JetStream cluster): set ${setting} to 1 on a single server`,
+        { cause: err },
+      );
+    throw err;
+  }
+}
+
+/**
+ * Creates `BSU` (with no sites) or updates its limits and replicas, keeping its sources. A clustered
+ * hub (2.9+) changes the replica count of a live stream in place: new copies catch up from the others.
+ */
 export async function ensureHubStream(jsm: JetStreamManager, config: HubStreamLimits): Promise<StreamInfo> {
   const info = await hubInfo(jsm);
-  if (!info) return jsm.streams.add(hubStreamConfig(config, []));
-  return jsm.streams.update(HUB_STREAM, hubStreamConfig(config, info.config.sources ?? []));
+  // Without a setting, an existing BSU keeps its replica count.
+  const replicas = config.hubReplicas ?? info?.config.num_replicas ?? 1;
+  const wanted = { ...config, hubReplicas: replicas };
+  if (!info)
+    return withReplicaHint(HUB_STREAM, 'hubReplicas', replicas, jsm.streams.add(hubStreamConfig(wanted, [])));
+  return withReplicaHint(
+    HUB_STREAM,
+    'hubReplicas',
+    replicas,
+    jsm.streams.update(HUB_STREAM, hubStreamConfig(wanted, info.config.sources ?? [])),
+  );
 }
 
 /**
@@ -109,7 +158,14 @@ export async function addSite(
   site: string,
   config: HubStreamLimits,
 ): Promise<StreamInfo> {
-  const info = (await hubInfo(jsm)) ?? (await jsm.streams.add(hubStreamConfig(config, [])));
+  const info =
+    (await hubInfo(jsm)) ??
+    (await withReplicaHint(
+      HUB_STREAM,
+      'hubReplicas',
+      config.hubReplicas ?? 1,
+      jsm.streams.add(hubStreamConfig(config, [])),
+    ));
   const current = info.config.sources ?? [];
   const wanted = siteSources(site);
   if (wanted.every((w) => current.some((c) => sameSource(c, w)))) return info;
