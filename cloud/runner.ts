@@ -33,6 +33,7 @@ import { describeError, UsageError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { connectNats, type NatsAuth } from '../lib/nats.ts';
 import type { Readiness } from '../lib/ops.ts';
+import { untilAborted } from '../lib/start-context.ts';
 import { sleep, withTimeout } from '../lib/timers.ts';
 import { announcePresence, controlBucket, readMoveMarker } from './control.ts';
 import { ensureDlqStream } from './dlq.ts';
@@ -288,7 +289,9 @@ class Runner {
   private async retrying(what: string, fn: () => Promise<unknown>): Promise<boolean> {
     for (let attempt = 1; !this.signal.aborted; attempt++) {
       try {
-        await fn();
+        // A sink's open may wait seconds for its store: a stop signal does not wait with it.
+        const attempted = fn().then(() => true);
+        if (!(await untilAborted(attempted, this.signal))) return false;
         if (attempt > 1) this.log.info(`${what}: done`);
         return true;
       } catch (err) {

@@ -11,7 +11,7 @@ import { describeError, ExitCode, UsageError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createRegistry, startOpsServer, type OpsServer, type Readiness } from './ops.ts';
 import { shutdownSignal } from './shutdown.ts';
-import { runInStartContext } from './start-context.ts';
+import { runInStartContext, untilAborted } from './start-context.ts';
 import { withTimeout } from './timers.ts';
 
 /** What a running service offers the ops endpoint and the shutdown. */
@@ -101,28 +101,6 @@ export async function runService(options: ServiceOptions): Promise<void> {
     throw usageError;
   }
   process.exit(code);
-}
-
-/** Resolves with what `promise` gives, or undefined as soon as `signal` aborts; rejects as it does. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
-  if (signal.aborted) {
-    promise.catch(() => undefined);
-    return Promise.resolve(undefined);
-  }
-  return new Promise<T | undefined>((resolve, reject) => {
-    const onAbort = (): void => resolve(undefined);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
 }
 
 /** Stops `service` within `graceMs`; the exit code that follows. */

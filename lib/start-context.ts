@@ -40,3 +40,31 @@ export function unreachableReporter(
     log?.warn({ attempt, err: describeError(err) }, `cannot reach ${what}: ${describeError(err)}; retrying`);
   };
 }
+
+/**
+ * Resolves with what `promise` gives, or undefined as soon as `signal` aborts (the promise is left
+ * to settle on its own); rejects as it does. For waits on clients that take no signal.
+ */
+export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  if (signal.aborted) {
+    promise.catch(() => undefined);
+    return Promise.resolve(undefined);
+  }
+  return new Promise<T | undefined>((resolve, reject) => {
+    const onAbort = (): void => {
+      promise.catch(() => undefined);
+      resolve(undefined);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
