@@ -581,7 +581,7 @@ describe('install.sh', () => {
     if (process.getuid?.() !== 0) return t.skip('needs root (it chowns files to the new users)');
     const prefix = join(dir, 'insecure-root');
     mkdirSync(prefix);
-    const r = install([
+    const args = [
       '--prefix',
       prefix,
       '--release',
@@ -591,7 +591,8 @@ describe('install.sh', () => {
       '--hub-leaf-url',
       'nats-leaf://127.0.0.1:7422',
       '--insecure',
-    ]);
+    ];
+    const r = install(args);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout.split('\n')[0]!, /^install\.sh: WARNING: --insecure: /);
     const body = read(join(prefix, 'etc/switchyard/nats-site.conf'))
@@ -603,6 +604,17 @@ describe('install.sh', () => {
     assert.match(dropIn, /^LoadCredential=$/m);
     assert.match(dropIn, /^Environment=.*SWITCHYARD_INSECURE=true/m);
     assert.ok(!existsSync(join(prefix, 'etc/switchyard/credentials/bridge.creds')));
+
+    // Given a bundle later, the bridge gets its secrets and loses the drop-in; the kept conf is
+    // named as not using the bundle.
+    const secured = install([...args.filter((a) => a !== '--insecure'), ...bundle]);
+    assert.equal(secured.code, 0, secured.stderr);
+    assert.ok(existsSync(join(prefix, 'etc/switchyard/credentials/bridge.creds')));
+    assert.ok(!existsSync(join(prefix, 'etc/systemd/system/switchyard-edge.service.d/insecure.conf')));
+    assert.match(
+      secured.stdout,
+      /warning: \/etc\/switchyard\/nats-site\.conf does not include nats-trust\.conf/,
+    );
   });
 
   test('refuses stream budgets that do not fit max_file_store, with one line, unless --force', (t) => {

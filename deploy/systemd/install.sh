@@ -378,6 +378,9 @@ if ((WITH_NATS)); then
   if [[ -f $PREFIX$ETC/nats-site.conf ]]; then
     say "kept $ETC/nats-site.conf (exists: edit it, then systemctl restart switchyard-nats)"
     NATS_CONF=$PREFIX$ETC/nats-site.conf
+    if [[ -n $BUNDLE ]] && ! grep -q '^[[:space:]]*include "nats-trust.conf"' "$NATS_CONF"; then
+      say "warning: $ETC/nats-site.conf does not include nats-trust.conf, so the bundle is not used: move it away and run again to render it"
+    fi
   else
     [[ -n $SITE && -n $HUB_LEAF_URL ]] ||
       die 2 "$ETC/nats-site.conf does not exist yet: give --site and --hub-leaf-url (or --no-nats)"
@@ -556,6 +559,8 @@ if ((WITH_MQTT)); then
     fi
   fi
   install_file "$HERE/switchyard-device" "$DEVICE_TOOL" 0755 root || true
+elif ((!INSECURE)) && [[ ! -f $PREFIX$CREDENTIALS/mqtt-password ]]; then
+  say "warning: no $CREDENTIALS/mqtt-password: switchyard-edge loads it (LoadCredential=) and will not start without it"
 fi
 
 # --- units -----------------------------------------------------------------------------------
