@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { TObject } from 'typebox';
 import { HubStreamConfigSchema } from '../cloud/hub-stream.ts';
+import { HUB_DOMAIN } from '../schemas/streams.ts';
 import { loadConfig } from '../lib/config.ts';
 import { ENV_PREFIX } from '../lib/env.ts';
 import {
@@ -17,6 +18,7 @@ import {
   K8S,
   keyOfEnv,
   parseYamlFile,
+  parseYamlValues,
   resolveCommand,
   SCHEMAS,
 } from './support/deploy.ts';
@@ -221,5 +223,54 @@ describe('Kubernetes manifests', () => {
     assert.equal(container.args.length, 3, 'site add <site>');
     assert.equal(container.image, `${image.newName}:${image.newTag}`);
     assert.doesNotThrow(() => loadConfig(HubStreamConfigSchema, { env: containerEnv(container).env }));
+  });
+});
+
+describe('the hub on the official NATS Helm chart (deploy/k8s/nats/values.yaml)', () => {
+  const values = parseYamlValues(join(K8S, 'nats', 'values.yaml'));
+  const config = values.config;
+
+  test('a 3-node JetStream cluster on file storage with a PVC, in the domain the code uses', () => {
+    assert.equal(config.cluster.enabled, true);
+    assert.equal(config.cluster.replicas, 3);
+    assert.equal(config.jetstream.enabled, true);
+    assert.equal(config.jetstream.fileStore.enabled, true);
+    assert.equal(config.jetstream.fileStore.pvc.enabled, true);
+    assert.match(config.jetstream.fileStore.pvc.size, /^\d+[GT]i$/);
+    assert.equal(config.jetstream.merge.domain, HUB_DOMAIN);
+    const [major, minor] = String(values.container.image.tag).split(/[.-]/).map(Number);
+    assert.ok(major! > 2 || (major === 2 && minor! >= 9), 'nats-server 2.9 or newer');
+  });
+
+  test('TLS on the client, route and leaf ports; leaves must show a certificate of the CA', () => {
+    for (const listener of [config.nats, config.cluster, config.leafnodes]) {
+      assert.equal(listener.tls.enabled, true);
+      assert.ok(listener.tls.secretName);
+    }
+    assert.equal(config.leafnodes.enabled, true);
+    assert.equal(config.leafnodes.tls.merge.verify, true);
+    assert.ok(config.leafnodes.tls.merge.ca_file);
+  });
+
+  test('operator mode with a full resolver on the persistent volume, preloading the system account', () => {
+    const merge = config.merge;
+    assert.ok(merge.operator);
+    assert.equal(merge.resolver.type, 'full');
+    assert.equal(merge.resolver.allow_delete, true);
+    assert.ok(merge.resolver.interval);
+    assert.ok(
+      String(merge.resolver.dir).startsWith(`${config.jetstream.fileStore.dir}/`),
+      'the resolver keeps its JWTs on the JetStream PVC',
+    );
+    assert.ok(merge.system_account in merge.resolver_preload, 'the system account is preloaded');
+    assert.equal(Object.keys(merge.resolver_preload).length, 2, 'the system and hub accounts');
+  });
+
+  test('the consumers reach the hub through the Service the chart names', () => {
+    const configMap = parseYamlFile(join(K8S, 'configmap.yaml'))[0]!;
+    const url = new URL(configMap.data!.SWITCHYARD_NATS_URL!);
+    assert.equal(url.hostname.split('.')[0], values.fullnameOverride);
+    assert.equal(Number(url.port), config.nats.port);
+    assert.equal(configMap.data!.SWITCHYARD_HUB_REPLICAS, String(config.cluster.replicas));
   });
 });

@@ -106,3 +106,13 @@ export function parseYamlFile(path: string): K8sObject[] {
     return value;
   });
 }
+
+/** A plain YAML file (Helm values): one document, no errors. Its fields are checked one by one. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function parseYamlValues(path: string): Record<string, any> {
+  const docs = parseAllDocuments(read(path));
+  assert.equal(docs.length, 1, `${relative(ROOT, path)}: one document`);
+  assert.deepEqual(docs[0]!.errors, [], `${relative(ROOT, path)}: ${docs[0]!.errors.join('; ')}`);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  return docs[0]!.toJS() as Record<string, any>;
+}
