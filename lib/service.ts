@@ -86,7 +86,13 @@ export async function runService(options: ServiceOptions): Promise<void> {
     } else {
       code = ExitCode.failure;
       log.error({ err: describeError(err) }, `${service ? 'failed' : 'cannot start'}: ${describeError(err)}`);
-      if (service) await stopWithin(service, stopGraceMs, log);
+      // Released within the grace, quietly: the line above says what went wrong.
+      if (service)
+        await withTimeout(
+          service.stop().catch(() => undefined),
+          stopGraceMs,
+          () => undefined,
+        );
     }
   }
   await withTimeout(ops?.close() ?? Promise.resolve(), FINAL_STEP_MS, () => undefined);

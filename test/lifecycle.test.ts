@@ -11,6 +11,7 @@ import { addSite } from '../cloud/hub-stream.ts';
 import { freePort } from '../lib/process.ts';
 import type { RunningServer } from '../stack/server-process.ts';
 import { natsConnect } from './support/jetstream.ts';
+import { fileURLToPath } from 'node:url';
 import { startSwitchyard, type SwitchyardProcess } from './support/process.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
@@ -243,6 +244,56 @@ describe('lifecycle of every long-running command', () => {
         assert.match(s.process.output(), /"msg":"stopped cleanly"/);
       }),
     );
+  });
+});
+
+const FIXTURE = fileURLToPath(new URL('./support/service-fixture.ts', import.meta.url));
+
+/** The fixture service in `mode`, once it logged `ready` (a line matching it). */
+async function startFixture(mode: string, ready: RegExp): Promise<Started> {
+  const s: Started = {
+    command: mode as CommandName,
+    process: startSwitchyard([mode], {}, { entry: FIXTURE, nodeOptions: ['--import', 'tsx'] }),
+    opsUrl: '',
+  };
+  running.push(s);
+  await waitForLine(s, String(ready), ready);
+  return s;
+}
+
+describe('a service ends its process whatever it leaves open', () => {
+  test('a start that fails: one error line, exit 1 at once', async () => {
+    const s = await startFixture('start-fails', /cannot start/);
+    const code = await s.process.exited;
+    const errors = s.process
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('"level":"error"'));
+    assert.equal(code, 1, s.process.output());
+    assert.equal(errors.length, 1, s.process.output());
+    assert.match(
+      errors[0]!,
+      /"msg":"cannot start: cannot reach the store at 127\.0\.0\.1:9: connection refused"/,
+    );
+    assert.doesNotMatch(s.process.output(), /\n\s+at /, 'no stack trace');
+  });
+
+  test('a start that never ends: SIGTERM exits 0', async () => {
+    const s = await startFixture('start-hangs', /ops endpoint listening/);
+    const { code, ms } = await terminate(s.process);
+    console.log(`start-hangs: exit ${code} ${Math.round(ms)} ms after SIGTERM`);
+    assert.equal(code, 0, s.process.output());
+    assert.ok(ms < EXIT_WITHIN_MS, `took ${ms} ms`);
+    assert.match(s.process.output(), /"msg":"stopped while starting"/);
+  });
+
+  test('a stop that never ends: exit 1 after its grace', async () => {
+    const s = await startFixture('stop-hangs', /"msg":"started"/);
+    const { code, ms } = await terminate(s.process);
+    console.log(`stop-hangs: exit ${code} ${Math.round(ms)} ms after SIGTERM (grace 500 ms)`);
+    assert.equal(code, 1, s.process.output());
+    assert.ok(ms >= 500 && ms < EXIT_WITHIN_MS, `took ${ms} ms`);
+    assert.match(s.process.output(), /stop did not finish within 500 ms/);
   });
 });
 

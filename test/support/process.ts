@@ -27,9 +27,10 @@ export interface SwitchyardProcess {
 export function startSwitchyard(
   args: string[],
   env: Record<string, string> = {},
-  options: { compiled?: boolean; nodeOptions?: string[] } = {},
+  options: { compiled?: boolean; nodeOptions?: string[]; entry?: string } = {},
 ): SwitchyardProcess {
-  const entry = options.compiled ? SWITCHYARD_DIST : SWITCHYARD_BIN;
+  // `entry`: another script run the same way (a fixture built on the CLI's modules).
+  const entry = options.entry ?? (options.compiled ? SWITCHYARD_DIST : SWITCHYARD_BIN);
   // A test process that dies, even killed, must not leave the command running.
   const [command, commandArgs] = dyingWithParent(process.execPath, [
     ...(options.nodeOptions ?? []),
