@@ -155,7 +155,7 @@ export function runConsumerService<S extends TObject>(
     start: async ({ log, registry, signal }) => {
       requireSecure(consumerInsecurities(spec, config), config.insecure, log);
       const run = await startConsumer(spec, config, { log, registry, signal });
-      log.info({ durable: config.durable, stream: config.stream }, 'consuming');
+      log.info({ durable: config.durable, stream: config.stream }, 'starting the consumer');
       // The runner stops on the same signal and settles its batch; `done` resolves after that.
       return { readiness: () => run.readiness(), stop: () => run.done, done: run.done };
     },
