@@ -5,7 +5,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { TObject } from 'typebox';
 import { HubStreamConfigSchema } from '../cloud/hub-stream.ts';
 import { HUB_DOMAIN } from '../schemas/streams.ts';
@@ -77,12 +77,17 @@ describe('Kubernetes manifests', () => {
       'Deployment',
       'Deployment',
       'Namespace',
+      'NetworkPolicy',
+      'NetworkPolicy',
+      'NetworkPolicy',
+      'NetworkPolicy',
       'PodDisruptionBudget',
       'PodDisruptionBudget',
       'Service',
       'Service',
       'Service',
       'Service',
+      'ServiceAccount',
     ]);
     assert.ok(!kustomization.resources.includes('secret.example.yaml'));
     assert.equal(resources.find((r) => r.kind === 'Namespace')!.metadata.name, kustomization.namespace);
@@ -214,6 +219,109 @@ describe('Kubernetes manifests', () => {
       assert.ok(target, `${pdb.metadata.name}: no Deployment of that name`);
       assert.ok(pdb.spec.minAvailable < target.spec.replicas, `${pdb.metadata.name} would block every drain`);
       assert.deepEqual(pdb.spec.selector.matchLabels, target.spec.selector.matchLabels);
+    }
+  });
+
+  const matches = (selector: Record<string, string>, labels: Record<string, string>): boolean =>
+    Object.entries(selector).every(([k, v]) => labels[k] === v);
+  const pods = [...deployments, ...jobs].map((r) => r.spec.template);
+
+  test('the namespace enforces the restricted Pod Security profile, and every pod meets it', () => {
+    const labels = resources.find((r) => r.kind === 'Namespace')!.metadata.labels!;
+    assert.equal(labels['pod-security.kubernetes.io/enforce'], 'restricted');
+    for (const { spec } of pods) {
+      assert.equal(spec.securityContext.seccompProfile.type, 'RuntimeDefault');
+      for (const c of spec.containers) {
+        assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+        assert.deepEqual(c.securityContext.capabilities.drop, ['ALL']);
+        assert.equal(c.securityContext.capabilities.add, undefined);
+        assert.equal(c.securityContext.privileged, undefined);
+      }
+      for (const v of spec.volumes ?? []) assert.equal(v.hostPath, undefined, 'no hostPath');
+    }
+  });
+
+  test('every pod mounts the NATS credentials and CA where SWITCHYARD_NATS_CREDS and _CA point', () => {
+    const creds = configMap.data!.SWITCHYARD_NATS_CREDS!;
+    const ca = configMap.data!.SWITCHYARD_NATS_CA!;
+    for (const { spec } of pods) {
+      const volume = spec.volumes.find((v: { secret?: { secretName: string } }) => v.secret);
+      assert.equal(volume.secret.secretName, 'switchyard-nats-client');
+      const mount = spec.containers[0].volumeMounts.find((m: { name: string }) => m.name === volume.name);
+      assert.equal(mount.readOnly, true);
+      for (const file of [creds, ca]) assert.equal(dirname(file), mount.mountPath, file);
+    }
+    assert.doesNotMatch(JSON.stringify(secret.stringData), /creds|BEGIN/i, 'no NATS secret inline');
+  });
+
+  test('the Redis password comes from the Secret to every command that reads Redis', () => {
+    for (const d of deployments) {
+      const c = d.spec.template.spec.containers[0];
+      const schema = SCHEMAS[c.args[0] as string]!;
+      const reads = 'redisPassword' in schema.properties;
+      const ref = c.env.find((e: { name: string }) => e.name === 'SWITCHYARD_REDIS_PASSWORD');
+      assert.equal(Boolean(ref), reads, `${d.metadata.name}`);
+      if (ref) assert.equal(ref.valueFrom.secretKeyRef.name, secret.metadata.name);
+    }
+  });
+
+  test('the archive reaches S3 through its ServiceAccount, the S3 keys optional', () => {
+    const archive = deployments.find((d) => d.spec.template.spec.containers[0].args[0] === 'archive')!;
+    const account = resources.find((r) => r.kind === 'ServiceAccount')!;
+    assert.equal(archive.spec.template.spec.serviceAccountName, account.metadata.name);
+    assert.match(
+      (account.metadata as { annotations: Record<string, string> }).annotations[
+        'eks.amazonaws.com/role-arn'
+      ]!,
+      /^arn:aws:iam::\d+:role\//,
+    );
+    for (const e of archive.spec.template.spec.containers[0].env)
+      if (e.name.startsWith('SWITCHYARD_S3_') && e.valueFrom)
+        assert.equal(e.valueFrom.secretKeyRef.optional, true);
+  });
+
+  test('network policies: default deny; each consumer may reach only NATS, Redis, the engines, HTTPS, DNS', () => {
+    const policies = resources.filter((r) => r.kind === 'NetworkPolicy');
+    const deny = policies.find((p) => Object.keys(p.spec.podSelector).length === 0)!;
+    assert.deepEqual(deny.spec.policyTypes.sort(), ['Egress', 'Ingress']);
+    assert.equal(deny.spec.ingress, undefined);
+    assert.equal(deny.spec.egress, undefined);
+    const allowedPorts = new Set([4222, 6379, 8086, 443, 53]);
+    for (const d of deployments) {
+      const labels = d.spec.template.metadata.labels;
+      const selecting = policies.filter(
+        (p) => p.spec.podSelector.matchLabels && matches(p.spec.podSelector.matchLabels, labels),
+      );
+      assert.ok(
+        selecting.some((p) => p.spec.egress),
+        `${d.metadata.name}: no egress policy selects it`,
+      );
+      for (const p of selecting) {
+        for (const rule of p.spec.egress ?? [])
+          for (const port of rule.ports)
+            assert.ok(allowedPorts.has(port.port), `${p.metadata.name}: egress ${port.port}`);
+        for (const rule of p.spec.ingress ?? []) {
+          const portNames = d.spec.template.spec.containers[0].ports.map((cp: { name: string }) => cp.name);
+          for (const port of rule.ports)
+            assert.ok(portNames.includes(port.port), `${p.metadata.name}: ${port.port}`);
+          if (rule.ports.some((port: { port: string }) => port.port === 'ops'))
+            assert.deepEqual(rule.from, [
+              { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } },
+            ]);
+        }
+      }
+    }
+  });
+
+  test('consumers with replicas spread over zones and machines, each constraint selecting its own pods', () => {
+    for (const d of deployments.filter((x) => x.spec.replicas > 1)) {
+      const constraints = d.spec.template.spec.topologySpreadConstraints;
+      assert.ok(constraints?.length, `${d.metadata.name}: no topologySpreadConstraints`);
+      assert.deepEqual(constraints.map((c: { topologyKey: string }) => c.topologyKey).sort(), [
+        'kubernetes.io/hostname',
+        'topology.kubernetes.io/zone',
+      ]);
+      for (const c of constraints) assert.deepEqual(c.labelSelector.matchLabels, d.spec.selector.matchLabels);
     }
   });
 
