@@ -121,6 +121,16 @@ function fakeRelease(dir: string, build = 'one'): string {
   return dir;
 }
 
+/** A fresh root `dir`/`name` and install.sh's arguments for it: a stand-in release, then `extra`. */
+function freshRoot(dir: string, name: string, extra: string[] = []): { prefix: string; args: string[] } {
+  const prefix = join(dir, name);
+  mkdirSync(prefix);
+  return {
+    prefix,
+    args: ['--prefix', prefix, '--release', fakeRelease(join(dir, `${name}-release`)), ...extra],
+  };
+}
+
 const lastLine = (text: string): string => text.trim().split('\n').at(-1) ?? '';
 
 /**
@@ -486,20 +496,14 @@ describe('install.sh', () => {
 
   test('installs into a root, and a second run changes nothing and keeps edited config', (t) => {
     if (process.getuid?.() !== 0) return t.skip('needs root (it chowns files to the new users)');
-    const release = fakeRelease(join(dir, 'release'));
-    const prefix = join(dir, 'root');
-    mkdirSync(prefix);
-    const args = [
-      '--prefix',
-      prefix,
-      '--release',
-      release,
+    const { prefix, args } = freshRoot(dir, 'root', [
       '--site',
       'site-7',
       '--hub-leaf-url',
       'tls://127.0.0.1:7422',
       ...bundle,
-    ];
+    ]);
+    const release = join(dir, 'root-release');
     const first = install(args);
     assert.equal(first.code, 0, first.stderr);
     assert.match(lastLine(first.stdout), /^install\.sh: done: [1-9]\d* changes?$/);
@@ -579,19 +583,13 @@ describe('install.sh', () => {
 
   test('--insecure is loud, renders a plain-text anonymous site and a unit without NATS secrets', (t) => {
     if (process.getuid?.() !== 0) return t.skip('needs root (it chowns files to the new users)');
-    const prefix = join(dir, 'insecure-root');
-    mkdirSync(prefix);
-    const args = [
-      '--prefix',
-      prefix,
-      '--release',
-      fakeRelease(join(dir, 'insecure-release')),
+    const { prefix, args } = freshRoot(dir, 'insecure-root', [
       '--site',
       'site-7',
       '--hub-leaf-url',
       'nats-leaf://127.0.0.1:7422',
       '--insecure',
-    ];
+    ]);
     const r = install(args);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout.split('\n')[0]!, /^install\.sh: WARNING: --insecure: /);
@@ -619,14 +617,8 @@ describe('install.sh', () => {
 
   test('refuses stream budgets that do not fit max_file_store, with one line, unless --force', (t) => {
     if (process.getuid?.() !== 0) return t.skip('needs root (it chowns files to the new users)');
-    const args = (name: string): string[] => {
-      const prefix = join(dir, name);
-      mkdirSync(prefix);
-      return [
-        '--prefix',
-        prefix,
-        '--release',
-        fakeRelease(join(dir, `${name}-release`)),
+    const args = (name: string): string[] =>
+      freshRoot(dir, name, [
         '--site',
         'site-7',
         '--hub-leaf-url',
@@ -635,8 +627,7 @@ describe('install.sh', () => {
         // Below the default budgets: telemetry 8 GiB + events 1 GiB + invalid.
         '--max-file-store',
         String(4 * 1024 ** 3),
-      ];
-    };
+      ]).args;
     const refused = install(args('budget-root'));
     assert.equal(refused.code, 1, refused.stdout);
     assert.match(
@@ -667,15 +658,8 @@ describe('nats-site.conf, the site nats-server template', () => {
 
   /** Renders nats-site.conf as install.sh does into a fresh root; returns the root. */
   function render(name: string, extra: string[]): string {
-    const prefix = join(dir, name);
-    mkdirSync(prefix);
-    const run = install([
-      '--prefix',
-      prefix,
-      '--release',
-      fakeRelease(join(dir, `${name}-release`)),
-      ...extra,
-    ]);
+    const { prefix, args } = freshRoot(dir, name, extra);
+    const run = install(args);
     assert.equal(run.code, 0, run.stderr);
     return prefix;
   }
