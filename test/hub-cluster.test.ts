@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { DLQ_STREAM, ensureDlqStream } from '../cloud/dlq.ts';
 import { ensureHubStream, ReplicasNotSupportedError } from '../cloud/hub-stream.ts';
 import { killServer } from '../stack/server-process.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
@@ -39,9 +40,14 @@ describe('hub cluster: BSU R3', () => {
     const single = await servers.nats();
     const snc = await natsConnect(single.url);
     try {
+      const sjsm = await jetstreamManager(snc);
       await assert.rejects(
-        ensureHubStream(await jetstreamManager(snc), { ...LIMITS, hubReplicas: 3 }),
+        ensureHubStream(sjsm, { ...LIMITS, hubReplicas: 3 }),
         (err: unknown) => err instanceof ReplicasNotSupportedError && /hubReplicas/.test(err.message),
+      );
+      await assert.rejects(
+        ensureDlqStream(sjsm, { replicas: 3 }),
+        (err: unknown) => err instanceof ReplicasNotSupportedError && /dlqReplicas/.test(err.message),
       );
     } finally {
       await snc.close();
@@ -59,6 +65,15 @@ describe('hub cluster: BSU R3', () => {
     assert.equal(info.config.num_replicas, 3);
     // Without a setting, the count stays what it is.
     assert.equal((await ensureHubStream(jsm, LIMITS)).config.num_replicas, 3);
+  });
+
+  test('BSU_DLQ is created R1 and changed to R3 in place; without the option it keeps its count', async () => {
+    await ensureDlqStream(jsm);
+    assert.equal((await jsm.streams.info(DLQ_STREAM)).config.num_replicas, 1);
+    await ensureDlqStream(jsm, { replicas: 3 });
+    assert.equal((await jsm.streams.info(DLQ_STREAM)).config.num_replicas, 3);
+    await ensureDlqStream(jsm);
+    assert.equal((await jsm.streams.info(DLQ_STREAM)).config.num_replicas, 3);
   });
 
   test('the leader is killed under load and restarted: every message once, the node catches up', async () => {
