@@ -601,6 +601,16 @@ describe('install.sh', () => {
     const dropIn = read(join(prefix, 'etc/systemd/system/switchyard-edge.service.d/insecure.conf'));
     assert.match(dropIn, /^LoadCredential=$/m);
     assert.match(dropIn, /^Environment=.*SWITCHYARD_INSECURE=true/m);
+    if (spawnSync('sh', ['-c', 'command -v systemd-analyze']).status === 0) {
+      // The unit with its drop-in, as systemd would load them from the root's unit directory.
+      const units = join(prefix, 'etc/systemd/system');
+      const verify = spawnSync('systemd-analyze', ['verify', join(units, 'switchyard-edge.service')], {
+        encoding: 'utf8',
+        env: childEnv({ SYSTEMD_UNIT_PATH: `${units}:` }),
+      });
+      assert.equal(verify.status, 0, verify.stderr);
+      assert.equal(verify.stderr.trim(), '');
+    }
     assert.ok(!existsSync(join(prefix, 'etc/switchyard/credentials/bridge.creds')));
 
     // Given a bundle later, the bridge gets its secrets and loses the drop-in; the kept conf is
