@@ -9,6 +9,7 @@
  */
 import {
   createInbox,
+  InvalidArgumentError,
   type MsgHdrs,
   type NatsConnection,
   type Status,
@@ -30,9 +31,10 @@ export class JetStreamPublishError extends Error {
     message: string,
     /**
      * JetStream's error code, `503` for no responders, `timeout` when no answer came, `disconnected`
-     * when the connection was lost before it came, `closed` when the publisher stopped.
+     * when the connection was lost before it came, `closed` when the publisher stopped, `refused`
+     * when the client would not send it (larger than the server's max_payload).
      */
-    readonly code: number | 'timeout' | 'disconnected' | 'closed',
+    readonly code: number | 'timeout' | 'disconnected' | 'closed' | 'refused',
     options?: ErrorOptions,
   ) {
     super(message, options);
@@ -125,7 +127,9 @@ export class AsyncPublisher {
         this.nc.publish(subject, payload, { reply: `${this.inbox}.${id}`, headers });
       } catch (cause) {
         this.pending.delete(id);
-        reject(new JetStreamPublishError('connection refused the publish', 'closed', { cause }));
+        if (cause instanceof InvalidArgumentError)
+          reject(new JetStreamPublishError(`not sent: ${cause.message}`, 'refused', { cause }));
+        else reject(new JetStreamPublishError('connection refused the publish', 'closed', { cause }));
       }
     });
   }
@@ -160,6 +164,15 @@ export class AsyncPublisher {
     }
   }
 }
+
+/**
+ * Whether sending the same message again can never succeed: the client would not send it, or
+ * JetStream answered a 4xx (larger than the stream's max_msg_size, a bad header …). No responders,
+ * timeouts, a lost connection and 5xx answers are transient.
+ */
+export const isPermanentPublishError = (err: unknown): err is JetStreamPublishError =>
+  err instanceof JetStreamPublishError &&
+  (err.code === 'refused' || (typeof err.code === 'number' && err.code >= 400 && err.code < 500));
 
 const disconnected = (message: string): JetStreamPublishError =>
   new JetStreamPublishError(message, 'disconnected');

@@ -4,8 +4,9 @@
  * Every message the broker delivers is stored exactly once in the site's streams, and the broker
  * gets its PUBACK only after JetStream's PubAck. A valid reading keeps its bytes untouched on
  * `bsu.<site>.<device>.<kind>`; a payload that fails validation is kept byte for byte on
- * `bsu.<site>.<device>.invalid` with the reason in a header, and counted. Bad input never stops
- * the bridge.
+ * `bsu.<site>.<device>.invalid` with the reason, its size and sha256 in headers, truncated to
+ * `maxPayloadBytes`, and counted. So is whatever the site server refuses for good; what cannot be
+ * kept even so is counted, logged and acknowledged. Bad input never stops the bridge.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -30,19 +31,36 @@ import {
 } from '../schemas/index.ts';
 import { siteStreamNames } from '../schemas/streams.ts';
 import type { EdgeConfig } from './config.ts';
-import { AsyncPublisher, type StoredAck } from './async-publisher.ts';
+import { AsyncPublisher, type JetStreamPublishError } from './async-publisher.ts';
 import { MqttSource } from './mqtt-source.ts';
-import { OrderedPublisher, type PublishRequest } from './ordered-publisher.ts';
-import { ensureSiteStreams } from './site-streams.ts';
+import { OrderedPublisher, type Published, type PublishRequest } from './ordered-publisher.ts';
+import { checkStreamBudgets, ensureSiteStreams } from './site-streams.ts';
 import { TopicMapper } from './topics.ts';
 
 /** Device id used when the topic's device level is not a usable id. */
 export const UNKNOWN_DEVICE = '_unknown';
 
+/** Room left under the server's max_payload for the headers the bridge adds to a kept payload. */
+export const HEADER_ROOM_BYTES = 4096;
+
+type Prepared = PublishRequest & { kind: MessageKind };
+
+interface InvalidInput {
+  topic: string;
+  payload: Buffer;
+  device: string;
+  claimedKind: string;
+  reason: string;
+  label: InvalidReason;
+  /** Headers every stored message carries (site, gateway, receipt time, topic). */
+  base: [string, string][];
+}
+
 export class EdgeMetrics {
   readonly received: LabelledCount;
   readonly published: LabelledCount;
   readonly invalid: LabelledCount;
+  readonly dropped: LabelledCount;
   readonly duplicates: Counter;
   readonly publishRetries: Counter;
   readonly handOverFailures: Counter;
@@ -70,6 +88,12 @@ export class EdgeMetrics {
     this.invalid = new LabelledCount({
       name: 'switchyard_edge_invalid_total',
       help: 'Payloads kept aside as kind invalid, by reason',
+      labelName: 'reason',
+      registry,
+    });
+    this.dropped = new LabelledCount({
+      name: 'switchyard_edge_dropped_total',
+      help: 'Messages the site server refused for good even as invalid: acknowledged and not stored, by reason',
       labelName: 'reason',
       registry,
     });
@@ -147,8 +171,21 @@ export class EdgeBridge {
     this.topics = new TopicMapper(options.config.topics);
   }
 
-  /** Connects to JetStream, creates or updates the site streams, then starts taking messages. */
+  /**
+   * Connects to JetStream, checks the budgets fit, creates or updates the site streams, then starts
+   * taking messages. When any step fails, closes what it opened before rethrowing, so that nothing
+   * keeps the process alive.
+   */
   async start(): Promise<void> {
+    try {
+      await this.startSteps();
+    } catch (err) {
+      await this.close(true);
+      throw err;
+    }
+  }
+
+  private async startSteps(): Promise<void> {
     const { config, log } = this.options;
     this.nc = await connectNats({
       url: config.natsUrl,
@@ -156,6 +193,7 @@ export class EdgeBridge {
       auth: natsAuthOf(config),
     });
     this.jsm = await jetstreamManager(this.nc);
+    await checkStreamBudgets(this.jsm, config);
     const streams = await ensureSiteStreams(this.jsm, config);
     log.info({ streams: Object.values(streams).map((s) => s.config.name) }, 'site streams ready');
 
@@ -164,6 +202,7 @@ export class EdgeBridge {
       log,
       signal: this.stopController.signal,
       onRetry: () => this.metrics.publishRetries.inc(),
+      onDropped: (request, err) => this.dropped(request as Prepared, err),
     });
     await this.sampleStreams();
     this.statsTimer = setInterval(() => void this.sampleStreams(), config.statsIntervalMs);
@@ -192,23 +231,20 @@ export class EdgeBridge {
     // the PubAck, so messages in flight hold little more than their bytes.
     const request = this.prepare(topic, payload, receivedAtMs);
     this.inFlight++;
-    let ack: StoredAck;
+    let ack: Published;
     try {
       ack = await this.publisher!.publish(request);
     } finally {
       this.inFlight--;
     }
+    if (ack.dropped) return;
     if (ack.duplicate) this.metrics.duplicates.inc();
-    else this.metrics.published.add(request.kind);
+    else this.metrics.published.add((ack.request as Prepared).kind);
     this.metrics.publishSeconds.observe((Date.now() - receivedAtMs) / 1000);
   }
 
   /** Validates a message and builds what is published: subject, headers, stored kind. */
-  private prepare(
-    topic: string,
-    payload: Buffer,
-    receivedAtMs: number,
-  ): PublishRequest & { kind: MessageKind } {
+  private prepare(topic: string, payload: Buffer, receivedAtMs: number): Prepared {
     const { config } = this.options;
     const route = this.topics.match(topic);
     const claimedKind = route?.kind ?? 'unknown';
@@ -241,22 +277,74 @@ export class EdgeBridge {
       };
     }
 
-    let kind: MessageKind;
-    if (decoded?.ok && !invalid) {
-      kind = decoded.kind;
-      h.push(
-        [Header.schema, schemaTag(decoded.kind as DeviceKind)],
-        [Header.msgId, messageId(this.idScope, device, kind, decoded.seq, decoded.tsMs)],
-      );
-    } else {
-      kind = MessageKind.invalid;
-      h.push([Header.invalidReason, invalid!.reason], [Header.claimedKind, claimedKind]);
-      // Byte-identical evidence on the same topic is the same evidence: a redelivery is stored once.
-      const digest = createHash('sha256').update(topic).update('\0').update(payload).digest('base64url');
-      h.push([Header.msgId, `${this.idScope}.invalid.${digest}`]);
-      this.metrics.invalid.add(invalid!.label);
+    if (!decoded?.ok || invalid) {
+      const input = { topic, payload, device, claimedKind, reason: invalid!.reason, label: invalid!.label };
+      this.metrics.invalid.add(input.label);
+      return this.keepInvalid({ ...input, base: h });
     }
-    return { subject: subjectFor(config.site, device, kind), payload, headers: wireHeaders(h), kind };
+    const kind = decoded.kind;
+    h.push(
+      [Header.schema, schemaTag(decoded.kind as DeviceKind)],
+      [Header.msgId, messageId(this.idScope, device, kind, decoded.seq, decoded.tsMs)],
+    );
+    const base = h.slice(0, 4);
+    return {
+      subject: subjectFor(config.site, device, kind),
+      payload,
+      headers: wireHeaders(h),
+      kind,
+      // Refused for good (larger than a stream's max_msg_size, …): kept as invalid instead.
+      onRefused: (err) => {
+        this.metrics.invalid.add(InvalidReason.refused);
+        return this.keepInvalid({
+          topic,
+          payload,
+          device,
+          claimedKind,
+          reason: `refused by the site server: ${err.message}`,
+          label: InvalidReason.refused,
+          base,
+        });
+      },
+    };
+  }
+
+  /**
+   * The invalid message kept for a payload: its size and sha256 in headers, its bytes truncated to
+   * `maxPayloadBytes` (and under the server's max_payload), so that evidence never stalls the site.
+   */
+  private keepInvalid(input: InvalidInput): Prepared {
+    const { config } = this.options;
+    const { topic, payload } = input;
+    const serverMax = this.nc?.info?.max_payload ?? Number.POSITIVE_INFINITY;
+    const keepBytes = Math.max(0, Math.min(config.maxPayloadBytes, serverMax - HEADER_ROOM_BYTES));
+    const sha256 = createHash('sha256').update(payload).digest('hex');
+    // Byte-identical evidence on the same topic is the same evidence: a redelivery is stored once.
+    const digest = createHash('sha256').update(topic).update('\0').update(payload).digest('base64url');
+    const h: [string, string][] = [
+      ...input.base,
+      [Header.invalidReason, input.reason],
+      [Header.claimedKind, input.claimedKind],
+      [Header.originalSize, String(payload.length)],
+      [Header.payloadSha256, sha256],
+      [Header.msgId, `${this.idScope}.invalid.${digest}`],
+    ];
+    return {
+      subject: subjectFor(config.site, input.device, MessageKind.invalid),
+      payload: payload.length > keepBytes ? payload.subarray(0, keepBytes) : payload,
+      headers: wireHeaders(h),
+      kind: MessageKind.invalid,
+    };
+  }
+
+  /** A message refused for good even as invalid: counted and logged (never its payload), then acknowledged. */
+  private dropped(request: Prepared, err: JetStreamPublishError): void {
+    const reason = typeof err.code === 'number' ? `jetstream_${err.code}` : err.code;
+    this.metrics.dropped.add(reason);
+    this.options.log.warn(
+      { subject: request.subject, bytes: request.payload.length, err: err.message },
+      'message refused by the site server even as invalid: dropped',
+    );
   }
 
   /** Samples depth, age and evictions of the site streams into the metrics. */
@@ -289,10 +377,15 @@ export class EdgeBridge {
 
   /** Stops reading, settles the messages in hand, then closes both connections. */
   async stop(): Promise<void> {
-    clearInterval(this.statsTimer);
     await this.source?.stop();
+    await this.close(false);
+  }
+
+  private async close(stopSource: boolean): Promise<void> {
+    clearInterval(this.statsTimer);
     this.stopController.abort();
     this.asyncPublisher?.close();
-    await this.nc?.drain().catch(() => undefined);
+    if (stopSource) await this.source?.stop(1000).catch(() => undefined);
+    if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => this.nc?.close());
   }
 }

@@ -31,6 +31,12 @@ export const SiteStreamConfigSchema = Type.Object({
     default: 1 * GiB,
     description: 'Disk budget of the status/events stream (bytes), separate so alarms outlive a flood',
   }),
+  invalidMaxBytes: Type.Integer({
+    minimum: 1024 * 1024,
+    default: 512 * 1024 * 1024,
+    description:
+      'Disk budget of the stream of payloads kept as invalid (bytes), separate so a flood of garbage evicts only garbage',
+  }),
   maxAgeS: Type.Integer({
     minimum: 60,
     default: 30 * 24 * 3600,
@@ -88,7 +94,8 @@ export const EdgeConfigSchema = Type.Object({
   maxPayloadBytes: Type.Integer({
     minimum: 64,
     default: 65536,
-    description: 'Larger payloads are kept as invalid',
+    description:
+      'Larger payloads are kept as invalid, truncated to this size; so is whatever the site server refuses for good',
   }),
   maxClockSkewMs: Type.Integer({
     minimum: 0,

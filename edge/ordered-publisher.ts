@@ -12,17 +12,35 @@
  *   once (edge/async-publisher.ts) and is retried in order. After a timeout or a JetStream error of
  *   one message, the later messages already sent may be stored before its retry: they cannot be
  *   recalled without giving up pipelining.
+ * - Only transient failures are retried. A publish the server refuses for good (isPermanentPublishError)
+ *   is replaced once by what its `onRefused` gives (the bridge: the message kept as invalid); when
+ *   there is none, or that is refused too, it is dropped (`onDropped`) and resolves as such, so that
+ *   no message can stall the ones after it.
  */
 import type { MsgHdrs } from '@nats-io/transport-node';
 import type { Logger } from '../lib/log.ts';
 import { sleep } from '../lib/timers.ts';
-import type { AsyncPublisher, StoredAck } from './async-publisher.ts';
+import {
+  isPermanentPublishError,
+  type AsyncPublisher,
+  type JetStreamPublishError,
+  type StoredAck,
+} from './async-publisher.ts';
 
 export interface PublishRequest {
   subject: string;
   payload: Uint8Array;
   /** Including `Nats-Msg-Id`, which makes a retry of a stored message harmless. */
   headers: MsgHdrs;
+  /** What to publish instead when the server refuses this one for good; none: it is dropped. */
+  onRefused?: (err: JetStreamPublishError) => PublishRequest | undefined;
+}
+
+/** The PubAck, and which request it answers (a refused one's replacement), or that it was dropped. */
+export interface Published extends StoredAck {
+  request: PublishRequest;
+  /** Refused for good, and nothing could be kept in its place. */
+  dropped: boolean;
 }
 
 const State = {
@@ -37,11 +55,11 @@ type State = (typeof State)[keyof typeof State];
 interface Entry {
   request: PublishRequest;
   state: State;
-  ack?: StoredAck;
+  ack?: Published;
   error?: unknown;
   /** The attempt in flight: true once stored, false once failed (never rejects). */
   attempt?: Promise<boolean>;
-  resolve: (ack: StoredAck) => void;
+  resolve: (ack: Published) => void;
   reject: (err: Error) => void;
 }
 
@@ -52,6 +70,8 @@ export interface OrderedPublisherOptions {
   log: Logger;
   /** Called on every failed attempt (for metrics). */
   onRetry?: (err: unknown) => void;
+  /** Called when a publish is refused for good and nothing replaces it. */
+  onDropped?: (request: PublishRequest, err: JetStreamPublishError) => void;
   /** Aborting stops retrying: waiting publishes reject. */
   signal: AbortSignal;
 }
@@ -71,9 +91,12 @@ export class OrderedPublisher {
     return this.recovering;
   }
 
-  /** Resolves with the PubAck once this and every earlier publish are stored; rejects only when stopped. */
-  publish(request: PublishRequest): Promise<StoredAck> {
-    return new Promise<StoredAck>((resolve, reject) => {
+  /**
+   * Resolves with the PubAck once this and every earlier publish are stored (or dropped as refused
+   * for good); rejects only when stopped.
+   */
+  publish(request: PublishRequest): Promise<Published> {
+    return new Promise<Published>((resolve, reject) => {
       const entry: Entry = { request, state: State.queued, resolve, reject };
       this.entries.push(entry);
       if (!this.recovering) void this.send(entry);
@@ -84,13 +107,23 @@ export class OrderedPublisher {
     entry.state = State.inFlight;
     const { subject, payload, headers } = entry.request;
     entry.attempt = this.target.publish(subject, payload, headers).then(
-      (ack) => {
-        entry.state = State.stored;
-        entry.ack = ack;
-        if (!this.recovering) this.release();
-        return true;
-      },
+      (ack) => this.stored(entry, { ...ack, request: entry.request, dropped: false }),
       (err: unknown) => {
+        if (isPermanentPublishError(err)) {
+          const instead = entry.request.onRefused?.(err);
+          if (instead) {
+            entry.request = instead;
+            return this.send(entry);
+          }
+          this.options.onDropped?.(entry.request, err);
+          return this.stored(entry, {
+            stream: '',
+            seq: 0,
+            duplicate: false,
+            request: entry.request,
+            dropped: true,
+          });
+        }
         entry.state = State.failed;
         entry.error = err;
         this.options.onRetry?.(err);
@@ -99,6 +132,13 @@ export class OrderedPublisher {
       },
     );
     return entry.attempt;
+  }
+
+  private stored(entry: Entry, ack: Published): true {
+    entry.state = State.stored;
+    entry.ack = ack;
+    if (!this.recovering) this.release();
+    return true;
   }
 
   /** Resolves the stored publishes at the head, in order. */

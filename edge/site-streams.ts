@@ -4,6 +4,7 @@
  */
 import {
   DiscardPolicy,
+  JetStreamApiError,
   RetentionPolicy,
   StorageType,
   type JetStreamManager,
@@ -12,11 +13,12 @@ import {
 } from '@nats-io/jetstream';
 import { siteStreamNames, siteStreamSubjects, SiteStreamRole } from '../schemas/streams.ts';
 import { isStreamNotFound } from '../lib/nats.ts';
+import { formatBytes } from '../lib/bytes.ts';
 import type { SiteStreamConfig } from './config.ts';
 
 const nanos = (seconds: number): number => seconds * 1_000_000_000;
 
-/** The desired configuration of a site's two streams. */
+/** The desired configuration of a site's three streams. */
 export function siteStreamConfigs(config: SiteStreamConfig): Record<SiteStreamRole, StreamConfig> {
   const names = siteStreamNames(config.site);
   const subjects = siteStreamSubjects(config.site);
@@ -35,7 +37,7 @@ export function siteStreamConfigs(config: SiteStreamConfig): Record<SiteStreamRo
       name: names.telemetry,
       subjects: subjects.telemetry,
       max_bytes: config.telemetryMaxBytes,
-      description: `Switchyard ${config.site}: telemetry and invalid payloads`,
+      description: `Switchyard ${config.site}: telemetry`,
     } as StreamConfig,
     events: {
       ...common,
@@ -44,10 +46,21 @@ export function siteStreamConfigs(config: SiteStreamConfig): Record<SiteStreamRo
       max_bytes: config.eventsMaxBytes,
       description: `Switchyard ${config.site}: status and events`,
     } as StreamConfig,
+    invalid: {
+      ...common,
+      name: names.invalid,
+      subjects: subjects.invalid,
+      max_bytes: config.invalidMaxBytes,
+      description: `Switchyard ${config.site}: payloads kept aside as invalid`,
+    } as StreamConfig,
   };
 }
 
-/** Creates the site's streams, or updates their limits; returns their info. */
+/**
+ * Creates the site's streams, or updates their limits; returns their info. Roles are handled in
+ * SiteStreamRole order, so a telemetry stream of an older release, which also captured `.invalid`,
+ * gives that subject up (keeping what it stores) before the invalid stream claims it.
+ */
 export async function ensureSiteStreams(
   jsm: JetStreamManager,
   config: SiteStreamConfig,
@@ -67,4 +80,77 @@ export async function ensureSiteStreams(
     out[role] = info;
   }
   return out;
+}
+
+/** JetStream's answers when a stream's max_bytes does not fit the server's or account's store. */
+const NO_ROOM_CODES: ReadonlySet<number> = new Set([
+  10023, // insufficient resources
+  10028, // account storage limit would be exceeded
+  10047, // insufficient storage resources available
+]);
+
+const isNoRoom = (err: unknown): boolean => err instanceof JetStreamApiError && NO_ROOM_CODES.has(err.code);
+
+/** Thrown when the site streams' budgets cannot fit the site server's file store. */
+export class StreamBudgetError extends Error {
+  override name = 'StreamBudgetError';
+}
+
+/**
+ * Checks, before any stream is created or updated, that the three budgets fit the site server's
+ * JetStream file store. Neither account info nor $JS.API.INFO tell the server's max_file_store,
+ * so the room left is measured: a probe stream (no messages, deleted at once) is created with the
+ * budget the site streams still need, and on refusal the largest size that fits is searched for
+ * to name the figure.
+ */
+export async function checkStreamBudgets(jsm: JetStreamManager, config: SiteStreamConfig): Promise<void> {
+  const wanted = Object.values(siteStreamConfigs(config));
+  const total = wanted.reduce((sum, c) => sum + (c.max_bytes ?? 0), 0);
+  const ours = new Set(wanted.map((c) => c.name));
+  let reservedByOurs = 0;
+  let reservedByAll = 0;
+  for await (const info of jsm.streams.list()) {
+    if (info.config.storage !== StorageType.File || info.config.max_bytes <= 0) continue;
+    reservedByAll += info.config.max_bytes;
+    if (ours.has(info.config.name)) reservedByOurs += info.config.max_bytes;
+  }
+  const needed = total - reservedByOurs;
+  if (needed <= 0 || (await fits(jsm, config.site, needed))) return;
+  // Binary search on MiB: about 14 probes for a store of 10 GiB, each refused at once.
+  const MiB = 1024 * 1024;
+  let lo = 0;
+  let hi = Math.ceil(needed / MiB);
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (await fits(jsm, config.site, mid * MiB)) lo = mid;
+    else hi = mid;
+  }
+  const store = reservedByAll + lo * MiB;
+  throw new StreamBudgetError(
+    `stream budgets ${formatBytes(total)} exceed the site server's max_file_store ${formatBytes(store)}` +
+      (reservedByAll > reservedByOurs
+        ? ` (of which other streams reserve ${formatBytes(reservedByAll - reservedByOurs)})`
+        : '') +
+      ': lower SWITCHYARD_TELEMETRY_MAX_BYTES, SWITCHYARD_EVENTS_MAX_BYTES or SWITCHYARD_INVALID_MAX_BYTES, or raise max_file_store',
+  );
+}
+
+/** Whether a file stream of `maxBytes` can be created now (the probe is deleted again). */
+async function fits(jsm: JetStreamManager, site: string, maxBytes: number): Promise<boolean> {
+  if (maxBytes <= 0) return true;
+  const name = `SITE_${site}_BUDGET_PROBE`;
+  try {
+    await jsm.streams.add({
+      name,
+      subjects: [`_switchyard.budget-probe.${site}`],
+      storage: StorageType.File,
+      max_bytes: maxBytes,
+      num_replicas: 1,
+    });
+  } catch (err) {
+    if (isNoRoom(err)) return false;
+    throw err;
+  }
+  await jsm.streams.delete(name);
+  return true;
 }

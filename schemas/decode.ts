@@ -52,13 +52,15 @@ export const InvalidReason = {
   badDeviceId: 'bad_device_id',
   /** Device time too far ahead of the gateway's clock (checked by the bridge, after decoding). */
   clockSkew: 'clock_skew',
+  /** The site server refused to store it for good (checked by the bridge, after publishing). */
+  refused: 'refused',
 } as const;
 export type InvalidReason = (typeof InvalidReason)[keyof typeof InvalidReason];
 
 /** The invalid reasons `decodePayload` itself finds. */
 export type DecodeFailure = Exclude<
   InvalidReason,
-  typeof InvalidReason.badDeviceId | typeof InvalidReason.clockSkew
+  typeof InvalidReason.badDeviceId | typeof InvalidReason.clockSkew | typeof InvalidReason.refused
 >;
 
 /**

@@ -18,6 +18,10 @@ export const Header = {
   invalidReason: 'Switchyard-Invalid-Reason',
   /** Only on kind `invalid`: the kind the topic claimed (may itself be unknown). */
   claimedKind: 'Switchyard-Claimed-Kind',
+  /** Only on kind `invalid`: the size of the payload as sent (bytes); the stored one may be truncated. */
+  originalSize: 'Switchyard-Original-Size',
+  /** Only on kind `invalid`: sha256 (hex) of the payload as sent, whole. */
+  payloadSha256: 'Switchyard-Payload-Sha256',
 
   /** Dead-letter headers (stream BSU_DLQ). */
   dlqReason: 'Switchyard-Dlq-Reason',

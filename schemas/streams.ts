@@ -13,31 +13,38 @@ export const DLQ_STREAM = 'BSU_DLQ';
 export const HUB_DOMAIN = 'hub';
 
 /**
- * A site has two streams with budgets of their own, so that a telemetry flood can only evict
- * telemetry: status and events (alarms) outlive it.
+ * A site has three streams with budgets of their own, so that a flood evicts only its own kind:
+ * alarms outlive telemetry, and telemetry outlives payloads kept aside as invalid.
  */
-export const SiteStreamRole = { telemetry: 'telemetry', events: 'events' } as const;
+export const SiteStreamRole = { telemetry: 'telemetry', events: 'events', invalid: 'invalid' } as const;
 export type SiteStreamRole = (typeof SiteStreamRole)[keyof typeof SiteStreamRole];
 
 export interface SiteStreamNames {
-  /** Telemetry and payloads kept aside as `invalid`: evicted oldest-first when over budget. */
+  /** Telemetry: evicted oldest-first when over budget. */
   telemetry: string;
   /** Status and events: a separate, smaller budget. */
   events: string;
+  /** Payloads kept aside as `invalid`: a broken device's flood evicts only its own kind. */
+  invalid: string;
 }
 
 export function siteStreamNames(site: string): SiteStreamNames {
   if (!isValidId(site))
     throw new Error(`invalid site id ${JSON.stringify(site)}: use letters, digits, - and _`);
-  return { telemetry: `SITE_${site}_TELEMETRY`, events: `SITE_${site}_EVENTS` };
+  return {
+    telemetry: `SITE_${site}_TELEMETRY`,
+    events: `SITE_${site}_EVENTS`,
+    invalid: `SITE_${site}_INVALID`,
+  };
 }
 
 /** Subjects each site stream captures. */
 export function siteStreamSubjects(site: string): Record<SiteStreamRole, string[]> {
   const at = (kind: MessageKind): string => `${SUBJECT_ROOT}.${site}.*.${kind}`;
   return {
-    telemetry: [at(MessageKind.telemetry), at(MessageKind.invalid)],
+    telemetry: [at(MessageKind.telemetry)],
     events: [at(MessageKind.status), at(MessageKind.event)],
+    invalid: [at(MessageKind.invalid)],
   };
 }
 
@@ -48,6 +55,6 @@ export const siteDeliverPrefix = (site: string): string => `deliver.${site}`;
 
 /** The site a hub source belongs to, from its stream name; undefined if it is not a site stream. */
 export function siteOfStream(stream: string): string | undefined {
-  const m = /^SITE_(.+)_(TELEMETRY|EVENTS)$/.exec(stream);
+  const m = /^SITE_(.+)_(TELEMETRY|EVENTS|INVALID)$/.exec(stream);
   return m?.[1];
 }

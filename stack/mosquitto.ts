@@ -49,7 +49,17 @@ export interface MosquittoOptions {
    * and publish anywhere, for tests and benchmarks of a plain broker.
    */
   auth?: boolean;
+  /** Largest MQTT packet accepted (default MQTT_MAX_PACKET_BYTES); 0: mosquitto's own (none). */
+  maxPacketBytes?: number;
 }
+
+/**
+ * The site nats-server's max_payload (1 MiB) less room for the headers the bridge adds: a packet
+ * the broker accepts always fits the server. Larger ones are refused at the broker.
+ */
+export const MQTT_MAX_PACKET_BYTES = 1024 * 1024 - 4096;
+/** What the broker queues for the bridge while it is down, beside the message count. */
+export const MQTT_MAX_QUEUED_BYTES = 256 * 1024 * 1024;
 
 /** A mosquitto broker with persistence (queued QoS 1 messages of persistent sessions survive). */
 export function mosquittoSpec(o: MosquittoOptions): ServerSpec {
@@ -76,6 +86,11 @@ export function mosquittoSpec(o: MosquittoOptions): ServerSpec {
       `autosave_interval 5`,
       // A site keeps queueing for the bridge while it is down: well above the default of 1000.
       `max_queued_messages 1000000`,
+      // Bounded in bytes too, so that queued large payloads cannot fill the gateway's memory.
+      `max_queued_bytes ${MQTT_MAX_QUEUED_BYTES}`,
+      ...((o.maxPacketBytes ?? MQTT_MAX_PACKET_BYTES) > 0
+        ? [`max_packet_size ${o.maxPacketBytes ?? MQTT_MAX_PACKET_BYTES}`]
+        : []),
       // The bridge acks in a window; the default of 20 in flight per client would throttle it.
       `max_inflight_messages 1000`,
       `log_dest stdout`,

@@ -30,6 +30,7 @@ const IN_FLIGHT = 'switchyard_edge_in_flight{service="switchyard-edge"}';
 const SITE_LIMITS = {
   telemetryMaxBytes: 256 * 1024 ** 2,
   eventsMaxBytes: 64 * 1024 ** 2,
+  invalidMaxBytes: 64 * 1024 ** 2,
   maxAgeS: 3600,
   duplicateWindowS: 900,
 };

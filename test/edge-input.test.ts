@@ -34,6 +34,7 @@ describe('bridge input handling', () => {
         SWITCHYARD_MAX_PAYLOAD_BYTES: '4096',
         SWITCHYARD_TELEMETRY_MAX_BYTES: String(1024 * 1024),
         SWITCHYARD_EVENTS_MAX_BYTES: String(1024 * 1024),
+        SWITCHYARD_INVALID_MAX_BYTES: String(1024 * 1024),
       },
     });
     devices = await DevicePublisher.connect(mqttUrl);
@@ -114,28 +115,40 @@ describe('bridge input handling', () => {
         label: 'bad_device_id',
       },
     ];
-    const beforeCount = await streamCount(site, names.telemetry);
+    const beforeTelemetry = await streamCount(site, names.telemetry);
+    const beforeInvalid = await streamCount(site, names.invalid);
     let goodSeq = 0;
     for (const c of cases) {
       await devices.publish('bsu/good-1/telemetry', telemetryJson(++goodSeq));
       await devices.publish(c.topic, c.payload);
     }
     await devices.publish('bsu/good-1/telemetry', telemetryJson(++goodSeq));
-    const expected = beforeCount + cases.length + goodSeq;
     await waitFor(
-      `${expected} messages in the site stream`,
-      async () => (await streamCount(site, names.telemetry)) >= expected,
+      `${goodSeq} readings and ${cases.length} invalid messages in the site streams`,
+      async () =>
+        (await streamCount(site, names.telemetry)) >= beforeTelemetry + goodSeq &&
+        (await streamCount(site, names.invalid)) >= beforeInvalid + cases.length,
     );
 
     const stored = await readStream(site, names.telemetry);
-    const invalid = stored.filter((m) => m.subject.endsWith('.invalid'));
+    const invalid = await readStream(site, names.invalid);
     assert.equal(invalid.length, cases.length);
+    assert.ok(
+      stored.every((m) => !m.subject.endsWith('.invalid')),
+      'nothing invalid in the telemetry stream',
+    );
     for (const c of cases) {
       const m = invalid.find((x) => x.headers[Header.mqttTopic] === c.topic);
       assert.ok(m, `no invalid message kept for ${c.topic}`);
       assert.equal(m.subject, `bsu.${SITE}.${c.subject}.invalid`);
       assert.match(m.headers[Header.invalidReason]!, c.reason);
-      assert.deepEqual(Buffer.from(m.payload), c.payload, `${c.topic}: bytes must be kept as sent`);
+      // Kept as sent up to the size limit; larger ones truncated, with their size and sha256.
+      assert.deepEqual(
+        Buffer.from(m.payload),
+        c.payload.subarray(0, 4096),
+        `${c.topic}: bytes must be kept as sent`,
+      );
+      assert.equal(m.headers[Header.originalSize], String(c.payload.length));
     }
     const good = stored.filter((m) => m.subject === `bsu.${SITE}.good-1.telemetry`);
     assert.deepEqual(
