@@ -239,3 +239,51 @@ describe('poison messages and site budgets', () => {
     }
   });
 });
+
+describe('a size limit above the server max_payload', () => {
+  const servers = new TestServers('edge-poison-big');
+  const SITE_BIG = 'site-big';
+  const big = siteStreamNames(SITE_BIG);
+
+  test('a valid reading larger than max_payload is kept as invalid, truncated to fit', async () => {
+    const nats = await servers.nats({ domain: SITE_BIG });
+    const mqtt = await servers.start(
+      mosquittoSpec({
+        name: 'mqtt',
+        dir: join(servers.dir, 'mqtt'),
+        port: await freePort(),
+        auth: false,
+        maxPacketBytes: 0,
+      }),
+    );
+    const bridge = await startBridge({
+      site: SITE_BIG,
+      mqttUrl: mqtt.url,
+      natsUrl: nats.url,
+      env: { SWITCHYARD_MAX_PAYLOAD_BYTES: String(4 * MiB), SWITCHYARD_INVALID_MAX_BYTES: String(16 * MiB) },
+    });
+    const devices = await DevicePublisher.connect(mqtt.url);
+    const site = await natsConnect(nats.url);
+    try {
+      const huge = paddedTelemetry(1, 1_500_000);
+      await devices.publish('bsu/huge-1/telemetry', huge);
+      const next = telemetryJson(2);
+      await devices.publish('bsu/huge-1/telemetry', next);
+      await waitFor('the next reading stored', async () => (await streamCount(site, big.telemetry)) === 1);
+      const [kept] = await readStream(site, big.invalid);
+      assert.ok(kept, 'the refused reading is kept as invalid');
+      assert.match(kept.headers[Header.invalidReason]!, /^refused by the site server: .*max_payload/);
+      assert.equal(kept.headers[Header.originalSize], String(huge.length));
+      assert.equal(kept.headers[Header.payloadSha256], sha256(huge));
+      assert.deepEqual(Buffer.from(kept.payload), huge.subarray(0, 1024 * 1024 - 4096));
+      const [stored] = await readStream(site, big.telemetry);
+      assert.equal(Buffer.from(stored!.payload).toString(), next);
+      assert.ok((await fetch(`${bridge.opsUrl}/readyz`)).ok, 'the bridge stays ready');
+    } finally {
+      await devices.close();
+      await bridge.stop();
+      await site.close();
+      await servers.stopAll();
+    }
+  });
+});
