@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
@@ -12,7 +13,12 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { freePort } from '../lib/process.ts';
 import { Header } from '../schemas/index.ts';
 import { siteStreamNames } from '../schemas/streams.ts';
-import { mosquittoSpec } from '../stack/mosquitto.ts';
+import {
+  brokerDir,
+  MQTT_MAX_PACKET_BYTES,
+  MQTT_MAX_QUEUED_BYTES,
+  mosquittoSpec,
+} from '../stack/mosquitto.ts';
 import { DevicePublisher, startBridge, telemetryJson, type BridgeProcess } from './support/edge.ts';
 import { natsConnect, readStream, streamCount } from './support/jetstream.ts';
 import { metricValue, startSwitchyard } from './support/process.ts';
@@ -30,6 +36,18 @@ const paddedTelemetry = (seq: number, bytes: number): Buffer => {
   return Buffer.from(json + ' '.repeat(bytes - Buffer.byteLength(json)));
 };
 
+/** A broker without a packet limit: the bridge itself must cope with what a laxer broker lets in. */
+const laxBroker = async (servers: TestServers) =>
+  servers.start(
+    mosquittoSpec({
+      name: 'mqtt',
+      dir: join(servers.dir, 'mqtt'),
+      port: await freePort(),
+      auth: false,
+      maxPacketBytes: 0,
+    }),
+  );
+
 describe('poison messages and site budgets', () => {
   const servers = new TestServers('edge-poison');
   let site: NatsConnection;
@@ -39,16 +57,7 @@ describe('poison messages and site budgets', () => {
 
   before(async () => {
     const nats = await servers.nats({ domain: SITE });
-    // No packet limit at this broker: the bridge itself must cope with what a laxer broker lets in.
-    const mqtt = await servers.start(
-      mosquittoSpec({
-        name: 'mqtt',
-        dir: join(servers.dir, 'mqtt'),
-        port: await freePort(),
-        auth: false,
-        maxPacketBytes: 0,
-      }),
-    );
+    const mqtt = await laxBroker(servers);
     site = await natsConnect(nats.url);
     jsm = await jetstreamManager(site);
     // A site of an older release: its telemetry stream also captured `.invalid`.
@@ -247,15 +256,7 @@ describe('a size limit above the server max_payload', () => {
 
   test('a valid reading larger than max_payload is kept as invalid, truncated to fit', async () => {
     const nats = await servers.nats({ domain: SITE_BIG });
-    const mqtt = await servers.start(
-      mosquittoSpec({
-        name: 'mqtt',
-        dir: join(servers.dir, 'mqtt'),
-        port: await freePort(),
-        auth: false,
-        maxPacketBytes: 0,
-      }),
-    );
+    const mqtt = await laxBroker(servers);
     const bridge = await startBridge({
       site: SITE_BIG,
       mqttUrl: mqtt.url,
@@ -283,6 +284,31 @@ describe('a size limit above the server max_payload', () => {
       await devices.close();
       await bridge.stop();
       await site.close();
+      await servers.stopAll();
+    }
+  });
+});
+
+describe("the stack's broker", () => {
+  const servers = new TestServers('edge-poison-broker');
+
+  test('refuses a packet over max_packet_size, so it never reaches the bridge', async () => {
+    const broker = await servers.mosquitto();
+    const conf = readFileSync(join(brokerDir(broker), 'mosquitto.conf'), 'utf8');
+    assert.match(conf, new RegExp(`^max_packet_size ${MQTT_MAX_PACKET_BYTES}$`, 'm'));
+    assert.match(conf, new RegExp(`^max_queued_bytes ${MQTT_MAX_QUEUED_BYTES}$`, 'm'));
+    assert.match(conf, /^max_queued_messages 1000000$/m);
+    const devices = await DevicePublisher.connect(broker.url);
+    devices.client.options.reconnectPeriod = 0;
+    try {
+      // A PUBLISH of the payload alone plus topic and header is over the limit.
+      void devices
+        .publish('bsu/big-1/telemetry', Buffer.alloc(MQTT_MAX_PACKET_BYTES, 0x61))
+        .catch(() => undefined);
+      await waitFor('the broker to drop the device', () => !devices.client.connected, 10_000);
+      assert.equal(devices.acked, 0, 'the broker never took it');
+    } finally {
+      await devices.client.endAsync(true);
       await servers.stopAll();
     }
   });
