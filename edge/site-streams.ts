@@ -107,6 +107,10 @@ export async function checkStreamBudgets(jsm: JetStreamManager, config: SiteStre
   const wanted = Object.values(siteStreamConfigs(config));
   const total = wanted.reduce((sum, c) => sum + (c.max_bytes ?? 0), 0);
   const ours = new Set(wanted.map((c) => c.name));
+  // A probe left by a start that died between creating and deleting it would skew the figures.
+  await jsm.streams.delete(probeName(config.site)).catch((err: unknown) => {
+    if (!isStreamNotFound(err)) throw err;
+  });
   let reservedByOurs = 0;
   let reservedByAll = 0;
   for await (const info of jsm.streams.list()) {
@@ -135,10 +139,12 @@ export async function checkStreamBudgets(jsm: JetStreamManager, config: SiteStre
   );
 }
 
+const probeName = (site: string): string => `SITE_${site}_BUDGET_PROBE`;
+
 /** Whether a file stream of `maxBytes` can be created now (the probe is deleted again). */
 async function fits(jsm: JetStreamManager, site: string, maxBytes: number): Promise<boolean> {
   if (maxBytes <= 0) return true;
-  const name = `SITE_${site}_BUDGET_PROBE`;
+  const name = probeName(site);
   try {
     await jsm.streams.add({
       name,

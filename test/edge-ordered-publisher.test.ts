@@ -162,4 +162,40 @@ describe('ordered publishing', () => {
     assert.deepEqual(resolved, []);
     assert.deepEqual(rejected, ['m1', 'm2']);
   });
+
+  test('a permanent refusal is replaced once, then dropped, without retrying or holding later ones', async () => {
+    const target = new ScriptedTarget();
+    const dropped: string[] = [];
+    const publisher = new OrderedPublisher(target, {
+      log: silentLogger,
+      signal: new AbortController().signal,
+      minBackoffMs: 1,
+      maxBackoffMs: 2,
+      onDropped: (request) => void dropped.push(request.subject),
+    });
+    const request = (subject: string, instead?: string) => ({
+      subject,
+      payload: new Uint8Array(),
+      headers: wireHeaders([]),
+      ...(instead ? { onRefused: () => request(instead) } : {}),
+    });
+    const results = [request('m1', 'm1-invalid'), request('m2'), request('m3')].map((r) =>
+      publisher.publish(r),
+    );
+    const tooBig = new JetStreamPublishError('message size exceeds maximum allowed', 400);
+    target.last('m1').fail(tooBig);
+    await target.attempts(4);
+    assert.equal(target.subjects[3], 'm1-invalid', 'the replacement is sent at once');
+    assert.equal(publisher.degraded, false, 'a permanent refusal is not retried');
+    target.last('m2').answer();
+    target.last('m3').fail(new JetStreamPublishError('not sent: max_payload size exceeded', 'refused'));
+    target.last('m1-invalid').answer();
+    const [r1, r2, r3] = await Promise.all(results);
+    assert.equal(r1!.request.subject, 'm1-invalid');
+    assert.equal(r1!.dropped, false);
+    assert.equal(r2!.request.subject, 'm2');
+    assert.equal(r3!.dropped, true, 'nothing replaces m3: dropped');
+    assert.deepEqual(dropped, ['m3']);
+    assert.equal(target.calls.length, 4, 'nothing retried');
+  });
 });
