@@ -64,9 +64,9 @@ export type HubStreamLimits = Pick<HubStreamConfig, 'hubMaxAgeS' | 'hubMaxBytes'
   Partial<Pick<HubStreamConfig, 'hubReplicas'>>;
 
 /**
- * The two sources that bring one site's streams into `BSU`. Each takes only the site's own subjects
- * (`bsu.<site>.>`): whatever else a site's stream holds, it can never place data under another
- * site's name.
+ * The sources that bring one site's streams (telemetry, events, invalid) into `BSU`. Each takes
+ * only the site's own subjects (`bsu.<site>.>`): whatever else a site's stream holds, it can never
+ * place data under another site's name.
  */
 export function siteSources(site: string): StreamSource[] {
   const external = { api: siteApiPrefix(site), deliver: siteDeliverPrefix(site) };

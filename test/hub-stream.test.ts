@@ -38,7 +38,7 @@ describe('hub stream onboarding', () => {
     hubDuplicateWindowS: 900,
   });
 
-  test('site add creates BSU sourcing both site streams over the leaf with a per-site deliver prefix, once', async (t) => {
+  test('site add creates BSU sourcing the three site streams over the leaf with a per-site deliver prefix, once', async (t) => {
     const { jsm, natsUrl } = await freshHub(t);
     const config = { ...limits(natsUrl, 2 * HOUR_S), hubDuplicateWindowS: 600 };
     await addSite(jsm, 'site-a', config);
@@ -50,6 +50,7 @@ describe('hub stream onboarding', () => {
       [
         ['SITE_site-a_TELEMETRY', '$JS.site-a.API', 'deliver.site-a'],
         ['SITE_site-a_EVENTS', '$JS.site-a.API', 'deliver.site-a'],
+        ['SITE_site-a_INVALID', '$JS.site-a.API', 'deliver.site-a'],
       ],
     );
     assert.equal(info.config.max_age, 2 * HOUR_S * 1e9);

@@ -35,6 +35,7 @@ const SITES = ['site-1', 'site-2'] as const;
 const STREAM_SETTINGS = {
   telemetryMaxBytes: 64 << 20,
   eventsMaxBytes: 16 << 20,
+  invalidMaxBytes: 16 << 20,
   maxAgeS: 3600,
   duplicateWindowS: 900,
 };
