@@ -640,9 +640,14 @@ describe('install.sh', () => {
       ]).args;
     const refused = install(args('budget-root'));
     assert.equal(refused.code, 1, refused.stdout);
-    assert.match(
+    // The bridge's own defaults, as its config loads them.
+    const { telemetryMaxBytes, eventsMaxBytes, invalidMaxBytes } = loadConfig(SiteStreamConfigSchema, {
+      env: { SWITCHYARD_SITE: 'site-7' },
+    });
+    const total = telemetryMaxBytes + eventsMaxBytes + invalidMaxBytes;
+    assert.equal(
       refused.stderr,
-      /^install\.sh: stream budgets \(telemetry 8589934592 \+ events 1073741824 \+ invalid \d+ = \d+ bytes\) exceed max_file_store 4294967296 of \/etc\/switchyard\/nats-site\.conf: .* \(--force to install anyway\)\n$/,
+      `install.sh: stream budgets (telemetry ${telemetryMaxBytes} + events ${eventsMaxBytes} + invalid ${invalidMaxBytes} = ${total} bytes) exceed max_file_store 4294967296 of /etc/switchyard/nats-site.conf: lower them in edge.env or raise max_file_store (--force to install anyway)\n`,
     );
     // Nothing is enabled after a refusal.
     assert.ok(!existsSync(join(dir, 'budget-root/etc/systemd/system/multi-user.target.wants')));

@@ -6,7 +6,7 @@ import { OperatorStore, type AccountJwt } from '../../cloud/accounts/operator-st
 import { pushAccountJwts } from '../../cloud/accounts/resolver.ts';
 import { addSite, HubStreamConfigSchema, listSites, removeSite } from '../../cloud/hub-stream.ts';
 import { SiteInitConfigSchema } from '../../edge/config.ts';
-import { ensureSiteStreams } from '../../edge/site-streams.ts';
+import { checkStreamBudgets, ensureSiteStreams } from '../../edge/site-streams.ts';
 import { addConfigOptions, loadConfig } from '../../lib/config.ts';
 import { UsageError } from '../../lib/errors.ts';
 import { connectNats, natsAuthOf, natsInsecurities } from '../../lib/nats.ts';
@@ -176,7 +176,10 @@ export const registerSite: RegisterCommand = (program) => {
       auth: natsAuthOf(config),
     });
     try {
-      const streams = await ensureSiteStreams(await jetstreamManager(nc), config);
+      const jsm = await jetstreamManager(nc);
+      // The same check as the bridge's start: budgets the file store cannot hold fail here, not later.
+      await checkStreamBudgets(jsm, config);
+      const streams = await ensureSiteStreams(jsm, config);
       for (const s of Object.values(streams)) {
         process.stdout.write(
           `${s.config.name}: ${s.state.messages} messages, budget ${s.config.max_bytes} bytes\n`,
