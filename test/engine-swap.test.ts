@@ -177,7 +177,13 @@ describe('engine swap influx1 → influx2', () => {
     ]);
     assert.equal(repaired.code, 0, repaired.output);
     assert.equal(repaired.report.written, published);
-    const after = await cli(['migrate', 'verify', '--from', 'influx1', '--to', 'influx2', ...window]);
+    // VictoriaMetrics shows series written again after a delete once its caches catch up: wait
+    // for verify to agree, and fail with its last report if it never does.
+    let after = await cli(['migrate', 'verify', '--from', 'influx1', '--to', 'influx2', ...window]);
+    for (let tries = 1; after.code !== 0 && tries < 20; tries++) {
+      await sleep(1000);
+      after = await cli(['migrate', 'verify', '--from', 'influx1', '--to', 'influx2', ...window]);
+    }
     assert.equal(after.code, 0, after.output);
 
     const cutover = await cli(['migrate', 'cutover', '--from', 'influx1', '--to', 'influx2']);
