@@ -43,17 +43,21 @@ export const UNKNOWN_DEVICE = '_unknown';
 /** Room left under the server's max_payload for the headers the bridge adds to a kept payload. */
 export const HEADER_ROOM_BYTES = 4096;
 
-type Prepared = PublishRequest & { kind: MessageKind };
-
-interface InvalidInput {
+/** A message ready to publish, with what keeping it as invalid instead would need. */
+interface Prepared extends PublishRequest {
+  kind: MessageKind;
+  /** The MQTT message as received. */
   topic: string;
-  payload: Buffer;
+  received: Buffer;
+  receivedAtMs: number;
   device: string;
   claimedKind: string;
+}
+
+/** Why a payload is kept as invalid: the text stored with it and the metric label. */
+interface Invalidity {
   reason: string;
   label: InvalidReason;
-  /** Headers every stored message carries (site, gateway, receipt time, topic). */
-  base: [string, string][];
 }
 
 export class EdgeMetrics {
@@ -158,7 +162,7 @@ export class EdgeBridge {
   private nc?: NatsConnection;
   private jsm?: JetStreamManager;
   private source?: MqttSource;
-  private publisher?: OrderedPublisher;
+  private publisher?: OrderedPublisher<Prepared>;
   private asyncPublisher?: AsyncPublisher;
   private statsTimer?: NodeJS.Timeout;
   private inFlight = 0;
@@ -198,11 +202,19 @@ export class EdgeBridge {
     log.info({ streams: Object.values(streams).map((s) => s.config.name) }, 'site streams ready');
 
     this.asyncPublisher = new AsyncPublisher(this.nc, config.publishTimeoutMs);
-    this.publisher = new OrderedPublisher(this.asyncPublisher, {
+    this.publisher = new OrderedPublisher<Prepared>(this.asyncPublisher, {
       log,
       signal: this.stopController.signal,
       onRetry: () => this.metrics.publishRetries.inc(),
-      onDropped: (request, err) => this.dropped(request as Prepared, err),
+      // Refused for good (larger than a stream's max_msg_size, …): a reading is kept as invalid.
+      onRefused: (request, err) =>
+        request.kind === MessageKind.invalid
+          ? undefined
+          : this.keepInvalid(request, {
+              reason: `refused by the site server: ${err.message}`,
+              label: InvalidReason.refused,
+            }),
+      onDropped: (request, err) => this.dropped(request, err),
     });
     await this.sampleStreams();
     this.statsTimer = setInterval(() => void this.sampleStreams(), config.statsIntervalMs);
@@ -231,7 +243,7 @@ export class EdgeBridge {
     // the PubAck, so messages in flight hold little more than their bytes.
     const request = this.prepare(topic, payload, receivedAtMs);
     this.inFlight++;
-    let ack: Published;
+    let ack: Published<Prepared>;
     try {
       ack = await this.publisher!.publish(request);
     } finally {
@@ -239,7 +251,7 @@ export class EdgeBridge {
     }
     if (ack.dropped) return;
     if (ack.duplicate) this.metrics.duplicates.inc();
-    else this.metrics.published.add((ack.request as Prepared).kind);
+    else this.metrics.published.add(ack.request.kind);
     this.metrics.publishSeconds.observe((Date.now() - receivedAtMs) / 1000);
   }
 
@@ -249,15 +261,8 @@ export class EdgeBridge {
     const route = this.topics.match(topic);
     const claimedKind = route?.kind ?? 'unknown';
     this.metrics.received.add(claimedKind);
-    const h: [string, string][] = [
-      [Header.site, config.site],
-      [Header.gateway, config.gateway],
-      [Header.receivedAt, new Date(receivedAtMs).toISOString()],
-      [Header.mqttTopic, topic],
-    ];
-
     let device = route?.device ?? UNKNOWN_DEVICE;
-    let invalid: { reason: string; label: InvalidReason } | undefined;
+    let invalid: Invalidity | undefined;
     if (!isValidId(device)) {
       invalid = {
         reason: `device id ${JSON.stringify(device)} is not usable: use letters, digits, - and _`,
@@ -277,61 +282,63 @@ export class EdgeBridge {
       };
     }
 
-    if (!decoded?.ok || invalid) {
-      const input = { topic, payload, device, claimedKind, reason: invalid!.reason, label: invalid!.label };
-      this.metrics.invalid.add(input.label);
-      return this.keepInvalid({ ...input, base: h });
-    }
+    const source = { topic, received: payload, receivedAtMs, device, claimedKind };
+    if (!decoded?.ok || invalid) return this.keepInvalid(source, invalid!);
     const kind = decoded.kind;
+    const h = this.commonHeaders(topic, receivedAtMs);
     h.push(
       [Header.schema, schemaTag(decoded.kind as DeviceKind)],
       [Header.msgId, messageId(this.idScope, device, kind, decoded.seq, decoded.tsMs)],
     );
-    const base = h.slice(0, 4);
     return {
+      ...source,
       subject: subjectFor(config.site, device, kind),
       payload,
       headers: wireHeaders(h),
       kind,
-      // Refused for good (larger than a stream's max_msg_size, …): kept as invalid instead.
-      onRefused: (err) => {
-        this.metrics.invalid.add(InvalidReason.refused);
-        return this.keepInvalid({
-          topic,
-          payload,
-          device,
-          claimedKind,
-          reason: `refused by the site server: ${err.message}`,
-          label: InvalidReason.refused,
-          base,
-        });
-      },
     };
   }
 
-  /**
-   * The invalid message kept for a payload: its size and sha256 in headers, its bytes truncated to
-   * `maxPayloadBytes` (and under the server's max_payload), so that evidence never stalls the site.
-   */
-  private keepInvalid(input: InvalidInput): Prepared {
+  /** Headers every stored message carries: site, gateway, receipt time, MQTT topic. */
+  private commonHeaders(topic: string, receivedAtMs: number): [string, string][] {
     const { config } = this.options;
-    const { topic, payload } = input;
+    return [
+      [Header.site, config.site],
+      [Header.gateway, config.gateway],
+      [Header.receivedAt, new Date(receivedAtMs).toISOString()],
+      [Header.mqttTopic, topic],
+    ];
+  }
+
+  /**
+   * The invalid message kept for a payload, counted: its size and sha256 in headers, its bytes
+   * truncated to `maxPayloadBytes` (and under the server's max_payload), so that evidence never
+   * stalls the site.
+   */
+  private keepInvalid(
+    source: Pick<Prepared, 'topic' | 'received' | 'receivedAtMs' | 'device' | 'claimedKind'>,
+    why: Invalidity,
+  ): Prepared {
+    const { config } = this.options;
+    const { topic, received } = source;
+    this.metrics.invalid.add(why.label);
     const serverMax = this.nc?.info?.max_payload ?? Number.POSITIVE_INFINITY;
     const keepBytes = Math.max(0, Math.min(config.maxPayloadBytes, serverMax - HEADER_ROOM_BYTES));
-    const sha256 = createHash('sha256').update(payload).digest('hex');
+    const sha256 = createHash('sha256').update(received).digest('hex');
     // Byte-identical evidence on the same topic is the same evidence: a redelivery is stored once.
-    const digest = createHash('sha256').update(topic).update('\0').update(payload).digest('base64url');
-    const h: [string, string][] = [
-      ...input.base,
-      [Header.invalidReason, input.reason],
-      [Header.claimedKind, input.claimedKind],
-      [Header.originalSize, String(payload.length)],
+    const digest = createHash('sha256').update(topic).update('\0').update(received).digest('base64url');
+    const h = this.commonHeaders(topic, source.receivedAtMs);
+    h.push(
+      [Header.invalidReason, why.reason],
+      [Header.claimedKind, source.claimedKind],
+      [Header.originalSize, String(received.length)],
       [Header.payloadSha256, sha256],
       [Header.msgId, `${this.idScope}.invalid.${digest}`],
-    ];
+    );
     return {
-      subject: subjectFor(config.site, input.device, MessageKind.invalid),
-      payload: payload.length > keepBytes ? payload.subarray(0, keepBytes) : payload,
+      ...source,
+      subject: subjectFor(config.site, source.device, MessageKind.invalid),
+      payload: received.length > keepBytes ? received.subarray(0, keepBytes) : received,
       headers: wireHeaders(h),
       kind: MessageKind.invalid,
     };

@@ -13,9 +13,9 @@
  *   one message, the later messages already sent may be stored before its retry: they cannot be
  *   recalled without giving up pipelining.
  * - Only transient failures are retried. A publish the server refuses for good (isPermanentPublishError)
- *   is replaced once by what its `onRefused` gives (the bridge: the message kept as invalid); when
- *   there is none, or that is refused too, it is dropped (`onDropped`) and resolves as such, so that
- *   no message can stall the ones after it.
+ *   is replaced once by what `onRefused` gives (the bridge: the message kept as invalid); when there
+ *   is none, or that is refused too, it is dropped (`onDropped`) and resolves as such, so that no
+ *   message can stall the ones after it.
  */
 import type { MsgHdrs } from '@nats-io/transport-node';
 import type { Logger } from '../lib/log.ts';
@@ -32,13 +32,11 @@ export interface PublishRequest {
   payload: Uint8Array;
   /** Including `Nats-Msg-Id`, which makes a retry of a stored message harmless. */
   headers: MsgHdrs;
-  /** What to publish instead when the server refuses this one for good; none: it is dropped. */
-  onRefused?: (err: JetStreamPublishError) => PublishRequest | undefined;
 }
 
 /** The PubAck, and which request it answers (a refused one's replacement), or that it was dropped. */
-export interface Published extends StoredAck {
-  request: PublishRequest;
+export interface Published<R extends PublishRequest = PublishRequest> extends StoredAck {
+  request: R;
   /** Refused for good, and nothing could be kept in its place. */
   dropped: boolean;
 }
@@ -52,38 +50,42 @@ const State = {
 } as const;
 type State = (typeof State)[keyof typeof State];
 
-interface Entry {
-  request: PublishRequest;
+interface Entry<R extends PublishRequest> {
+  request: R;
+  /** Set once `request` is the replacement of a refused one: it is not replaced again. */
+  replaced?: boolean;
   state: State;
-  ack?: Published;
+  ack?: Published<R>;
   error?: unknown;
   /** The attempt in flight: true once stored, false once failed (never rejects). */
   attempt?: Promise<boolean>;
-  resolve: (ack: Published) => void;
+  resolve: (ack: Published<R>) => void;
   reject: (err: Error) => void;
 }
 
-export interface OrderedPublisherOptions {
+export interface OrderedPublisherOptions<R extends PublishRequest = PublishRequest> {
   /** First retry delay (ms); doubles up to `maxBackoffMs`. */
   minBackoffMs?: number;
   maxBackoffMs?: number;
   log: Logger;
   /** Called on every failed attempt (for metrics). */
   onRetry?: (err: unknown) => void;
+  /** What to publish instead of a request the server refuses for good; none: it is dropped. */
+  onRefused?: (request: R, err: JetStreamPublishError) => R | undefined;
   /** Called when a publish is refused for good and nothing replaces it. */
-  onDropped?: (request: PublishRequest, err: JetStreamPublishError) => void;
+  onDropped?: (request: R, err: JetStreamPublishError) => void;
   /** Aborting stops retrying: waiting publishes reject. */
   signal: AbortSignal;
 }
 
-export class OrderedPublisher {
+export class OrderedPublisher<R extends PublishRequest = PublishRequest> {
   /** Every publish not yet resolved, in publish order. */
-  private readonly entries: Entry[] = [];
+  private readonly entries: Entry<R>[] = [];
   private recovering = false;
 
   constructor(
     private readonly target: Pick<AsyncPublisher, 'publish'>,
-    private readonly options: OrderedPublisherOptions,
+    private readonly options: OrderedPublisherOptions<R>,
   ) {}
 
   /** True while publishes are being retried one by one. */
@@ -95,24 +97,25 @@ export class OrderedPublisher {
    * Resolves with the PubAck once this and every earlier publish are stored (or dropped as refused
    * for good); rejects only when stopped.
    */
-  publish(request: PublishRequest): Promise<Published> {
-    return new Promise<Published>((resolve, reject) => {
-      const entry: Entry = { request, state: State.queued, resolve, reject };
+  publish(request: R): Promise<Published<R>> {
+    return new Promise<Published<R>>((resolve, reject) => {
+      const entry: Entry<R> = { request, state: State.queued, resolve, reject };
       this.entries.push(entry);
       if (!this.recovering) void this.send(entry);
     });
   }
 
-  private send(entry: Entry): Promise<boolean> {
+  private send(entry: Entry<R>): Promise<boolean> {
     entry.state = State.inFlight;
     const { subject, payload, headers } = entry.request;
     entry.attempt = this.target.publish(subject, payload, headers).then(
       (ack) => this.stored(entry, { ...ack, request: entry.request, dropped: false }),
       (err: unknown) => {
         if (isPermanentPublishError(err)) {
-          const instead = entry.request.onRefused?.(err);
+          const instead = entry.replaced ? undefined : this.options.onRefused?.(entry.request, err);
           if (instead) {
             entry.request = instead;
+            entry.replaced = true;
             return this.send(entry);
           }
           this.options.onDropped?.(entry.request, err);
@@ -134,7 +137,7 @@ export class OrderedPublisher {
     return entry.attempt;
   }
 
-  private stored(entry: Entry, ack: Published): true {
+  private stored(entry: Entry<R>, ack: Published<R>): true {
     entry.state = State.stored;
     entry.ack = ack;
     if (!this.recovering) this.release();

@@ -171,17 +171,13 @@ describe('ordered publishing', () => {
       signal: new AbortController().signal,
       minBackoffMs: 1,
       maxBackoffMs: 2,
+      // Only m1 has a replacement; the replacement itself is never replaced again.
+      onRefused: (r) =>
+        r.subject === 'm1' || r.subject === 'm1-invalid' ? request(`${r.subject}-invalid`) : undefined,
       onDropped: (request) => void dropped.push(request.subject),
     });
-    const request = (subject: string, instead?: string) => ({
-      subject,
-      payload: new Uint8Array(),
-      headers: wireHeaders([]),
-      ...(instead ? { onRefused: () => request(instead) } : {}),
-    });
-    const results = [request('m1', 'm1-invalid'), request('m2'), request('m3')].map((r) =>
-      publisher.publish(r),
-    );
+    const request = (subject: string) => ({ subject, payload: new Uint8Array(), headers: wireHeaders([]) });
+    const results = [request('m1'), request('m2'), request('m3')].map((r) => publisher.publish(r));
     const tooBig = new JetStreamPublishError('message size exceeds maximum allowed', 400);
     target.last('m1').fail(tooBig);
     await target.attempts(4);
@@ -189,13 +185,14 @@ describe('ordered publishing', () => {
     assert.equal(publisher.degraded, false, 'a permanent refusal is not retried');
     target.last('m2').answer();
     target.last('m3').fail(new JetStreamPublishError('not sent: max_payload size exceeded', 'refused'));
-    target.last('m1-invalid').answer();
+    target.last('m1-invalid').fail(tooBig);
     const [r1, r2, r3] = await Promise.all(results);
     assert.equal(r1!.request.subject, 'm1-invalid');
-    assert.equal(r1!.dropped, false);
+    assert.equal(r1!.dropped, true, 'the replacement refused too: dropped, not replaced again');
     assert.equal(r2!.request.subject, 'm2');
+    assert.equal(r2!.dropped, false);
     assert.equal(r3!.dropped, true, 'nothing replaces m3: dropped');
-    assert.deepEqual(dropped, ['m3']);
+    assert.deepEqual(dropped, ['m3', 'm1-invalid']);
     assert.equal(target.calls.length, 4, 'nothing retried');
   });
 });
