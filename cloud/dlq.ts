@@ -24,8 +24,12 @@ import {
 } from '@nats-io/jetstream';
 import { headers, nanos, type MsgHdrs } from '@nats-io/transport-node';
 import Type from 'typebox';
-import { isStreamNotFound, NatsServerErrorCode } from '../lib/nats.ts';
-import { ReplicasNotSupportedError, withReplicaHint } from './hub-stream.ts';
+import {
+  isStreamNotFound,
+  NatsServerErrorCode,
+  ReplicasNotSupportedError,
+  withReplicaHint,
+} from '../lib/nats.ts';
 import type { Logger } from '../lib/log.ts';
 import { Header } from '../schemas/headers.ts';
 import { DLQ_STREAM } from '../schemas/streams.ts';
@@ -92,23 +96,25 @@ export async function ensureDlqStream(
   const name = options.stream ?? DLQ_STREAM;
   try {
     const info = await jsm.streams.info(name);
-    if (info.config.discard !== DiscardPolicy.New) {
-      await jsm.streams.update(name, { ...info.config, discard: DiscardPolicy.New });
-      log?.warn({ stream: name }, 'dead-letter stream evicted its oldest when full: it now refuses new ones');
-    }
-    const replicas = options.replicas;
-    if (replicas !== undefined && info.config.num_replicas !== replicas) {
-      const updated = await jsm.streams.info(name);
+    const evicts = info.config.discard !== DiscardPolicy.New;
+    const replicas = options.replicas ?? info.config.num_replicas;
+    if (evicts || replicas !== info.config.num_replicas) {
       await withReplicaHint(
         name,
         'dlqReplicas',
         replicas,
-        jsm.streams.update(name, { ...updated.config, num_replicas: replicas }),
+        jsm.streams.update(name, { ...info.config, discard: DiscardPolicy.New, num_replicas: replicas }),
       );
-      log?.info(
-        { stream: name, from: info.config.num_replicas, to: replicas },
-        'dead-letter stream replicas changed',
-      );
+      if (evicts)
+        log?.warn(
+          { stream: name },
+          'dead-letter stream evicted its oldest when full: it now refuses new ones',
+        );
+      if (replicas !== info.config.num_replicas)
+        log?.info(
+          { stream: name, from: info.config.num_replicas, to: replicas },
+          'dead-letter stream replicas changed',
+        );
     }
     return;
   } catch (err) {

@@ -6,7 +6,6 @@
  */
 import {
   DiscardPolicy,
-  JetStreamApiError,
   RetentionPolicy,
   StorageType,
   type JetStreamManager,
@@ -15,7 +14,7 @@ import {
   type StreamSource,
 } from '@nats-io/jetstream';
 import Type, { type Static } from 'typebox';
-import { isStreamNotFound, NatsAuthSchema } from '../lib/nats.ts';
+import { isStreamNotFound, NatsAuthSchema, withReplicaHint } from '../lib/nats.ts';
 import { InsecureSchema } from '../lib/secure.ts';
 import { SUBJECT_ROOT } from '../schemas/subjects.ts';
 import {
@@ -27,9 +26,6 @@ import {
 } from '../schemas/streams.ts';
 
 const nanos = (seconds: number): number => seconds * 1_000_000_000;
-
-/** nats-server's JSStreamReplicasNotSupportedErr: replicas > 1 on a server that is not clustered. */
-export const JS_REPLICAS_NOT_SUPPORTED = 10074;
 
 export const HubStreamConfigSchema = Type.Object({
   natsUrl: Type.String({ default: 'nats://127.0.0.1:4222', description: 'The hub nats-server' }),
@@ -104,31 +100,6 @@ async function hubInfo(jsm: JetStreamManager): Promise<StreamInfo | undefined> {
   }
 }
 
-/** A stream asked for more than one replica on a hub that is not clustered. */
-export class ReplicasNotSupportedError extends Error {}
-
-/**
- * Runs a stream create or update asking for `replicas`. A single server refuses replicas above 1
- * with an error that does not say which setting to change; this names it.
- */
-export async function withReplicaHint<T>(
-  stream: string,
-  setting: string,
-  replicas: number,
-  work: Promise<T>,
-): Promise<T> {
-  try {
-    return await work;
-  } catch (err) {
-    if (replicas > 1 && err instanceof JetStreamApiError && err.code === JS_REPLICAS_NOT_SUPPORTED)
-      throw new ReplicasNotSupportedError(
-        `${stream} with ${replicas} replicas needs a clustered hub (JetStream cluster): set ${setting} to 1 on a single server`,
-        { cause: err },
-      );
-    throw err;
-  }
-}
-
 /**
  * Creates `BSU` (with no sites) or updates its limits and replicas, keeping its sources. A clustered
  * hub (2.9+) changes the replica count of a live stream in place: new copies catch up from the others.
@@ -137,14 +108,12 @@ export async function ensureHubStream(jsm: JetStreamManager, config: HubStreamLi
   const info = await hubInfo(jsm);
   // Without a setting, an existing BSU keeps its replica count.
   const replicas = config.hubReplicas ?? info?.config.num_replicas ?? 1;
-  const wanted = { ...config, hubReplicas: replicas };
-  if (!info)
-    return withReplicaHint(HUB_STREAM, 'hubReplicas', replicas, jsm.streams.add(hubStreamConfig(wanted, [])));
+  const wanted = hubStreamConfig({ ...config, hubReplicas: replicas }, info?.config.sources ?? []);
   return withReplicaHint(
     HUB_STREAM,
     'hubReplicas',
     replicas,
-    jsm.streams.update(HUB_STREAM, hubStreamConfig(wanted, info.config.sources ?? [])),
+    info ? jsm.streams.update(HUB_STREAM, wanted) : jsm.streams.add(wanted),
   );
 }
 
@@ -158,14 +127,7 @@ export async function addSite(
   site: string,
   config: HubStreamLimits,
 ): Promise<StreamInfo> {
-  const info =
-    (await hubInfo(jsm)) ??
-    (await withReplicaHint(
-      HUB_STREAM,
-      'hubReplicas',
-      config.hubReplicas ?? 1,
-      jsm.streams.add(hubStreamConfig(config, [])),
-    ));
+  const info = (await hubInfo(jsm)) ?? (await ensureHubStream(jsm, config));
   const current = info.config.sources ?? [];
   const wanted = siteSources(site);
   if (wanted.every((w) => current.some((c) => sameSource(c, w)))) return info;

@@ -12,7 +12,7 @@ import {
   type StreamInfo,
 } from '@nats-io/jetstream';
 import { siteStreamNames, siteStreamSubjects, SiteStreamRole } from '../schemas/streams.ts';
-import { isStreamNotFound } from '../lib/nats.ts';
+import { isStreamNotFound, NatsServerErrorCode } from '../lib/nats.ts';
 import { formatBytes } from '../lib/bytes.ts';
 import type { SiteStreamConfig } from './config.ts';
 
@@ -84,9 +84,9 @@ export async function ensureSiteStreams(
 
 /** JetStream's answers when a stream's max_bytes does not fit the server's or account's store. */
 const NO_ROOM_CODES: ReadonlySet<number> = new Set([
-  10023, // insufficient resources
-  10028, // account storage limit would be exceeded
-  10047, // insufficient storage resources available
+  NatsServerErrorCode.insufficientResources,
+  NatsServerErrorCode.accountStorageExceeded,
+  NatsServerErrorCode.storageResourcesExceeded,
 ]);
 
 const isNoRoom = (err: unknown): boolean => err instanceof JetStreamApiError && NO_ROOM_CODES.has(err.code);

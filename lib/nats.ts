@@ -169,7 +169,46 @@ function withoutUserInfo(url: string): string {
 export const NatsServerErrorCode = {
   /** JSStreamStoreFailedF: the stream could not store a message (e.g. full, with discard new). */
   streamStoreFailed: 10077,
+  /** JSStreamReplicasNotSupportedErr: replicas > 1 on a server that is not clustered. */
+  replicasNotSupported: 10074,
+  /** JSInsufficientResourcesErr. */
+  insufficientResources: 10023,
+  /** JSStorageResourcesExceededErr: the account's storage limit would be exceeded. */
+  accountStorageExceeded: 10028,
+  /** JSStreamStoreExceeded…: insufficient storage resources available (the server's max_file_store). */
+  storageResourcesExceeded: 10047,
 } as const;
+
+/** A stream asked for more than one replica on a server that is not clustered. */
+export class ReplicasNotSupportedError extends Error {
+  override name = 'ReplicasNotSupportedError';
+}
+
+/**
+ * Runs a stream create or update asking for `replicas`. A single server refuses replicas above 1
+ * with an error that does not say which setting to change; this names it.
+ */
+export async function withReplicaHint<T>(
+  stream: string,
+  setting: string,
+  replicas: number,
+  work: Promise<T>,
+): Promise<T> {
+  try {
+    return await work;
+  } catch (err) {
+    if (
+      replicas > 1 &&
+      err instanceof JetStreamApiError &&
+      err.code === NatsServerErrorCode.replicasNotSupported
+    )
+      throw new ReplicasNotSupportedError(
+        `${stream} with ${replicas} replicas needs a clustered hub (JetStream cluster): set ${setting} to 1 on a single server`,
+        { cause: err },
+      );
+    throw err;
+  }
+}
 
 /** JetStream's "stream not found". */
 export const isStreamNotFound = (err: unknown): boolean =>
