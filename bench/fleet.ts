@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { addSite, HubStreamConfigSchema } from '../cloud/hub-stream.ts';
 import { SiteStreamConfigSchema } from '../edge/config.ts';
 import { ensureSiteStreams } from '../edge/site-streams.ts';
@@ -20,16 +20,16 @@ import { loadConfig } from '../lib/config.ts';
 import { connectNats, natsAuthOf, type NatsAuth } from '../lib/nats.ts';
 import { freePort, processCpuMs, processRssBytes } from '../lib/process.ts';
 import { sleep, waitUntil } from '../lib/timers.ts';
-import { deviceTimeMs, Header, messageId, schemaTag, subjectFor, SUBJECT_ROOT } from '../schemas/index.ts';
-import { HUB_STREAM, siteOfStream } from '../schemas/streams.ts';
-import { SimClock, TrafficGenerator } from '../simulate/traffic.ts';
+import { SUBJECT_ROOT } from '../schemas/index.ts';
+import { HUB_STREAM } from '../schemas/streams.ts';
+import type { TrafficGenerator } from '../simulate/traffic.ts';
 import { cutLink, healLink } from '../stack/link.ts';
 import type { Stack } from '../stack/stack-file.ts';
 import { stackUp } from '../stack/up.ts';
 import { stackDown } from '../stack/verbs.ts';
 import { startSwitchyard, type SwitchyardProcess } from '../test/support/process.ts';
-import { scrape } from './support/consumers.ts';
-import type { Figure } from './support/common.ts';
+import { asStored, bridgeHeaders, scrape } from './support/consumers.ts';
+import { telemetryTraffic, type Figure } from './support/common.ts';
 
 export interface FleetBenchOptions {
   /** Fleet sizes to run, one stack each. */
@@ -70,17 +70,7 @@ class SitePublisher {
   ) {
     this.js = jetstream(nc, { timeout: 10_000 });
     // One reading a second per device: as many devices as messages a second.
-    this.gen = new TrafficGenerator({
-      devices: rate,
-      devicePrefix: `${site}-bsu`,
-      seed,
-      telemetryEveryMs: 1000,
-      statusEveryMs: 1e12,
-      detailEvery: 0,
-      clock: SimClock.wall,
-      startTimeMs: Date.now(),
-      invalidRatio: 0,
-    });
+    this.gen = telemetryTraffic(rate, `${site}-bsu`, seed);
   }
 
   /** Publishes `rate` messages every second, in ten slices, until stopped. */
@@ -92,19 +82,10 @@ class SitePublisher {
   }
 
   private publishOne(): void {
-    const m = this.gen.next();
-    const body = JSON.parse(m.payload.toString('utf8')) as { ts: string | number; seq: number };
-    const tsMs = deviceTimeMs(body.ts);
-    const h = natsHeaders();
-    h.set(Header.site, this.site);
-    h.set(Header.gateway, `gw-${this.site}`);
-    h.set(Header.receivedAt, new Date().toISOString());
-    h.set(Header.mqttTopic, m.topic);
-    h.set(Header.schema, schemaTag(m.kind));
-    const id = messageId(this.site, m.device, m.kind, body.seq, tsMs);
+    const m = asStored(this.gen.next(), this.site);
     // The site's stream stores it while the uplink is down: publishes only fail if the site does.
     const p = this.js
-      .publish(subjectFor(this.site, m.device, m.kind), m.payload, { headers: h, msgID: id })
+      .publish(m.subject, m.payload, { headers: bridgeHeaders(m) })
       .then(
         () => void this.published++,
         () => void this.failed++,
@@ -119,19 +100,9 @@ class SitePublisher {
   }
 }
 
-/** Per-site sourcing state of `BSU`: the largest lag of each site's sources, and whether all are active. */
-async function sourcing(jsm: JetStreamManager): Promise<{ stored: number; lag: Map<string, number> }> {
-  const info = await jsm.streams.info(HUB_STREAM);
-  const lag = new Map<string, number>();
-  for (const s of info.sources ?? []) {
-    const site = siteOfStream(s.name);
-    if (!site) continue;
-    // A source the hub has not heard from (link down) counts as lagging by one at least.
-    const active = s.active >= 0 && s.active < 5e9;
-    lag.set(site, Math.max(lag.get(site) ?? 0, s.lag + (active ? 0 : 1)));
-  }
-  return { stored: info.state.messages, lag };
-}
+/** Messages in `BSU`. */
+const storedInBsu = async (jsm: JetStreamManager): Promise<number> =>
+  (await jsm.streams.info(HUB_STREAM)).state.messages;
 
 /** Messages of each site in `BSU`, from its per-subject counts (`bsu.<site>.<device>.<kind>`). */
 async function storedPerSite(jsm: JetStreamManager): Promise<Map<string, number>> {
@@ -198,31 +169,26 @@ async function benchSites(sites: number, options: FleetBenchOptions): Promise<Fi
     const hubIdlePct = ((processCpuMs(stack.hub.pid) - idle0) / IDLE_MS) * 100;
     for (const p of publishers) p.start();
     const published = (): number => publishers.reduce((n, p) => n + p.published, 0);
-    await waitUntil(
-      `${stage}: every site sourced`,
-      async () => {
-        const s = await sourcing(hub);
-        return s.lag.size === sites && s.stored > 0;
-      },
-      { timeoutMs: 120_000, everyMs: 500 },
-    );
+    await waitUntil(`${stage}: every site sourced`, async () => (await storedPerSite(hub)).size === sites, {
+      timeoutMs: 120_000,
+      everyMs: 500,
+    });
 
     /** One steady-state window: CPU of `pids`, the backlog between the sites and BSU, consumer lag. */
     const measure = async (pids: Record<string, number>) => {
       const cpu0 = Object.fromEntries(Object.entries(pids).map(([n, pid]) => [n, processCpuMs(pid)]));
-      const stored0 = (await sourcing(hub)).stored;
+      const stored0 = await storedInBsu(hub);
       const w0 = performance.now();
       let maxBacklog = 0;
       let maxConsumerLag = 0;
       while (performance.now() - w0 < options.steadyS * 1000) {
-        const s = await sourcing(hub);
-        maxBacklog = Math.max(maxBacklog, published() - s.stored);
+        maxBacklog = Math.max(maxBacklog, published() - (await storedInBsu(hub)));
         const lags = await Promise.all(consumers.map((c) => scrape(c.opsUrl, [LAG])));
         maxConsumerLag = Math.max(maxConsumerLag, 0, ...lags.map((l) => l[LAG]!));
         await sleep(SAMPLE_MS);
       }
       const ms = performance.now() - w0;
-      const stored = (await sourcing(hub)).stored - stored0;
+      const stored = (await storedInBsu(hub)) - stored0;
       const cpuMs = Object.fromEntries(
         Object.entries(pids).map(([n, pid]) => [n, processCpuMs(pid) - cpu0[n]!]),
       );
@@ -244,7 +210,7 @@ async function benchSites(sites: number, options: FleetBenchOptions): Promise<Fi
     await waitUntil(
       `${stage}: every consumer caught up`,
       async () => {
-        const stored = (await sourcing(hub)).stored;
+        const stored = await storedInBsu(hub);
         const acked = await Promise.all(
           consumers.map((c) => scrape(c.opsUrl, [ACKED]).catch(() => ({ [ACKED]: 0 }))),
         );
@@ -271,7 +237,7 @@ async function benchSites(sites: number, options: FleetBenchOptions): Promise<Fi
     await sleep(options.cutS * 1000);
     // What each site had stored when the links came back: its backlog is in BSU once BSU holds that many.
     const targets = new Map(publishers.map((p) => [p.site, p.published]));
-    const backlogAtHeal = published() - (await sourcing(hub)).stored;
+    const backlogAtHeal = published() - (await storedInBsu(hub));
     await Promise.all(stack.sites.map((site) => healLink(dir, site, { timeoutMs: 60_000 })));
     const healMs = performance.now();
     log(`${stage}: ${options.cutS} s cut, ${backlogAtHeal} messages to catch up`);
@@ -297,14 +263,14 @@ async function benchSites(sites: number, options: FleetBenchOptions): Promise<Fi
     const failed = publishers.reduce((n, p) => n + p.failed, 0);
     // Drained: BSU holds every message, and every consumer has acked all of them.
     for (;;) {
-      const s = await sourcing(hub);
+      const stored = await storedInBsu(hub);
       const acked = await Promise.all(consumers.map((c) => scrape(c.opsUrl, [ACKED])));
-      if (s.stored >= total && acked.every((a) => a[ACKED]! >= s.stored)) break;
+      if (stored >= total && acked.every((a) => a[ACKED]! >= stored)) break;
       if (performance.now() > herdDeadline) throw new Error(`${stage}: not drained in 600 s`);
       await sleep(HERD_SAMPLE_MS);
     }
     const drainedMs = performance.now() - healMs;
-    const stored = (await sourcing(hub)).stored;
+    const stored = await storedInBsu(hub);
     if (stored !== total)
       throw new Error(`${stage}: BSU holds ${stored} messages, the sites stored ${total} (${failed} failed)`);
     const catchUps = [...caughtUpMs.values()];

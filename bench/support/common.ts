@@ -45,15 +45,11 @@ export async function timeUntil(
   }
 }
 
-/** `count` simulated telemetry readings (about 300 bytes each) from `devices` devices. */
-export function telemetryMessages(
-  count: number,
-  devices = 50,
-  seed = 7,
-): { topic: string; payload: Buffer }[] {
-  const gen = new TrafficGenerator({
+/** Simulated devices sending telemetry (about 300 bytes) once a second each, on the wall clock. */
+export function telemetryTraffic(devices: number, devicePrefix: string, seed: number): TrafficGenerator {
+  return new TrafficGenerator({
     devices,
-    devicePrefix: 'bench',
+    devicePrefix,
     seed,
     telemetryEveryMs: 1000,
     statusEveryMs: 1e12,
@@ -62,6 +58,15 @@ export function telemetryMessages(
     startTimeMs: Date.now(),
     invalidRatio: 0,
   });
+}
+
+/** `count` simulated telemetry readings (about 300 bytes each) from `devices` devices. */
+export function telemetryMessages(
+  count: number,
+  devices = 50,
+  seed = 7,
+): { topic: string; payload: Buffer }[] {
+  const gen = telemetryTraffic(devices, 'bench', seed);
   const out: { topic: string; payload: Buffer }[] = [];
   while (out.length < count) {
     const m = gen.next();

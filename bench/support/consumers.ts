@@ -13,7 +13,7 @@ import {
   type JsMsg,
   StorageType,
 } from '@nats-io/jetstream';
-import { headers as natsHeaders, nanos, type NatsConnection } from '@nats-io/transport-node';
+import { headers as natsHeaders, nanos, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { messagePoints, toLine } from '../../cloud/ingest/line-protocol.ts';
 import { AsyncPublisher } from '../../edge/async-publisher.ts';
 import { envName } from '../../lib/config.ts';
@@ -26,7 +26,7 @@ import {
   type DeviceKind,
 } from '../../schemas/index.ts';
 import { HUB_STREAM } from '../../schemas/streams.ts';
-import { SimClock, TrafficGenerator } from '../../simulate/traffic.ts';
+import { SimClock, TrafficGenerator, type SimMessage } from '../../simulate/traffic.ts';
 import { freePort } from '../../lib/process.ts';
 import { startSwitchyard } from '../../test/support/process.ts';
 import { waitFor } from '../../test/support/servers.ts';
@@ -79,20 +79,36 @@ export function fleetMessages(count: number, options: FleetOptions): FleetMessag
   const out: FleetMessage[] = [];
   while (out.length < count) {
     const m = gen.next();
-    const site = siteId(m.deviceIndex % options.sites);
-    const body = JSON.parse(m.payload.toString('utf8')) as { ts: string | number; seq: number };
-    out.push({
-      subject: subjectFor(site, m.device, m.kind),
-      site,
-      device: m.device,
-      kind: m.kind,
-      topic: m.topic,
-      payload: m.payload,
-      tsMs: deviceTimeMs(body.ts),
-      seq: body.seq,
-    });
+    out.push(asStored(m, siteId(m.deviceIndex % options.sites)));
   }
   return out;
+}
+
+/** A simulated device message as the bridge of `site` stores it. */
+export function asStored(m: SimMessage, site: string): FleetMessage {
+  const body = JSON.parse(m.payload.toString('utf8')) as { ts: string | number; seq: number };
+  return {
+    subject: subjectFor(site, m.device, m.kind),
+    site,
+    device: m.device,
+    kind: m.kind,
+    topic: m.topic,
+    payload: m.payload,
+    tsMs: deviceTimeMs(body.ts),
+    seq: body.seq,
+  };
+}
+
+/** The headers the bridge stores a message with (message id included). */
+export function bridgeHeaders(m: FleetMessage): MsgHdrs {
+  const h = natsHeaders();
+  h.set(Header.site, m.site);
+  h.set(Header.gateway, `gw-${m.site}`);
+  h.set(Header.receivedAt, new Date(m.tsMs).toISOString());
+  h.set(Header.mqttTopic, m.topic);
+  h.set(Header.schema, schemaTag(m.kind));
+  h.set(Header.msgId, messageId(m.site, m.device, m.kind, m.seq, m.tsMs));
+  return h;
 }
 
 /**
@@ -117,14 +133,7 @@ export async function preloadHubStream(
   const t0 = performance.now();
   const window: Promise<unknown>[] = [];
   for (const m of messages) {
-    const h = natsHeaders();
-    h.set(Header.site, m.site);
-    h.set(Header.gateway, `gw-${m.site}`);
-    h.set(Header.receivedAt, new Date(m.tsMs).toISOString());
-    h.set(Header.mqttTopic, m.topic);
-    h.set(Header.schema, schemaTag(m.kind));
-    h.set(Header.msgId, messageId(m.site, m.device, m.kind, m.seq, m.tsMs));
-    window.push(publisher.publish(m.subject, m.payload, h));
+    window.push(publisher.publish(m.subject, m.payload, bridgeHeaders(m)));
     if (window.length >= 2000) await Promise.all(window.splice(0));
   }
   await Promise.all(window);
