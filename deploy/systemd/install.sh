@@ -426,14 +426,14 @@ if ((WITH_NATS)); then
 fi
 
 # --- the bridge's stream budgets against the site server's store -----------------------------
-# A setting of edge.env: its uncommented value, else the default the shipped edge.env shows.
+# A setting of edge.env: its uncommented value, else the default the shipped edge.env shows (it is
+# generated from the bridge's config schema, so it shows every default).
 edge_setting() {
   local line
   line=$(grep -E "^$1=" "$PREFIX$ETC/edge.env" 2>/dev/null | tail -n1 || true)
   [[ -n $line ]] || line=$(grep -E "^#$1=" "$HERE/edge.env" | tail -n1 || true)
   line=${line#*=}
-  line=${line//\'/}
-  echo "${line:-$2}"
+  echo "${line//\'/}"
 }
 # A nats-server size (10737418240, 10G, 512MB): bytes, or nothing if it cannot be read.
 to_bytes() {
@@ -451,13 +451,11 @@ refuse_budget() {
   fi
 }
 if [[ -n $NATS_CONF ]]; then
-  # SWITCHYARD_<STREAM>_MAX_BYTES of each site stream, with the bridge's defaults (edge/config.ts)
-  # for a setting the shipped edge.env does not show yet.
+  # SWITCHYARD_<STREAM>_MAX_BYTES of each site stream.
   budget=0
   parts=()
-  for stream in TELEMETRY:8589934592 EVENTS:1073741824 INVALID:536870912; do
-    name=${stream%%:*}
-    value=$(edge_setting "SWITCHYARD_${name}_MAX_BYTES" "${stream#*:}")
+  for name in TELEMETRY EVENTS INVALID; do
+    value=$(edge_setting "SWITCHYARD_${name}_MAX_BYTES")
     [[ $value =~ ^[0-9]+$ ]] || die 1 "edge.env: SWITCHYARD_${name}_MAX_BYTES must be a number of bytes, not '$value'"
     budget=$((budget + value))
     parts+=("${name,,} $value")
