@@ -126,6 +126,8 @@ export async function connectNats(options: NatsOptions): Promise<NatsConnection>
   const signal = options.signal ?? context?.signal;
   const log = options.log ?? context?.log;
   const unreachable = unreachableReporter(log, `NATS at ${servers.map(withoutUserInfo).join(',')}`);
+  // Read once (a creds or key file), not on every attempt.
+  const auth = natsAuthOptions(options.auth ?? NO_NATS_AUTH);
   for (let attempt = 1; ; attempt++) {
     signal?.throwIfAborted();
     try {
@@ -137,7 +139,7 @@ export async function connectNats(options: NatsOptions): Promise<NatsConnection>
         reconnectTimeWait: 500,
         waitOnFirstConnect: false,
         pingInterval: 10_000,
-        ...natsAuthOptions(options.auth ?? NO_NATS_AUTH),
+        ...auth,
         // Outbound bytes buffered before a write is forced (nats.js's hidden option, 32 KiB by
         // default): at tens of thousands of small messages a second, fewer and larger socket writes.
         ...({ pendingLimit: 256 * 1024 } as object),
