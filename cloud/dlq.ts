@@ -23,7 +23,6 @@ import {
   type PubAck,
 } from '@nats-io/jetstream';
 import { headers, nanos, type MsgHdrs } from '@nats-io/transport-node';
-import Type from 'typebox';
 import {
   isStreamNotFound,
   NatsServerErrorCode,
@@ -71,17 +70,6 @@ export interface DlqStreamOptions {
    */
   replicas?: number;
 }
-
-/** The setting a command that creates the dead-letter stream reads for its replicas. */
-export const DlqReplicasSchema = Type.Object({
-  dlqReplicas: Type.Integer({
-    minimum: 1,
-    maximum: 5,
-    default: 1,
-    description:
-      'Copies of the dead-letter stream on a clustered hub (3 in production: one node may fail); 1 on a single server',
-  }),
-});
 
 /**
  * Creates the dead-letter stream if it is missing. An existing one keeps its limits (an operator

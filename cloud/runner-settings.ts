@@ -80,6 +80,15 @@ export function runnerSettingsSchema(defaults: Partial<typeof base> = {}) {
     shutdownGraceMs: ms(d.shutdownGraceMs, 'on SIGTERM, let the write in hand finish within this', 0),
     lagRefreshMs: ms(d.lagRefreshMs, 'refresh the lag gauges this often', 100),
     dlqStream: Type.String({ minLength: 1, default: d.dlqStream, description: 'dead-letter stream' }),
+    // No default: a consumer started without it must not shrink a replicated dead-letter stream.
+    dlqReplicas: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 5,
+        description:
+          'copies of the dead-letter stream on a clustered hub (3 in production); unset: a new stream has 1, an existing one keeps its own',
+      }),
+    ),
   });
 }
 

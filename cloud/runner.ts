@@ -323,7 +323,11 @@ class Runner {
         this.js,
         this.jsm,
       );
-      await ensureDlqStream(this.jsm, { stream: this.s.dlqStream }, this.log);
+      await ensureDlqStream(
+        this.jsm,
+        { stream: this.s.dlqStream, ...(this.s.dlqReplicas ? { replicas: this.s.dlqReplicas } : {}) },
+        this.log,
+      );
       this.controlKv ??= await controlBucket(nc);
       this.withdrawPresence ??= await announcePresence(
         nc,

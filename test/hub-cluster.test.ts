@@ -7,8 +7,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { Registry } from 'prom-client';
 import { DLQ_STREAM, ensureDlqStream } from '../cloud/dlq.ts';
 import { ensureHubStream } from '../cloud/hub-stream.ts';
+import { runConsumer } from '../cloud/runner.ts';
+import type { Sink } from '../cloud/sink.ts';
+import { silentLogger } from '../lib/log.ts';
 import { ReplicasNotSupportedError } from '../lib/nats.ts';
 import { killServer } from '../stack/server-process.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
@@ -68,12 +72,50 @@ describe('hub cluster: BSU R3', () => {
     assert.equal((await ensureHubStream(jsm, LIMITS)).config.num_replicas, 3);
   });
 
-  test('BSU_DLQ is created R1 and changed to R3 in place; without the option it keeps its count', async () => {
+  test('a consumer creates a missing BSU_DLQ with its dlqReplicas', async () => {
+    await assert.rejects(jsm.streams.info(DLQ_STREAM), /stream not found/);
+    // A durable's filter needs subjects on BSU: these stand in for the sites' sources.
+    const bsu = await jsm.streams.info(HUB_STREAM);
+    await jsm.streams.update(HUB_STREAM, { ...bsu.config, subjects: ['bsu.>'] });
+    const controller = new AbortController();
+    const sink: Sink = {
+      name: 'none',
+      open: async () => undefined,
+      write: async () => ({ rejected: [] }),
+      readiness: async () => ({ ready: true, reasons: [] }),
+      close: async () => undefined,
+    };
+    const run = runConsumer({
+      nc,
+      durable: 'dlq-replicas',
+      filterSubjects: ['bsu.>'],
+      dlqReplicas: 3,
+      sink,
+      log: silentLogger,
+      registry: new Registry(),
+      signal: controller.signal,
+    });
+    try {
+      const dlq = await waitFor('the consumer to create BSU_DLQ', () =>
+        jsm.streams.info(DLQ_STREAM).catch(() => undefined),
+      );
+      assert.equal(dlq.config.num_replicas, 3);
+      await waitFor('the consumer to start', () =>
+        jsm.consumers.info(HUB_STREAM, 'dlq-replicas').catch(() => undefined),
+      );
+    } finally {
+      controller.abort();
+      await run.done;
+      await jsm.consumers.delete(HUB_STREAM, 'dlq-replicas').catch(() => undefined);
+    }
+  });
+
+  test('BSU_DLQ changes its replica count in place; without the option it keeps its count', async () => {
     await ensureDlqStream(jsm);
+    assert.equal((await jsm.streams.info(DLQ_STREAM)).config.num_replicas, 3);
+    await ensureDlqStream(jsm, { replicas: 1 });
     assert.equal((await jsm.streams.info(DLQ_STREAM)).config.num_replicas, 1);
     await ensureDlqStream(jsm, { replicas: 3 });
-    assert.equal((await jsm.streams.info(DLQ_STREAM)).config.num_replicas, 3);
-    await ensureDlqStream(jsm);
     assert.equal((await jsm.streams.info(DLQ_STREAM)).config.num_replicas, 3);
   });
 
