@@ -23,6 +23,7 @@ import { freePort } from '../lib/process.ts';
 import { Header, messageId, messageIdScope } from '../schemas/index.ts';
 import { HUB_STREAM, siteStreamNames } from '../schemas/streams.ts';
 import { siteLeafConnected } from '../stack/leafz.ts';
+import { cutLink, healLink } from '../stack/link.ts';
 import { natsSpec, ServerRole } from '../stack/server-specs.ts';
 import { startServer, stopServer, type RunningServer } from '../stack/server-process.ts';
 import { stackUp } from '../stack/up.ts';
@@ -124,6 +125,30 @@ describe('a compromised site against the secure stack', { timeout: 240_000 }, ()
       SITES.map((name) => store.siteAccount(name).publicKey).sort(),
       "each leaf lands in its own site's account",
     );
+  });
+
+  test('every uplink cut at once: each site keeps its readings and BSU catches up for each after the heal', async () => {
+    const device = (name: string): string => `cut-${name}`;
+    await Promise.all(SITES.map((name) => cutLink(dir, name)));
+    try {
+      await Promise.all(SITES.map((name) => publishReadings(name, device(name), 200)));
+      for (const name of SITES) {
+        const subject = `bsu.${name}.${device(name)}.telemetry`;
+        const telemetry = await (
+          await jetstreamManager(site[name]!)
+        ).streams.info(siteStreamNames(name).telemetry, { subjects_filter: subject });
+        assert.equal(telemetry.state.subjects?.[subject], 200, `${name} keeps its readings while cut off`);
+      }
+      const during = await subjectsInBsu(jsm);
+      for (const name of SITES) assert.equal(during[`bsu.${name}.${device(name)}.telemetry`], undefined);
+    } finally {
+      await Promise.all(SITES.map((name) => healLink(dir, name)));
+    }
+    const subjects = await waitFor('BSU to catch up with both sites', async () => {
+      const s = await subjectsInBsu(jsm);
+      return SITES.every((name) => (s[`bsu.${name}.${device(name)}.telemetry`] ?? 0) >= 200) ? s : undefined;
+    });
+    for (const name of SITES) assert.equal(subjects[`bsu.${name}.${device(name)}.telemetry`], 200, name);
   });
 
   test("a site sees nothing of another site's traffic and reaches no JetStream API but its own", async () => {
