@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- SUITE ...]`: runs the benchmarks against real servers on this machine and
  * writes the figures to bench/results.json (and a table to stdout). Suites: edge, consumers (both by
- * default), replay, fleet (`--sites 10,25,50`); `--quick` runs each with fewer messages and shorter
+ * default), replay, fleet (`--sites 10,25,50`), sources (`--sites 250,500,...`); `--quick` runs each with fewer messages and shorter
  * runs. docs/benchmarks.md explains the figures.
  */
 import { writeFileSync } from 'node:fs';
@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { benchConsumers } from './consumers.ts';
 import { benchEdge } from './edge.ts';
 import { benchFleet } from './fleet.ts';
+import { benchHubSources } from './hub-sources.ts';
 import { benchReplay } from './replay.ts';
 import { met, type Figure } from './support/common.ts';
 
@@ -18,9 +19,11 @@ const { positionals, values } = parseArgs({
   options: {
     out: { type: 'string', default: new URL('./results.json', import.meta.url).pathname },
     quick: { type: 'boolean', default: false },
-    sites: { type: 'string', default: '10,25,50' },
+    sites: { type: 'string' },
   },
 });
+/** `--sites N,N,...`, or the suite's own steps. */
+const siteCounts = (steps: number[]): number[] => values.sites?.split(',').map(Number) ?? steps;
 const suites = positionals.length > 0 ? positionals : ['edge', 'consumers'];
 const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
@@ -58,15 +61,23 @@ for (const suite of suites) {
   } else if (suite === 'fleet') {
     figures.push(
       ...(await benchFleet({
-        siteCounts: values.sites!.split(',').map(Number),
+        siteCounts: siteCounts([10, 25, 50]),
         ratePerSite: 20,
         steadyS: values.quick ? 10 : 30,
         cutS: values.quick ? 15 : 60,
         log,
       })),
     );
+  } else if (suite === 'sources') {
+    figures.push(
+      ...(await benchHubSources({
+        siteCounts: siteCounts(values.quick ? [250, 500] : [250, 500, 1000, 1500, 2000, 3000]),
+        idleS: values.quick ? 5 : 10,
+        log,
+      })),
+    );
   } else {
-    log(`unknown suite ${suite}: use edge, consumers, replay or fleet`);
+    log(`unknown suite ${suite}: use edge, consumers, replay, fleet or sources`);
     process.exit(2);
   }
 }
