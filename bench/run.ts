@@ -1,8 +1,8 @@
 /**
  * `npm run bench [-- SUITE ...]`: runs the benchmarks against real servers on this machine and
  * writes the figures to bench/results.json (and a table to stdout). Suites: edge, consumers (both by
- * default), replay, fleet (`--sites 10,25,50`), sources (`--sites 250,500,...`); `--quick` runs each with fewer messages and shorter
- * runs. docs/benchmarks.md explains the figures.
+ * default), replay, fleet (`--sites 10,25,50`), sources (`--sites 250,500,...`); `--quick` runs
+ * each with fewer messages and shorter runs. docs/benchmarks.md explains the figures.
  */
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
