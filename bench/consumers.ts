@@ -5,6 +5,8 @@
  *   stream on the same nats-server;
  * - ingest points/s ÷ the same points written raw, in batched HTTP POSTs of the same size, to the
  *   same database (influx2 → VictoriaMetrics, influx1 → InfluxDB 1.x);
+ * - each consumer's own CPU per message ÷ the naive script's (bench/naive/): what a user would write
+ *   with nats.js and the store's own client, on the same stream (ingest: VictoriaMetrics);
  * - end-to-end latency at 1,000 msgs/s, MQTT publish → the monitor's Redis state.
  *
  * Fairness on a shared machine: every measured run sits between two baseline runs made just
@@ -25,6 +27,7 @@ import {
   AckMode,
   bareFetchAck,
   drainWithConsumer,
+  drainWithNaive,
   fleetMessages,
   lineProtocolBodies,
   POINTS,
@@ -33,6 +36,7 @@ import {
   type ConsumerDrain,
   type Drain,
   type FleetMessage,
+  type NaiveScript,
   type RawBodies,
 } from './support/consumers.ts';
 import { cpuMeter, type CpuPerMessage, type Figure } from './support/common.ts';
@@ -117,19 +121,68 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
       return { ...d, cpu: used };
     };
 
+    let naiveRuns = 0;
+    /**
+     * The naive script before the consumer (`againstNaive`) and after it (`after`): the figure is the
+     * consumer's own CPU per message against the mean of the two.
+     */
+    const againstNaive = async (script: NaiveScript, storeUrl: string, batchSize: number) => {
+      const once = () =>
+        drainWithNaive(
+          script,
+          {
+            natsUrl: nats.url,
+            durable: `naive-${script}-${++naiveRuns}`,
+            filter: DEFAULT_RUNNER_SETTINGS.filterSubjects[0]!,
+            messages: messages.length,
+            batchSize,
+            storeUrl,
+          },
+          180_000,
+        );
+      const before = await once();
+      return {
+        after: async (consumerUs: number): Promise<Figure> => {
+          const after = await once();
+          const naiveUs = mean([before.cpuUsPerMessage, after.cpuUsPerMessage]);
+          log(
+            `naive ${script}: ${fmt(before.rate)}/${fmt(after.rate)} msgs/s, ${before.cpuUsPerMessage.toFixed(1)}/` +
+              `${after.cpuUsPerMessage.toFixed(1)} µs per message; ${script} ${consumerUs.toFixed(1)} µs (${(consumerUs / naiveUs).toFixed(2)} ×)`,
+          );
+          return {
+            stage: 'cloud',
+            name: `${script}: own CPU per message`,
+            value: Number(consumerUs.toFixed(1)),
+            unit: 'µs',
+            baseline: {
+              name: `the naive script (bench/naive/${script}.ts: nats.js fetch, the store's own client, ack after the write)`,
+              value: Number(naiveUs.toFixed(1)),
+            },
+            ratio: consumerUs / naiveUs,
+            target: { op: '<=', value: 1.0, of: 'ratio' },
+            note:
+              `same stream, batches of ${fmt(batchSize)}; naive before/after: ${fmt(before.rate)}/${fmt(after.rate)} msgs/s, ` +
+              `${before.cpuUsPerMessage.toFixed(1)}/${after.cpuUsPerMessage.toFixed(1)} µs per message`,
+          };
+        },
+      };
+    };
+
     /** bare, the consumer, bare: the baseline brackets the measured run, the ratio uses the mean. */
     const bracketed = async (
-      name: string,
+      name: 'archive' | 'monitor',
       sink: string,
-      store: { name: string; pid: number },
+      store: { name: string; pid: number; url: string },
       run: () => Promise<ConsumerDrain>,
       batchSize: number,
-    ): Promise<{ figure: Figure; rate: number }> => {
+    ): Promise<{ figure: Figure; naive: Figure; rate: number }> => {
+      const naive = await againstNaive(name, store.url, batchSize);
       const before = await bare(AckMode.batched, batchSize);
       const cpu = cpuMeter({ 'nats-server': nats.pid, [store.name]: store.pid });
       const drain = await run();
       const servers = cpu.perMessage(messages.length);
       const after = await bare(AckMode.batched, batchSize);
+      const naiveFigure = await naive.after(drain.cpuUsPerMessage);
       const baseline = mean([before.rate, after.rate]);
       const rate = drain.messages.rate;
       const used = { [name]: drain.cpuUsPerMessage, ...servers };
@@ -152,7 +205,7 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
           `CPU per message: ${describeCpu(used)}, so ${describeCeiling(used)}; ` +
           `the bare loop before: ${describeCpu(before.cpu)}`,
       };
-      return { figure, rate };
+      return { figure, naive: naiveFigure, rate };
     };
 
     // The other ack modes, for comparison with batched acks at the runner's default batch: once
@@ -163,7 +216,7 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
     const archive = await bracketed(
       'archive',
       'S3: s3rver',
-      { name: 's3rver', pid: s3.pid },
+      { name: 's3rver', pid: s3.pid, url: s3.url },
       () =>
         drainWithConsumer({
           command: 'archive',
@@ -183,7 +236,7 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
     const monitor = await bracketed(
       'monitor',
       'Redis: redis-server',
-      { name: 'redis-server', pid: redis.pid },
+      { name: 'redis-server', pid: redis.pid, url: redis.url },
       () =>
         drainWithConsumer({
           command: 'monitor',
@@ -240,7 +293,9 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
         "each batch's confirmations awaited before the next fetch",
       ),
       archive.figure,
+      archive.naive,
       monitor.figure,
+      monitor.naive,
     );
 
     // Ingest, per engine: raw POSTs, the ingest process, raw POSTs again, each run into fresh series.
@@ -298,6 +353,8 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
       // plain, gzip, ingest, gzip, plain: the faster encoding is the raw limit.
       const plainA = await raw(false);
       const gzipA = await raw(true);
+      // The naive script writes with the client's v2 API, which InfluxDB 1.6 does not serve.
+      const naive = engine.sink === 'influx2' ? await againstNaive('ingest', vm.url, batch) : undefined;
       const cpu = cpuMeter({ 'nats-server': nats.pid, [engine.server.name]: engine.server.pid });
       const drain = await drainWithConsumer({
         command: 'ingest',
@@ -308,6 +365,7 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
         withPoints: true,
       });
       const servers = cpu.perMessage(totalPoints);
+      if (naive) figures.push(await naive.after(drain.cpuUsPerMessage));
       const gzipB = await raw(true);
       const plainB = await raw(false);
       const plainRate = mean([plainA.rate, plainB.rate]);

@@ -3,6 +3,9 @@
  * (the raw limit of nats-server), a consumer command as a child process sampled through its
  * /metrics, and raw line-protocol writes (the raw limit of a time-series database).
  */
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import {
   AckPolicy,
@@ -31,7 +34,10 @@ import { freePort } from '../../lib/process.ts';
 import { startSwitchyard } from '../../test/support/process.ts';
 import { waitFor } from '../../test/support/servers.ts';
 import { sleep } from '../../lib/timers.ts';
+import type { NaiveResult, NaiveSettings } from '../naive/loop.ts';
 import { cpuMeter, perSecond } from './common.ts';
+
+const execFileAsync = promisify(execFile);
 
 /** One device message as the bridge stores it in the hub stream. */
 export interface FleetMessage {
@@ -444,4 +450,31 @@ export async function rawWrite(url: string, raw: RawBodies, options: { gzip: boo
     }
   }
   return drainOf(firstCount, firstMs, written, performance.now());
+}
+
+/** The naive scripts of bench/naive/, one per consumer. */
+export type NaiveScript = 'archive' | 'monitor' | 'ingest';
+
+/**
+ * Runs bench/naive/`script`.ts as a child process of plain node (TypeScript stripped by tsx at
+ * load) until it has acked `settings.messages`; its CPU is its own `process.cpuUsage()` over the
+ * same window as a consumer's.
+ */
+export async function drainWithNaive(
+  script: NaiveScript,
+  settings: Omit<NaiveSettings, 'stream' | 'durable'> & { durable?: string },
+  timeoutMs: number,
+): Promise<Drain & { cpuUsPerMessage: number }> {
+  const file = fileURLToPath(new URL(`../naive/${script}.ts`, import.meta.url));
+  const full: NaiveSettings = { stream: HUB_STREAM, durable: `naive-${script}`, ...settings };
+  const { stdout } = await execFileAsync(process.execPath, ['--import', 'tsx', file, JSON.stringify(full)], {
+    timeout: timeoutMs,
+  });
+  const result = JSON.parse(stdout.trim().split('\n').at(-1)!) as NaiveResult;
+  return {
+    rate: perSecond(result.messages, result.ms),
+    counted: result.messages,
+    ms: result.ms,
+    cpuUsPerMessage: result.cpuUs / result.messages,
+  };
 }
