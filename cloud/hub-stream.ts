@@ -13,6 +13,7 @@ import {
   type StreamInfo,
   type StreamSource,
 } from '@nats-io/jetstream';
+import { InvalidArgumentError } from '@nats-io/transport-node';
 import Type, { type Static } from 'typebox';
 import { isStreamNotFound, NatsAuthSchema, withReplicaHint } from '../lib/nats.ts';
 import { InsecureSchema } from '../lib/secure.ts';
@@ -133,7 +134,28 @@ export async function addSite(
   if (wanted.every((w) => current.some((c) => sameSource(c, w)))) return info;
   // A source of an older version (no filter) is replaced; JetStream resumes it where it was.
   const others = current.filter((c) => !wanted.some((w) => w.name === c.name));
-  return jsm.streams.update(HUB_STREAM, { ...info.config, sources: [...others, ...wanted] });
+  const updated = { ...info.config, sources: [...others, ...wanted] };
+  try {
+    return await jsm.streams.update(HUB_STREAM, updated);
+  } catch (err) {
+    // The client refuses a request larger than the server's max_payload before sending it.
+    if (err instanceof InvalidArgumentError) throw new HubStreamFullError(site, updated, { cause: err });
+    throw err;
+  }
+}
+
+/** `BSU`'s sources no longer fit one stream update: the hub needs another stream (docs/scale.md). */
+export class HubStreamFullError extends Error {
+  override name = 'HubStreamFullError';
+  constructor(site: string, config: StreamConfig, options?: ErrorOptions) {
+    const sites = (config.sources ?? []).length / Object.keys(siteStreamNames(site)).length;
+    const kib = Math.round(Buffer.byteLength(JSON.stringify(config)) / 1024);
+    super(
+      `cannot add ${site}: ${HUB_STREAM} would source ${sites} sites, a ${kib} KiB stream config, ` +
+        `larger than the hub's max_payload (see docs/scale.md)`,
+      options,
+    );
+  }
 }
 
 /** Stops sourcing `site`; what `BSU` already holds stays. Returns false if it was not sourced. */

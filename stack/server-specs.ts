@@ -109,6 +109,8 @@ export interface NatsOptions {
   /** MQTT listener port (only for the benchmark of nats-server's own MQTT). */
   mqttPort?: number;
   maxFileStoreBytes?: number;
+  /** Largest message the server takes; default 1 MiB. */
+  maxPayloadBytes?: number;
   /** Operator, resolver and preloaded accounts (cloud/accounts/server-config.ts); none: no auth. */
   trust?: string[];
   /** TLS on the client port. */
@@ -158,7 +160,7 @@ export function natsSpec(o: NatsOptions): ServerSpec {
     `server_name: ${JSON.stringify(o.name)}`,
     `listen: "${HOST}:${o.port}"`,
     `http: "${HOST}:${o.monitorPort}"`,
-    `max_payload: 1048576`,
+    `max_payload: ${o.maxPayloadBytes ?? 1048576}`,
     `jetstream {`,
     `  store_dir: ${JSON.stringify(dataDir)}`,
     `  domain: ${JSON.stringify(o.domain)}`,

@@ -8,6 +8,7 @@ import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import {
   addSite,
   ensureHubStream,
+  HubStreamFullError,
   listSites,
   removeSite,
   siteSources,
@@ -73,6 +74,37 @@ describe('hub stream onboarding', () => {
     assert.deepEqual(
       (await listSites(jsm)).map((s) => s.site),
       ['site-b'],
+    );
+  });
+
+  test('site add past what one stream config can hold is refused with the reason; BSU keeps every site it had', async (t) => {
+    // 64 KiB of max_payload holds the sources of about 150 sites (1 MiB: about 2,450).
+    const { url: natsUrl } = await servers.nats({ maxPayloadBytes: 64 * 1024 });
+    const nc = await natsConnect(natsUrl);
+    t.after(() => nc.close());
+    const jsm = await jetstreamManager(nc);
+    const site = (i: number): string => `site-${String(i).padStart(4, '0')}`;
+    let added = 0;
+    let refused: unknown;
+    while (!refused && added < 1000) {
+      try {
+        await addSite(jsm, site(added), limits(natsUrl));
+        added++;
+      } catch (err) {
+        refused = err;
+      }
+    }
+    assert.ok(refused instanceof HubStreamFullError, String(refused));
+    assert.match(
+      refused.message,
+      new RegExp(`cannot add ${site(added)}: BSU would source ${added + 1} sites`),
+    );
+    assert.ok(added > 100, `only ${added} sites fit`);
+    const sources = (await jsm.streams.info(HUB_STREAM)).config.sources ?? [];
+    assert.equal(sources.length, added * 3);
+    assert.deepEqual(
+      sources.map((s) => s.name),
+      Array.from({ length: added }, (_, i) => siteSources(site(i)).map((s) => s.name)).flat(),
     );
   });
 

@@ -65,7 +65,13 @@ export class TestServers {
 
   /** A standalone nats-server with JetStream (domain `hub` unless given). */
   async nats(
-    options: { domain?: string; mqtt?: boolean; leafListen?: boolean; maxFileStoreBytes?: number } = {},
+    options: {
+      domain?: string;
+      mqtt?: boolean;
+      leafListen?: boolean;
+      maxFileStoreBytes?: number;
+      maxPayloadBytes?: number;
+    } = {},
   ) {
     const [port, monitorPort] = [await freePort(), await freePort()];
     return this.start(
@@ -79,6 +85,7 @@ export class TestServers {
         ...(options.leafListen ? { leafListenPort: await freePort() } : {}),
         ...(options.mqtt ? { mqttPort: await freePort() } : {}),
         ...(options.maxFileStoreBytes ? { maxFileStoreBytes: options.maxFileStoreBytes } : {}),
+        ...(options.maxPayloadBytes ? { maxPayloadBytes: options.maxPayloadBytes } : {}),
       }),
     );
   }
