@@ -10,7 +10,8 @@ import type { SupervisedProcess } from '../dev/supervisor.ts';
 import { integer, mulberry32, type Random } from '../simulate/random.ts';
 import { cutLink, healLink } from '../stack/link.ts';
 import type { Stack } from '../stack/stack-file.ts';
-import { killServerByName, restartServerByName } from '../stack/verbs.ts';
+import { stopServer } from '../stack/server-process.ts';
+import { restartServerByName } from '../stack/verbs.ts';
 import type { SoakDevices } from './devices.ts';
 
 export interface SoakTargets {
@@ -117,7 +118,8 @@ export async function runFault(fault: Fault, targets: SoakTargets): Promise<Faul
         return outcome((await healLink(stack.dir, fault.target)).elapsedMs);
       }
       case FaultKind.store: {
-        await killServerByName(stack.dir, fault.target);
+        // A clean stop (SIGTERM), as an operator or a host shutdown stops a store.
+        await stopServer(stack.server(fault.target), 30_000);
         await sleep(fault.holdMs);
         const startMs = Date.now();
         await restartServerByName(stack.dir, fault.target);
