@@ -20,6 +20,9 @@ export const RunnerMetric = {
   inFlight: 'switchyard_consumer_in_flight_messages',
   writesInFlight: 'switchyard_consumer_writes_in_flight',
   sinkUp: 'switchyard_consumer_sink_up',
+  retentionUsed: 'switchyard_consumer_retention_used_ratio',
+  retentionAlert: 'switchyard_consumer_retention_alert',
+  evictedUnacked: 'switchyard_consumer_evicted_unacked_total',
 } as const;
 
 export interface RunnerMetrics {
@@ -35,6 +38,9 @@ export interface RunnerMetrics {
   inFlight: Gauge<'consumer'>;
   writesInFlight: Gauge<'consumer'>;
   sinkUp: Gauge<'consumer'>;
+  retentionUsed: Gauge<'consumer' | 'limit'>;
+  retentionAlert: Gauge<'consumer'>;
+  evictedUnacked: Counter<'consumer'>;
 }
 
 export function runnerMetrics(registry: Registry): RunnerMetrics {
@@ -92,5 +98,25 @@ export function runnerMetrics(registry: Registry): RunnerMetrics {
       'Batches being written now (at writesInFlight the next fetched batch waits: the store sets the pace)',
     ),
     sinkUp: gauge(RunnerMetric.sinkUp, '1 when the sink answered its last readiness check or write'),
+    retentionUsed: registered(
+      registry,
+      RunnerMetric.retentionUsed,
+      () =>
+        new Gauge<'consumer' | 'limit'>({
+          name: RunnerMetric.retentionUsed,
+          help: "Share of the stream's limit (messages, bytes, age) taken by messages the consumer has not acked; at 1 they are evicted",
+          labelNames: ['consumer', 'limit'],
+          registers,
+        }),
+    ),
+    retentionAlert: gauge(
+      RunnerMetric.retentionAlert,
+      "1 while unacked messages take at least retentionAlertRatio of any of the stream's limits",
+    ),
+    evictedUnacked: counter(
+      RunnerMetric.evictedUnacked,
+      'Messages the stream evicted by its limits before the consumer acked them (seen at each retention check)',
+      ['consumer'],
+    ),
   };
 }

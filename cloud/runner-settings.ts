@@ -26,6 +26,8 @@ const base = {
   writeTimeoutMs: 30_000,
   shutdownGraceMs: 10_000,
   lagRefreshMs: 5_000,
+  retentionCheckMs: 15_000,
+  retentionAlertRatio: 0.5,
   dlqStream: DLQ_STREAM,
 };
 
@@ -79,6 +81,18 @@ export function runnerSettingsSchema(defaults: Partial<typeof base> = {}) {
     writeTimeoutMs: ms(d.writeTimeoutMs, 'abort and retry a sink write that takes longer', 1),
     shutdownGraceMs: ms(d.shutdownGraceMs, 'on SIGTERM, let the write in hand finish within this', 0),
     lagRefreshMs: ms(d.lagRefreshMs, 'refresh the lag gauges this often', 100),
+    retentionCheckMs: ms(
+      d.retentionCheckMs,
+      "compare what is not acked yet with the stream's limits this often",
+      100,
+    ),
+    retentionAlertRatio: Type.Number({
+      exclusiveMinimum: 0,
+      maximum: 1,
+      default: d.retentionAlertRatio,
+      description:
+        "alert (metric and log) when unacked messages take this share of any of the stream's limits",
+    }),
     dlqStream: Type.String({ minLength: 1, default: d.dlqStream, description: 'dead-letter stream' }),
     // No default: a consumer started without it must not shrink a replicated dead-letter stream.
     dlqReplicas: Type.Optional(

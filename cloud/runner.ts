@@ -37,6 +37,7 @@ import { untilAborted } from '../lib/start-context.ts';
 import { sleep, withTimeout } from '../lib/timers.ts';
 import { announcePresence, controlBucket, readMoveMarker } from './control.ts';
 import { ensureDlqStream } from './dlq.ts';
+import { RetentionLimit, RetentionWatch, type ConsumerProgress } from './retention-watch.ts';
 import { ensureDurable } from './durable.ts';
 import { retryDelayMs } from './runner-backoff.ts';
 import { consumerFilter, type ConsumerFilter } from './runner-filters.ts';
@@ -106,6 +107,8 @@ class Runner {
   private fetchHint = 1;
   /** When the last fetch delivered something (epoch ms). */
   private lastDeliveryAtMs = 0;
+  /** Stream sequence and pending count of the last message fetched. */
+  private lastDelivered: { seq: number; pending: number } | undefined;
   private stopFetch: (() => void) | undefined;
   private withdrawPresence: (() => Promise<void>) | undefined;
   private controlKv: KV | undefined;
@@ -169,6 +172,7 @@ class Runner {
       Math.max(500, Math.floor(this.s.ackWaitMs / 3)),
     );
     let lagTimer: NodeJS.Timeout | undefined;
+    let retentionTimer: NodeJS.Timeout | undefined;
     try {
       this.nc = this.options.nc ?? (await this.connect());
       if (!this.nc) return;
@@ -180,12 +184,18 @@ class Runner {
       lagTimer = setInterval(() => void this.refreshLag(), this.s.lagRefreshMs);
       lagTimer.unref();
       void this.refreshLag();
+      const retention = this.retentionWatch();
+      const checkRetention = (): void => void retention.sample(this.progressFromDeliveries());
+      retentionTimer = setInterval(checkRetention, this.s.retentionCheckMs);
+      retentionTimer.unref();
+      checkRetention();
       this.log.info({ stream: this.s.stream, filter: this.filter?.server }, 'consuming');
       await this.consume();
     } finally {
       this.signal.removeEventListener('abort', onStop);
       clearInterval(heartbeat);
       clearInterval(lagTimer);
+      clearInterval(retentionTimer);
       await this.withdrawPresence?.();
       // Also after a failed open: it may have left a client reconnecting in the background.
       await sink.close().catch((err) => this.log.warn({ err }, 'closing the sink failed'));
@@ -365,6 +375,38 @@ class Runner {
   }
 
   /**
+   * While messages flow, where the consumer stands from its own deliveries: what it holds unsettled
+   * (the oldest is the ack floor's next) and the pending count of the last one. Undefined when idle:
+   * then consumer info is cheap and exact.
+   */
+  private progressFromDeliveries(): ConsumerProgress | undefined {
+    if (Date.now() - this.lastDeliveryAtMs >= this.s.lagRefreshMs || !this.lastDelivered) return undefined;
+    const unsettled = this.settler!.unsettled;
+    const oldest: JsMsg | undefined = unsettled.values().next().value;
+    return {
+      pending: this.lastDelivered.pending,
+      ackPending: unsettled.size,
+      ackFloor: (oldest?.seq ?? this.lastDelivered.seq + 1) - 1,
+    };
+  }
+
+  private retentionWatch(): RetentionWatch {
+    const { retentionUsed, retentionAlert, evictedUnacked } = this.metrics;
+    return new RetentionWatch(this.jsm!, {
+      stream: this.s.stream,
+      durable: this.options.durable,
+      alertRatio: this.s.retentionAlertRatio,
+      log: this.log,
+      report: (use, evicted) => {
+        for (const limit of Object.values(RetentionLimit))
+          retentionUsed.set({ ...this.labels, limit }, use.used[limit] ?? 0);
+        retentionAlert.set(this.labels, use.worst >= this.s.retentionAlertRatio ? 1 : 0);
+        evictedUnacked.inc(this.labels, evicted);
+      },
+    });
+  }
+
+  /**
    * Consumer info on nats-server 2.9 is expensive for a filtered consumer and stalls its deliveries
    * while it runs. While messages flow, every delivery carries the lag (`info.pending`) for free;
    * ask the server only when none came for `lagRefreshMs` (idle, or waiting for the sink).
@@ -434,6 +476,7 @@ class Runner {
     this.fetchHint = last ? last.info.pending : 1;
     if (last) {
       this.lastDeliveryAtMs = Date.now();
+      this.lastDelivered = { seq: last.seq, pending: last.info.pending };
       this.metrics.lag.set(this.labels, last.info.pending);
     }
     return got;

@@ -24,6 +24,7 @@ import { firstHeaderValues, wireHeaders } from '../lib/nats.ts';
 import type { Readiness } from '../lib/ops.ts';
 import { Header } from '../schemas/headers.ts';
 import { stopServer, type RunningServer } from '../stack/server-process.ts';
+import { natsConnect } from './support/jetstream.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
 /** A sink whose every write is decided by the test. */
@@ -162,6 +163,62 @@ describe('consumer runner', () => {
   }
 
   const consumerInfo = (site: string) => jsm.consumers.info('BSU', `t-${site}`);
+
+  test("a stalled consumer's unacked messages are measured against the stream's limits, alerted, and evictions counted", async () => {
+    // A server of its own, whose BSU has a count limit: at 1,000 stored, the oldest is evicted.
+    const own = await natsConnect((await servers.nats()).url);
+    const ownJsm = await jetstreamManager(own);
+    await ownJsm.streams.add({ name: 'BSU', subjects: ['bsu.>'], max_msgs: 1000 });
+    const { sink, release } = heldSink();
+    const { registry, controller, run } = start('retain', sink, {
+      nc: own,
+      retentionCheckMs: 200,
+      retentionAlertRatio: 0.5,
+    });
+    const gauge = async (name: string, labels: Record<string, string> = {}): Promise<number | undefined> =>
+      (await registry.getSingleMetric(name)!.get()).values.find((v) =>
+        Object.entries(labels).every(([k, x]) => v.labels[k] === x),
+      )?.value;
+    const js = jetstream(own);
+    const send = async (count: number): Promise<void> => {
+      for (let i = 0; i < count; i++) await js.publish('bsu.retain.unit.telemetry', JSON.stringify({ i }));
+    };
+
+    await send(400);
+    await waitFor(
+      '400 unacked: 0.4 of max_msgs',
+      async () => (await gauge(RunnerMetric.retentionUsed, { limit: 'messages' })) === 0.4,
+    );
+    assert.equal(await gauge(RunnerMetric.retentionAlert), 0);
+    await send(300);
+    await waitFor(
+      '700 unacked: 0.7 of max_msgs',
+      async () => (await gauge(RunnerMetric.retentionUsed, { limit: 'messages' })) === 0.7,
+    );
+    assert.equal(await gauge(RunnerMetric.retentionAlert), 1);
+    assert.equal(
+      await gauge(RunnerMetric.retentionUsed, { limit: 'bytes' }),
+      0,
+      'no byte limit: not measured',
+    );
+    // 500 more: the stream keeps 1,000 and evicts the 200 oldest, none of them acked.
+    await send(500);
+    await waitFor('200 evictions counted', async () => (await gauge(RunnerMetric.evictedUnacked)) === 200);
+    assert.equal((await ownJsm.streams.info('BSU')).state.first_seq, 201);
+
+    release();
+    await waitFor('every message acked, the alert off', async () => {
+      const info = await ownJsm.consumers.info('BSU', 't-retain');
+      return (
+        info.num_pending + info.num_ack_pending === 0 && (await gauge(RunnerMetric.retentionAlert)) === 0
+      );
+    });
+    assert.equal(await gauge(RunnerMetric.retentionUsed, { limit: 'messages' }), 0);
+    assert.equal(await gauge(RunnerMetric.evictedUnacked), 200, 'evictions are counted once');
+    controller.abort();
+    await run.done;
+    await own.close();
+  });
 
   async function deadLetters(durable: string) {
     const info = await jsm.streams.info(DLQ_STREAM);
