@@ -44,6 +44,7 @@ import {
   fleetMessages,
   lineProtocolBodies,
   preloadHubStream,
+  publishToHub,
   rawWrite,
   type Drain,
   type RawBodies,
@@ -53,7 +54,6 @@ import {
   dayReadings,
   expectReport,
   measureCommand,
-  publishToHub,
   utcDayStartMs,
   type CommandRun,
 } from './support/replay.ts';

@@ -21,8 +21,6 @@ export interface RetentionUse {
   used: Partial<Record<RetentionLimit, number>>;
   /** The largest share: 1 means the next message stored evicts one the consumer has not acked. */
   worst: number;
-  /** Highest stream sequence evicted before the consumer acked it; 0 when none. */
-  evictedThrough: number;
 }
 
 /**
@@ -58,13 +56,7 @@ export function retentionUse(
   if (config.max_age > 0)
     used.age =
       unacked > 0 && oldestUnackedMs !== undefined ? (nowMs - oldestUnackedMs) / millis(config.max_age) : 0;
-  const ackFloor = consumer.ackFloor;
-  return {
-    unacked,
-    used,
-    worst: Math.max(0, ...Object.values(used)),
-    evictedThrough: state.first_seq > ackFloor + 1 ? state.first_seq - 1 : 0,
-  };
+  return { unacked, used, worst: Math.max(0, ...Object.values(used)) };
 }
 
 export interface RetentionWatchOptions {
@@ -79,7 +71,9 @@ export interface RetentionWatchOptions {
 
 /** Samples the use of the stream's limits on demand (one stream info, one consumer info, one get). */
 export class RetentionWatch {
-  private evictedThrough = 0;
+  /** Evicted sequences up to here are counted. */
+  private countedThrough = 0;
+  /** The ack floor of the sample before. */
   private ackFloorSeen: number | undefined;
   private alerting = false;
 
@@ -101,7 +95,7 @@ export class RetentionWatch {
           ? Date.parse(stream.state.first_ts)
           : await this.storedAtMs(oldestSeq);
       const use = retentionUse(stream, consumer, oldestMs, Date.now());
-      this.report(use, consumer.ackFloor);
+      this.report(use, stream.state.first_seq - 1, consumer.ackFloor);
       return use;
     } catch (err) {
       this.o.log.debug({ err: describeError(err) }, 'could not sample the retention use');
@@ -123,16 +117,17 @@ export class RetentionWatch {
     return m ? m.time.getTime() : undefined;
   }
 
-  private report(use: RetentionUse, ackFloor: number): void {
-    // The server moves the ack floor past what it evicts, so the floor of the sample before tells
-    // what was acked. The first sample only sets it: what went before this process is not known.
-    const before = this.ackFloorSeen ?? Math.max(ackFloor, use.evictedThrough);
-    const evicted = Math.max(0, use.evictedThrough - Math.max(before, this.evictedThrough));
-    this.evictedThrough = Math.max(this.evictedThrough, use.evictedThrough);
+  private report(use: RetentionUse, goneThrough: number, ackFloor: number): void {
+    // The server moves the ack floor past the delivered messages it evicts, so the floor of the
+    // sample before tells what was acked. The first sample only sets it: what went before this
+    // process is not known.
+    const before = this.ackFloorSeen ?? Math.max(ackFloor, goneThrough);
+    const evicted = Math.max(0, goneThrough - Math.max(before, this.countedThrough));
+    this.countedThrough = Math.max(this.countedThrough, goneThrough);
     this.ackFloorSeen = Math.max(before, ackFloor);
     if (evicted > 0)
       this.o.log.error(
-        { stream: this.o.stream, evicted, through: use.evictedThrough },
+        { stream: this.o.stream, evicted, through: goneThrough },
         `${this.o.stream} evicted ${evicted} messages this consumer had not acked: its limits are too small for this lag`,
       );
     const alerting = use.worst >= this.o.alertRatio;

@@ -47,12 +47,11 @@ export function runnerMetrics(registry: Registry): RunnerMetrics {
   const registers = [registry];
   const counter = <L extends string>(name: string, help: string, labelNames: L[]) =>
     registered(registry, name, () => new Counter<L>({ name, help, labelNames, registers }));
-  const gauge = (name: string, help: string) =>
-    registered(
-      registry,
-      name,
-      () => new Gauge<'consumer'>({ name, help, labelNames: ['consumer'], registers }),
-    );
+  const gauge = <L extends string = 'consumer'>(
+    name: string,
+    help: string,
+    labelNames = ['consumer'] as L[],
+  ) => registered(registry, name, () => new Gauge<L>({ name, help, labelNames, registers }));
   return {
     processed: counter(RunnerMetric.processed, 'Messages fetched and handled (each delivery)', ['consumer']),
     acked: counter(RunnerMetric.acked, 'Messages acked after the sink made them durable', ['consumer']),
@@ -98,16 +97,10 @@ export function runnerMetrics(registry: Registry): RunnerMetrics {
       'Batches being written now (at writesInFlight the next fetched batch waits: the store sets the pace)',
     ),
     sinkUp: gauge(RunnerMetric.sinkUp, '1 when the sink answered its last readiness check or write'),
-    retentionUsed: registered(
-      registry,
+    retentionUsed: gauge<'consumer' | 'limit'>(
       RunnerMetric.retentionUsed,
-      () =>
-        new Gauge<'consumer' | 'limit'>({
-          name: RunnerMetric.retentionUsed,
-          help: "Share of the stream's limit (messages, bytes, age) taken by messages the consumer has not acked; at 1 they are evicted",
-          labelNames: ['consumer', 'limit'],
-          registers,
-        }),
+      "Share of the stream's limit (messages, bytes, age) taken by messages the consumer has not acked; at 1 they are evicted",
+      ['consumer', 'limit'],
     ),
     retentionAlert: gauge(
       RunnerMetric.retentionAlert,

@@ -26,7 +26,7 @@ const base = {
   writeTimeoutMs: 30_000,
   shutdownGraceMs: 10_000,
   lagRefreshMs: 5_000,
-  retentionCheckMs: 15_000,
+  retentionCheckMs: 60_000,
   retentionAlertRatio: 0.5,
   dlqStream: DLQ_STREAM,
 };

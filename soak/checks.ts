@@ -113,13 +113,7 @@ export function checkHub(sent: readonly SentMessage[], hub: readonly HubMessage[
 /** Every message of BSU is archived exactly once, with its payload. */
 export async function checkArchive(stack: Stack, hub: readonly HubMessage[]): Promise<CheckResult> {
   const settings = stack.cloudSettings();
-  const s3 = createS3Client({
-    s3Endpoint: settings.s3Endpoint,
-    s3Region: settings.s3Region,
-    s3AccessKeyId: settings.s3AccessKeyId,
-    s3SecretAccessKey: settings.s3SecretAccessKey,
-    s3ForcePathStyle: true,
-  });
+  const s3 = createS3Client({ ...settings, s3ForcePathStyle: true });
   const counts = new Map<number, number>();
   try {
     for (const key of await listManifests(s3, settings.s3Bucket, '')) {

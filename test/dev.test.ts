@@ -123,13 +123,7 @@ describe('switchyard dev', () => {
 
     // S3: archive objects in the bucket.
     const cloud = stack.cloudSettings();
-    const s3 = createS3Client({
-      s3Endpoint: cloud.s3Endpoint,
-      s3Region: cloud.s3Region,
-      s3AccessKeyId: cloud.s3AccessKeyId,
-      s3SecretAccessKey: cloud.s3SecretAccessKey,
-      s3ForcePathStyle: true,
-    });
+    const s3 = createS3Client({ ...cloud, s3ForcePathStyle: true });
     try {
       const keys = await listKeys(s3, cloud.s3Bucket, '');
       assert.ok(keys.length > 0, 'the archive wrote objects to S3');

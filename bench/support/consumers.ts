@@ -118,6 +118,28 @@ export function bridgeHeaders(m: FleetMessage): MsgHdrs {
 }
 
 /**
+ * Publishes `messages` into the hub stream (which must exist) with the headers the bridge sets,
+ * `window` in flight; resolves once every one is stored.
+ */
+export async function publishToHub(
+  nc: NatsConnection,
+  messages: readonly FleetMessage[],
+  window = 2000,
+): Promise<void> {
+  const publisher = new AsyncPublisher(nc, 30_000);
+  try {
+    const inFlight: Promise<unknown>[] = [];
+    for (const m of messages) {
+      inFlight.push(publisher.publish(m.subject, m.payload, bridgeHeaders(m)));
+      if (inFlight.length >= window) await Promise.all(inFlight.splice(0));
+    }
+    await Promise.all(inFlight);
+  } finally {
+    publisher.close();
+  }
+}
+
+/**
  * Creates the hub stream `BSU` (file storage, the hub's 15 min duplicate window) with subjects
  * `bsu.>` and publishes `messages` into it with the headers the bridge sets, many in flight.
  * Production's `BSU` sources site streams instead of taking subjects; what a consumer reads is the
@@ -135,15 +157,8 @@ export async function preloadHubStream(
     retention: RetentionPolicy.Limits,
     duplicate_window: nanos(900_000),
   });
-  const publisher = new AsyncPublisher(nc, 30_000);
   const t0 = performance.now();
-  const window: Promise<unknown>[] = [];
-  for (const m of messages) {
-    window.push(publisher.publish(m.subject, m.payload, bridgeHeaders(m)));
-    if (window.length >= 2000) await Promise.all(window.splice(0));
-  }
-  await Promise.all(window);
-  publisher.close();
+  await publishToHub(nc, messages);
   const stored = (await jsm.streams.info(HUB_STREAM)).state.messages;
   if (stored !== messages.length)
     throw new Error(`preload: the stream holds ${stored} messages, expected ${messages.length}`);

@@ -4,13 +4,10 @@
  * /proc CPU of it and of every server it talks to over the same window), and a day of a fleet's
  * readings made in chunks, so that 720,000 of them never sit in memory at once.
  */
-import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
-import { AsyncPublisher } from '../../edge/async-publisher.ts';
 import { processCpuMs } from '../../lib/process.ts';
-import { deviceTimeMs, Header, messageId, schemaTag, subjectFor } from '../../schemas/index.ts';
 import { SimClock, TrafficGenerator } from '../../simulate/traffic.ts';
 import { startSwitchyard } from '../../test/support/process.ts';
-import { siteId, type FleetMessage } from './consumers.ts';
+import { asStored, siteId, type FleetMessage } from './consumers.ts';
 
 /** One run of a command, measured from its start to its report. */
 export interface CommandRun {
@@ -143,51 +140,11 @@ export function* dayOfTelemetry(o: DayOptions): Generator<FleetMessage[]> {
   while (left > 0) {
     const m = gen.next();
     if (m.kind !== 'telemetry') continue;
-    const site = siteId(m.deviceIndex % o.sites);
-    const body = JSON.parse(m.payload.toString('utf8')) as { ts: string | number; seq: number };
-    chunk.push({
-      subject: subjectFor(site, m.device, m.kind),
-      site,
-      device: m.device,
-      kind: m.kind,
-      topic: m.topic,
-      payload: m.payload,
-      tsMs: deviceTimeMs(body.ts),
-      seq: body.seq,
-    });
+    chunk.push(asStored(m, siteId(m.deviceIndex % o.sites)));
     left--;
     if (chunk.length === o.chunk || left === 0) {
       yield chunk;
       chunk = [];
     }
-  }
-}
-
-/**
- * Publishes `messages` into the hub stream (which must exist) with the headers the bridge sets, as
- * preloadHubStream does, `window` in flight; resolves once every one is stored.
- */
-export async function publishToHub(
-  nc: NatsConnection,
-  messages: readonly FleetMessage[],
-  window = 2000,
-): Promise<void> {
-  const publisher = new AsyncPublisher(nc, 30_000);
-  try {
-    const inFlight: Promise<unknown>[] = [];
-    for (const m of messages) {
-      const h = natsHeaders();
-      h.set(Header.site, m.site);
-      h.set(Header.gateway, `gw-${m.site}`);
-      h.set(Header.receivedAt, new Date(m.tsMs).toISOString());
-      h.set(Header.mqttTopic, m.topic);
-      h.set(Header.schema, schemaTag(m.kind));
-      h.set(Header.msgId, messageId(m.site, m.device, m.kind, m.seq, m.tsMs));
-      inFlight.push(publisher.publish(m.subject, m.payload, h));
-      if (inFlight.length >= window) await Promise.all(inFlight.splice(0));
-    }
-    await Promise.all(inFlight);
-  } finally {
-    publisher.close();
   }
 }
