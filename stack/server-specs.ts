@@ -3,7 +3,7 @@
  * `ServerSpec`. A spec is plain data, so that `stack restart NAME` can start a server again from
  * what `stack.json` recorded, on the same port and data.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -215,8 +215,8 @@ export function natsSpec(o: NatsOptions): ServerSpec {
 
 /**
  * Redis with an append-only file, so a killed Redis comes back with the state it acknowledged. With
- * `acl`, the default user is off and `acl.user` is the only one, its password given to Redis as a
- * SHA-256 hash in a 0600 config file (neither on the command line nor in plain text).
+ * `acl`, `acl.user` is the only user anyone can log in as, its password given to Redis as a SHA-256
+ * hash in a 0600 config file (neither on the command line nor in plain text).
  */
 export function redisSpec(o: {
   name: string;
@@ -229,10 +229,16 @@ export function redisSpec(o: {
   const configFile = join(o.dir, 'redis.conf');
   const acl = o.acl;
   if (acl) {
-    const hash = createHash('sha256').update(readFileSync(acl.passwordFile, 'utf8')).digest('hex');
+    const sha256 = (secret: string | Buffer): string => createHash('sha256').update(secret).digest('hex');
+    // The default user stays on, behind a password nobody keeps: Redis replays its append-only file
+    // as the default user, and up to 7.2 drops every MULTI/EXEC (the monitor's scripts) when it is off.
     writeSecretFile(
       configFile,
-      ['user default off', `user ${acl.user} on #${hash} ~* &* +@all`, ''].join('\n'),
+      [
+        `user default on #${sha256(randomBytes(32))} ~* &* +@all`,
+        `user ${acl.user} on #${sha256(readFileSync(acl.passwordFile, 'utf8'))} ~* &* +@all`,
+        '',
+      ].join('\n'),
     );
   }
   return {

@@ -3,6 +3,7 @@
  * Each test has its own site token, durable and key prefix; assertions read Redis itself.
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
@@ -25,7 +26,7 @@ import { sleep, waitUntil } from '../lib/timers.ts';
 import { Header } from '../schemas/headers.ts';
 import { freePort } from '../lib/process.ts';
 import { redisSpec } from '../stack/server-specs.ts';
-import { killServer, type RunningServer } from '../stack/server-process.ts';
+import { killServer, stopServer, type RunningServer } from '../stack/server-process.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 import { sinkMessage } from './support/sink-conformance.ts';
 
@@ -480,5 +481,82 @@ describe('monitor on a Redis Cluster node', () => {
     // Without a hash tag the keys of one call fall in different slots: Redis refuses the call.
     await untagged.open();
     await assert.rejects(untagged.write(batch(), AbortSignal.timeout(5_000)), /CROSSSLOT/);
+  });
+});
+
+describe("monitor on the stack's Redis (one ACL user, append-only file)", () => {
+  const servers = new TestServers('monitor-acl');
+  after(() => servers.stopAll());
+
+  test('anonymous clients are refused, and the state written through scripts survives a restart', async (t) => {
+    const passwordFile = join(servers.dir, 'redis-password');
+    writeFileSync(passwordFile, 'correct horse battery staple', { mode: 0o600 });
+    let server = await servers.start(
+      redisSpec({
+        name: 'redis-acl',
+        dir: join(servers.dir, 'redis-acl'),
+        port: await freePort(),
+        acl: { user: 'switchyard', passwordFile },
+      }),
+    );
+    const anonymous = createClient({ url: server.url });
+    anonymous.on('error', () => undefined);
+    await anonymous.connect();
+    await assert.rejects(anonymous.ping(), /NOAUTH/);
+    await assert.rejects(anonymous.auth({ username: 'default', password: '' }), /WRONGPASS/);
+    anonymous.destroy();
+
+    const sink = new RedisMonitorSink({
+      redisUrl: server.url,
+      redisUsername: 'switchyard',
+      redisPassword: 'correct horse battery staple',
+      redisKeyPrefix: 'acl:',
+      offlineAfterMs: 60_000,
+      sweepIntervalMs: 3_600_000,
+      changesMaxLen: 1000,
+      consumer: 'monitor',
+      log: silentLogger,
+      registry: new Registry(),
+    });
+    t.after(() => sink.close());
+    await sink.open();
+    const ts = Date.now() - 1000;
+    const written = await sink.write(
+      [
+        sinkMessage('s', 'u1', 'telemetry', { ts, seq: 1, SoC: 51, V: 770, A: 1, W: 770 }),
+        sinkMessage('s', 'u2', 'status', { ts, seq: 1, State: 'CONNECTED', ChaSt: 'DISCHARGING' }),
+      ],
+      AbortSignal.timeout(5_000),
+    );
+    assert.deepEqual(written, { rejected: [] });
+
+    const admin = createClient({
+      url: server.url,
+      username: 'switchyard',
+      password: 'correct horse battery staple',
+    });
+    admin.on('error', () => undefined);
+    t.after(() => admin.destroy());
+    await admin.connect();
+    const state = async () => ({
+      u1: await admin.hGetAll('acl:unit:s:u1'),
+      u2: await admin.hGetAll('acl:unit:s:u2'),
+      site: await admin.hGetAll('acl:site:s'),
+    });
+    const before = await state();
+    assert.equal(before.u1.SoC, '51');
+    assert.equal(before.u2.State, 'CONNECTED');
+
+    // A clean stop, as a host shutdown does, then the same data directory again.
+    await stopServer(server, 10_000);
+    server = await servers.restart(server);
+    await waitFor('Redis to answer again', async () => {
+      try {
+        return (await admin.ping()) === 'PONG';
+      } catch {
+        return false;
+      }
+    });
+    assert.deepEqual(await state(), before, 'the append-only file brought every key back');
   });
 });
