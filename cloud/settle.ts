@@ -5,9 +5,15 @@
  * - listed in `rejected`, or the write threw PermanentSinkError → dead letter (BSU_DLQ), then term;
  * - any other error → nak with a growing delay (never shorter than the store's `retryAfterMs`, up
  *   to the longest `backoffMs`), or
- *   dead letter once the message has been delivered `maxDeliver` times. A TransientSinkError with
- *   `failedSeqs` naks only those; the rest of its part is durable and acked.
+ *   dead letter once its writes have failed `maxDeliver` times in this process. A
+ *   TransientSinkError with `failedSeqs` naks only those; the rest of its part is durable and acked.
  * - a subject that does not parse → dead letter without reaching the sink.
+ *
+ * Failures are counted here, not taken from the server's delivery count: nats-server 2.9 counts
+ * deliveries to a client that has just gone, thousands in a second, so a message can arrive
+ * "delivered 4,000 times" without ever having been written. One that arrives past `maxDeliver`
+ * without failing here (perhaps a crash loop, perhaps that count) is written alone, after the rest of
+ * its batch, so that it can never take its batch-mates down with it.
  */
 import type { JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import { describeError } from '../lib/errors.ts';
@@ -55,7 +61,12 @@ interface InHand {
   msg: JsMsg;
   sinkMessage: SinkMessage;
   bytes: number;
+  /** Written in a part of its own (see the header). */
+  alone: boolean;
 }
+
+/** Failure counts kept at most, oldest forgotten first (a message another instance took never returns). */
+const FAILURES_KEPT = 100_000;
 
 interface DeadLetterItem {
   msg: JsMsg;
@@ -75,6 +86,8 @@ export class BatchSettler {
   private readonly labels: { consumer: string };
   private readonly writeControllers = new Set<AbortController>();
   private graceExpired = false;
+  /** Failed writes per stream sequence, for messages not settled yet. */
+  private readonly failures = new Map<number, number>();
 
   constructor(
     private readonly o: SettlerOptions,
@@ -104,6 +117,7 @@ export class BatchSettler {
     const s = this.o.settings;
     this.o.metrics.processed.inc(this.labels, fetched.length);
     const toWrite: InHand[] = [];
+    const suspects: InHand[] = [];
     const dead: DeadLetterItem[] = [];
     const skipped: JsMsg[] = [];
     for (const msg of fetched) {
@@ -116,22 +130,30 @@ export class BatchSettler {
         });
       } else if (filter?.clientSide && !filter.clientSide.some((f) => subjectMatches(f, msg.subject))) {
         skipped.push(msg);
-      } else if (msg.info.deliveryCount > s.maxDeliver) {
-        // Redelivered past the limit without ever failing here: the process died while holding it
-        // (a crash loop). Set it aside rather than crash again.
-        dead.push({
-          msg,
-          reason: DeadLetterReason.maxDeliveries,
-          detail: `delivered ${msg.info.deliveryCount} times without being settled (max ${s.maxDeliver})`,
-        });
       } else {
-        toWrite.push({
+        const alone = msg.info.deliveryCount > s.maxDeliver && !this.failures.has(msg.seq);
+        const inHand = {
           msg,
           bytes: msg.data.byteLength + msg.subject.length + headerBytes(msg),
           sinkMessage: new HubMessage(msg, parts),
-        });
+          alone,
+        };
+        if (!alone) toWrite.push(inHand);
+        else {
+          suspects.push(inHand);
+          this.o.log.warn(
+            {
+              seq: msg.seq,
+              subject: msg.subject,
+              deliveries: msg.info.deliveryCount,
+              maxDeliver: s.maxDeliver,
+            },
+            'arrived with more deliveries than maxDeliver without failing here: written alone',
+          );
+        }
       }
     }
+    toWrite.push(...suspects);
     if (skipped.length > 0) {
       await this.ack(skipped);
       this.o.metrics.skipped.inc(this.labels, skipped.length);
@@ -144,7 +166,7 @@ export class BatchSettler {
       let bytes = 0;
       while (start < toWrite.length) {
         const next = toWrite[start]!;
-        if (part.length > 0 && bytes + next.bytes > s.maxBatchBytes) break;
+        if (part.length > 0 && (bytes + next.bytes > s.maxBatchBytes || next.alone)) break;
         part.push(next);
         bytes += next.bytes;
         start++;
@@ -206,23 +228,24 @@ export class BatchSettler {
           },
           `${this.o.sink.name} write failed: retrying with backoff`,
         );
-        const exhausted = failedPart.filter((p) => p.msg.info.deliveryCount >= s.maxDeliver);
+        for (const p of failedPart) this.countFailure(p.msg.seq);
+        const exhausted = failedPart.filter((p) => this.failuresOf(p.msg) >= s.maxDeliver);
         await this.deadLetter(
           exhausted.map((p) => ({
             msg: p.msg,
             reason: DeadLetterReason.maxDeliveries,
-            detail: `failed ${p.msg.info.deliveryCount} deliveries, last: ${detail}`,
+            detail: `failed ${this.failuresOf(p.msg)} writes, last: ${detail}`,
           })),
         );
         // The rest of the fetch would meet the same store: give it back unwritten.
         const retry = [
-          ...failedPart.filter((p) => p.msg.info.deliveryCount < s.maxDeliver),
+          ...failedPart.filter((p) => this.failuresOf(p.msg) < s.maxDeliver),
           ...toWrite.slice(start),
         ];
         for (const p of retry)
           this.nak(
             p.msg,
-            Math.max(result.retryAfterMs, retryDelayMs(s.backoffMs, p.msg.info.deliveryCount, random)),
+            Math.max(result.retryAfterMs, retryDelayMs(s.backoffMs, this.failuresOf(p.msg), random)),
           );
         result.retried = retry.length;
         break;
@@ -234,6 +257,18 @@ export class BatchSettler {
   /** Gives messages back for redelivery after `delayMs`. */
   nakAll(msgs: readonly JsMsg[], delayMs: number): void {
     for (const msg of msgs) this.nak(msg, delayMs);
+  }
+
+  private countFailure(seq: number): void {
+    const failed = (this.failures.get(seq) ?? 0) + 1;
+    this.failures.delete(seq);
+    this.failures.set(seq, failed);
+    if (this.failures.size > FAILURES_KEPT) this.failures.delete(this.failures.keys().next().value!);
+  }
+
+  /** Failed writes of `msg` in this process. */
+  private failuresOf(msg: JsMsg): number {
+    return this.failures.get(msg.seq) ?? 0;
   }
 
   private nak(msg: JsMsg, delayMs: number): void {
@@ -295,7 +330,10 @@ export class BatchSettler {
     const last = msgs[msgs.length - 1]!;
     for (const m of msgs) if (m !== last) m.ack();
     const confirmed = await last.ackAck().catch(() => false);
-    for (const m of msgs) this.unsettled.delete(m);
+    for (const m of msgs) {
+      this.unsettled.delete(m);
+      this.failures.delete(m.seq);
+    }
     if (confirmed) {
       this.o.metrics.acked.inc(this.labels, msgs.length);
     } else {
@@ -330,6 +368,7 @@ export class BatchSettler {
             });
             msg.term();
             this.unsettled.delete(msg);
+            this.failures.delete(msg.seq);
             metrics.deadLettered.inc({ ...this.labels, reason });
             log.warn({ seq: msg.seq, subject: msg.subject, reason, detail }, 'dead-lettered');
           } catch (err) {
@@ -348,7 +387,7 @@ export class BatchSettler {
                 ? `dead-letter stream ${settings.dlqStream} is full: the message stays in ${settings.stream} and is retried; inspect, redrive or purge dead letters, or raise the stream's max_bytes`
                 : 'could not publish a dead letter: the message will be retried',
             );
-            this.nak(msg, retryDelayMs(settings.backoffMs, msg.info.deliveryCount));
+            this.nak(msg, retryDelayMs(settings.backoffMs, this.failuresOf(msg)));
           }
         }),
       );

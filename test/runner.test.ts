@@ -367,13 +367,44 @@ describe('consumer runner', () => {
     assert.equal(letter!.header.get(Header.dlqDeliveries), '3');
     assert.match(
       letter!.header.get(Header.dlqReason),
-      /^max-deliveries: failed 3 deliveries, last: always failing/,
+      /^max-deliveries: failed 3 writes, last: always failing/,
     );
     assert.equal(Number(letter!.header.get(Header.dlqSeq)), seq);
     // Termed: past the ack floor, it is never delivered again.
     await waitFor('the term', async () => (await consumerInfo('maxdel')).ack_floor.stream_seq === seq);
     assert.equal(sink.deliveriesOf(seq!).length, 3);
     assert.equal((await consumerInfo('maxdel')).num_ack_pending, 0);
+  });
+
+  test('writes, alone, a message the server counts past maxDeliver that never failed here', async () => {
+    // nats-server 2.9 counts deliveries to a consumer process that has just died, thousands at once:
+    // such a count is no proof of a crash loop. Here the count is real: 7 fetches, each nak-ed.
+    const suspects = await publish('inflated', 2);
+    await jsm.consumers.add('BSU', {
+      durable_name: 't-inflated',
+      ack_policy: AckPolicy.Explicit,
+      filter_subject: 'bsu.inflated.>',
+    });
+    const raw = await jetstream(nc).consumers.get('BSU', 't-inflated');
+    for (let round = 1; round <= 7; round++) {
+      const got: JsMsg[] = [];
+      for await (const m of await raw.fetch({ max_messages: 2, expires: 1_000 })) got.push(m);
+      assert.equal(got.length, 2);
+      for (const m of got) m.nak();
+      await nc.flush();
+    }
+    const fresh = await publish('inflated', 3);
+    const sink = new ScriptedSink(async () => ({ rejected: [] }));
+    start('inflated', sink, { maxDeliver: 5 });
+    await waitFor('all acked', async () => {
+      const info = await consumerInfo('inflated');
+      return (
+        info.num_pending === 0 && info.num_ack_pending === 0 && info.ack_floor.stream_seq === fresh.at(-1)
+      );
+    });
+    assert.equal((await deadLetters('t-inflated')).length, 0, 'nothing dead-lettered');
+    const writes = sink.writes.map((w) => w.batch.map((m) => [m.seq, m.deliveryCount]));
+    assert.deepEqual(writes, [fresh.map((seq) => [seq, 1]), [[suspects[0], 8]], [[suspects[1], 8]]]);
   });
 
   test('waits, without fetching, while the sink is down, then catches up', async () => {
