@@ -13,10 +13,12 @@ import {
   type StreamInfo,
   type StreamSource,
 } from '@nats-io/jetstream';
-import { InvalidArgumentError } from '@nats-io/transport-node';
+import { Kvm } from '@nats-io/kv';
+import { InvalidArgumentError, type NatsConnection } from '@nats-io/transport-node';
 import Type, { type Static } from 'typebox';
 import { isStreamNotFound, NatsAuthSchema, withReplicaHint } from '../lib/nats.ts';
 import { InsecureSchema } from '../lib/secure.ts';
+import { CONTROL_BUCKET, controlBucket } from './control.ts';
 import { SUBJECT_ROOT } from '../schemas/subjects.ts';
 import {
   HUB_STREAM,
@@ -158,19 +160,101 @@ export class HubStreamFullError extends Error {
   }
 }
 
-/** Stops sourcing `site`; what `BSU` already holds stays. Returns false if it was not sourced. */
-export async function removeSite(jsm: JetStreamManager, site: string): Promise<boolean> {
+/** The control-bucket key of a paused site. */
+const pauseKey = (site: string): string => `pause.${site}`;
+
+/**
+ * Stops sourcing `site` (and, with `nc`, forgets its pause); what `BSU` already holds stays. Returns
+ * false if it was neither sourced nor paused.
+ */
+export async function removeSite(jsm: JetStreamManager, site: string, nc?: NatsConnection): Promise<boolean> {
+  let paused = false;
+  if (nc) {
+    const kv = await controlBucket(nc);
+    paused = (await kv.get(pauseKey(site)))?.operation === 'PUT';
+    if (paused) await kv.delete(pauseKey(site));
+  }
   const info = await hubInfo(jsm);
   const current = info?.config.sources ?? [];
   const names = new Set(Object.values(siteStreamNames(site)));
   const kept = current.filter((s) => !names.has(s.name));
-  if (!info || kept.length === current.length) return false;
+  if (!info || kept.length === current.length) return paused;
   await jsm.streams.update(HUB_STREAM, { ...info.config, sources: kept });
+  return true;
+}
+
+/** A paused site: the sources BSU had for it, kept in the control bucket until it is resumed. */
+export interface SitePause {
+  site: string;
+  pausedAt: string;
+  sources: StreamSource[];
+}
+
+/** The sites paused now, by site (none before the control bucket exists). */
+export async function pausedSites(nc: NatsConnection): Promise<Map<string, SitePause>> {
+  const out = new Map<string, SitePause>();
+  const kv = await new Kvm(nc).open(CONTROL_BUCKET);
+  let keys: AsyncIterable<string>;
+  try {
+    keys = await kv.keys('pause.*');
+  } catch (err) {
+    if (isStreamNotFound(err)) return out;
+    throw err;
+  }
+  for await (const key of keys) {
+    const entry = await kv.get(key);
+    if (entry?.operation === 'PUT') {
+      const pause = entry.json<SitePause>();
+      out.set(pause.site, pause);
+    }
+  }
+  return out;
+}
+
+/**
+ * Stops sourcing `site` for now (a site flooding the hub: docs/hub.md): its readings stay in its
+ * own streams, within its own budgets. Its sources are recorded first, so that `resumeSite` puts
+ * back exactly what was there. Returns false if `site` is neither sourced nor paused.
+ */
+export async function pauseSite(nc: NatsConnection, jsm: JetStreamManager, site: string): Promise<boolean> {
+  const kv = await controlBucket(nc);
+  const info = await hubInfo(jsm);
+  const names = new Set(Object.values(siteStreamNames(site)));
+  const current = info?.config.sources ?? [];
+  const mine = current.filter((s) => names.has(s.name));
+  if (!info || mine.length === 0) return (await kv.get(pauseKey(site)))?.operation === 'PUT';
+  const pause: SitePause = { site, pausedAt: new Date().toISOString(), sources: mine };
+  await kv.put(pauseKey(site), JSON.stringify(pause));
+  await jsm.streams.update(HUB_STREAM, {
+    ...info.config,
+    sources: current.filter((s) => !names.has(s.name)),
+  });
+  return true;
+}
+
+/**
+ * Sources a paused site again. JetStream takes each stream up after the last message BSU holds from
+ * it, so the readings of the pause arrive once, in order. Returns false if `site` was not paused.
+ */
+export async function resumeSite(nc: NatsConnection, jsm: JetStreamManager, site: string): Promise<boolean> {
+  const kv = await controlBucket(nc);
+  const entry = await kv.get(pauseKey(site));
+  if (entry?.operation !== 'PUT') return false;
+  const pause = entry.json<SitePause>();
+  const info = await hubInfo(jsm);
+  if (info) {
+    const names = new Set(pause.sources.map((s) => s.name));
+    const others = (info.config.sources ?? []).filter((s) => !names.has(s.name));
+    await jsm.streams.update(HUB_STREAM, { ...info.config, sources: [...others, ...pause.sources] });
+  }
+  await kv.delete(pauseKey(site));
   return true;
 }
 
 export interface SiteSourceStatus {
   site: string;
+  /** Sourcing paused by an operator (`site pause`). */
+  paused: boolean;
   /** Messages the hub has yet to source from the site's streams (as of the last contact). */
   lag: number;
   /** Milliseconds since the hub last heard from the site's streams; undefined if never. */
@@ -178,18 +262,30 @@ export interface SiteSourceStatus {
   streams: { name: string; lag: number; lastContactMs: number | undefined; error?: string }[];
 }
 
-/** Every site `BSU` sources, with its lag and last contact. */
-export async function listSites(jsm: JetStreamManager): Promise<SiteSourceStatus[]> {
+/** Every site `BSU` sources, with its lag and last contact, and the `paused` ones (pausedSites). */
+export async function listSites(
+  jsm: JetStreamManager,
+  paused: ReadonlyMap<string, SitePause> = new Map(),
+): Promise<SiteSourceStatus[]> {
   const info = await hubInfo(jsm);
-  if (!info) return [];
   const bySite = new Map<string, SiteSourceStatus>();
+  for (const site of paused.keys())
+    bySite.set(site, { site, paused: true, lag: 0, lastContactMs: undefined, streams: [] });
+  if (!info) return [...bySite.values()];
   for (const source of info.config.sources ?? []) {
     const site = siteOfStream(source.name) ?? source.name;
-    if (!bySite.has(site)) bySite.set(site, { site, lag: 0, lastContactMs: undefined, streams: [] });
+    if (!bySite.has(site))
+      bySite.set(site, { site, paused: false, lag: 0, lastContactMs: undefined, streams: [] });
   }
   for (const s of info.sources ?? []) {
     const site = siteOfStream(s.name) ?? s.name;
-    const entry = bySite.get(site) ?? { site, lag: 0, lastContactMs: undefined, streams: [] };
+    const entry = bySite.get(site) ?? {
+      site,
+      paused: false,
+      lag: 0,
+      lastContactMs: undefined,
+      streams: [],
+    };
     bySite.set(site, entry);
     const lastContactMs = s.active >= 0 ? Math.round(s.active / 1e6) : undefined;
     entry.streams.push({

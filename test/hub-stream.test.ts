@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test, type TestContext } from 'node:test';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import {
   addSite,
   ensureHubStream,
@@ -14,9 +14,10 @@ import {
   siteSources,
   type HubStreamLimits,
 } from '../cloud/hub-stream.ts';
+import { ensureSiteStreams } from '../edge/site-streams.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
-import { natsConnect } from './support/jetstream.ts';
-import { TestServers } from './support/servers.ts';
+import { natsConnect, readStream, streamCount } from './support/jetstream.ts';
+import { TestServers, waitFor } from './support/servers.ts';
 
 const HOUR_S = 3600;
 
@@ -124,5 +125,57 @@ describe('hub stream onboarding', () => {
       (await listSites(jsm)).map((s) => s.site),
       ['site-b'],
     );
+  });
+
+  test('site add turns the unfiltered sources of an older version into filtered ones that take effect', async (t) => {
+    const { hub, site } = await servers.hubAndSite('site-a');
+    const hubNc = await natsConnect(hub.url);
+    const siteNc = await natsConnect(site.url);
+    t.after(() => Promise.all([hubNc.close(), siteNc.close()]));
+    const jsm = await jetstreamManager(hubNc);
+    const siteJsm = await jetstreamManager(siteNc);
+    await ensureSiteStreams(siteJsm, {
+      site: 'site-a',
+      natsUrl: site.url,
+      telemetryMaxBytes: 64 * 1024 ** 2,
+      eventsMaxBytes: 64 * 1024 ** 2,
+      invalidMaxBytes: 64 * 1024 ** 2,
+      maxAgeS: HOUR_S,
+      duplicateWindowS: 900,
+    });
+    // A hostile gateway makes its telemetry stream capture another site's subjects too.
+    const telemetry = (await siteJsm.streams.info('SITE_site-a_TELEMETRY')).config;
+    await siteJsm.streams.update('SITE_site-a_TELEMETRY', {
+      ...telemetry,
+      subjects: [...telemetry.subjects, 'bsu.site-b.>'],
+    });
+    // BSU as an older version left it: the site's sources without a filter.
+    const created = await ensureHubStream(jsm, limits(hub.url));
+    await jsm.streams.update(HUB_STREAM, {
+      ...created.config,
+      sources: siteSources('site-a').map(({ filter_subject: _, ...source }) => source),
+    });
+    const js = jetstream(siteNc);
+    await js.publish('bsu.site-a.u1.telemetry', 'a1');
+    await js.publish('bsu.site-b.u1.telemetry', 'spoof1');
+    await waitFor(
+      'the unfiltered source to take both',
+      async () => (await streamCount(hubNc, HUB_STREAM)) === 2,
+    );
+
+    await addSite(jsm, 'site-a', limits(hub.url));
+    assert.deepEqual((await jsm.streams.info(HUB_STREAM)).config.sources, siteSources('site-a'));
+    await js.publish('bsu.site-a.u1.telemetry', 'a2');
+    await js.publish('bsu.site-b.u1.telemetry', 'spoof2');
+    await js.publish('bsu.site-a.u1.telemetry', 'a3');
+    const held = async () =>
+      (await readStream(hubNc, HUB_STREAM)).map((m) => `${m.subject} ${Buffer.from(m.payload).toString()}`);
+    await waitFor('site-a sourced on', async () => (await held()).at(-1) === 'bsu.site-a.u1.telemetry a3');
+    assert.deepEqual(await held(), [
+      'bsu.site-a.u1.telemetry a1',
+      'bsu.site-b.u1.telemetry spoof1',
+      'bsu.site-a.u1.telemetry a2',
+      'bsu.site-a.u1.telemetry a3',
+    ]);
   });
 });

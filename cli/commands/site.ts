@@ -4,7 +4,15 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import Type, { type Static } from 'typebox';
 import { OperatorStore, type AccountJwt } from '../../cloud/accounts/operator-store.ts';
 import { pushAccountJwts } from '../../cloud/accounts/resolver.ts';
-import { addSite, HubStreamConfigSchema, listSites, removeSite } from '../../cloud/hub-stream.ts';
+import {
+  addSite,
+  HubStreamConfigSchema,
+  listSites,
+  removeSite,
+  pausedSites,
+  pauseSite,
+  resumeSite,
+} from '../../cloud/hub-stream.ts';
 import { SiteInitConfigSchema } from '../../edge/config.ts';
 import { checkStreamBudgets, ensureSiteStreams } from '../../edge/site-streams.ts';
 import { addConfigOptions, loadConfig } from '../../lib/config.ts';
@@ -51,11 +59,11 @@ async function hubConnection(config: SiteAdminConfig, creds?: string): Promise<N
 
 async function withHub<T>(
   config: SiteAdminConfig,
-  work: (jsm: Awaited<ReturnType<typeof jetstreamManager>>) => Promise<T>,
+  work: (jsm: Awaited<ReturnType<typeof jetstreamManager>>, nc: NatsConnection) => Promise<T>,
 ) {
   const nc = await hubConnection(config);
   try {
-    return await work(await jetstreamManager(nc));
+    return await work(await jetstreamManager(nc), nc);
   } finally {
     await nc.close();
   }
@@ -105,8 +113,14 @@ export const registerSite: RegisterCommand = (program) => {
           `(leaf credentials ${files.leafCreds}, bridge credentials ${files.bridgeCreds})\n`,
       );
     }
-    const info = await withHub(config, (jsm) => addSite(jsm, name, config));
-    process.stdout.write(`${name}: sourced into BSU (${info.config.sources?.length ?? 0} sources in all)\n`);
+    const info = await withHub(config, async (jsm, nc) =>
+      (await pausedSites(nc)).has(name) ? undefined : addSite(jsm, name, config),
+    );
+    if (!info) process.stdout.write(`${name}: paused; \`switchyard site resume ${name}\` sources it again\n`);
+    else
+      process.stdout.write(
+        `${name}: sourced into BSU (${info.config.sources?.length ?? 0} sources in all)\n`,
+      );
   });
 
   addConfigOptions(
@@ -121,13 +135,39 @@ export const registerSite: RegisterCommand = (program) => {
   ).action(async (name: string, flags: Record<string, unknown>) => {
     const config = loadSiteAdminConfig(flags);
     checkSite(name);
-    const removed = await withHub(config, (jsm) => removeSite(jsm, name));
+    const removed = await withHub(config, (jsm, nc) => removeSite(jsm, name, nc));
     if (config.operatorDir) {
       await updateAccounts(config, (s) => s.revokeSite(name));
       process.stdout.write(`${name}: credentials revoked\n`);
     } else if (!removed) throw new UsageError(`${name} is not sourced by BSU`);
     process.stdout.write(`${name}: no longer sourced\n`);
   });
+
+  for (const [verb, paused, description] of [
+    [
+      'pause',
+      true,
+      'Stops taking the site into BSU (a site flooding the hub): its readings stay in its own streams, ' +
+        'within its own budgets, and the other sites are not held up behind them.',
+    ],
+    [
+      'resume',
+      false,
+      'Takes the site into BSU again, from the first reading BSU does not hold yet: nothing lost, nothing twice.',
+    ],
+  ] as const)
+    addConfigOptions(
+      site.command(verb).argument('<site>', 'site id').description(description),
+      SiteAdminConfigSchema,
+    ).action(async (name: string, flags: Record<string, unknown>) => {
+      const config = loadSiteAdminConfig(flags);
+      checkSite(name);
+      const done = await withHub(config, (jsm, nc) =>
+        paused ? pauseSite(nc, jsm, name) : resumeSite(nc, jsm, name),
+      );
+      if (!done) throw new UsageError(`${name} is not ${paused ? 'sourced by BSU' : 'paused'}`);
+      process.stdout.write(`${name}: ${paused ? 'paused' : 'sourced again'}\n`);
+    });
 
   addConfigOptions(
     site
@@ -137,18 +177,19 @@ export const registerSite: RegisterCommand = (program) => {
     SiteAdminConfigSchema,
   ).action(async (flags: Record<string, unknown>) => {
     const config = loadSiteAdminConfig(flags);
-    const sites = await withHub(config, listSites);
+    const sites = await withHub(config, async (jsm, nc) => listSites(jsm, await pausedSites(nc)));
     if (flags.json) {
       process.stdout.write(`${JSON.stringify(sites)}\n`);
       return;
     }
     const rows = sites.map((s) => [
       s.site,
+      s.paused ? 'paused' : 'sourced',
       String(s.lag),
       ago(s.lastContactMs),
       s.streams.flatMap((x) => x.error ?? []).join('; '),
     ]);
-    const table = [['SITE', 'LAG', 'LAST CONTACT', 'ERROR'], ...rows];
+    const table = [['SITE', 'STATE', 'LAG', 'LAST CONTACT', 'ERROR'], ...rows];
     const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
     for (const row of table)
       process.stdout.write(

@@ -20,7 +20,7 @@ import { Header } from '../../schemas/headers.ts';
 import { SUBJECT_ROOT } from '../../schemas/subjects.ts';
 import { CONTROL_BUCKET, PRESENCE_BUCKET, PRESENCE_TTL_MS, type Presence } from '../control.ts';
 import { reasonClassOf, type DeadLetterSummary } from '../dlq-admin.ts';
-import { listSites } from '../hub-stream.ts';
+import { listSites, pausedSites } from '../hub-stream.ts';
 import type { MigrationRecord } from '../migrate.ts';
 import { monitorKeys, UnitField, type MonitorKeys } from '../monitor/keys.ts';
 
@@ -242,10 +242,12 @@ export class SnapshotSource {
       errors.push(`redis: ${describeError(err)}`);
       return [] as string[];
     });
-    const hubSites = await listSites(this.o.jsm).catch((err: unknown) => {
-      errors.push(`hub sources: ${describeError(err)}`);
-      return undefined;
-    });
+    const hubSites = await pausedSites(this.o.nc)
+      .then((paused) => listSites(this.o.jsm, paused))
+      .catch((err: unknown) => {
+        errors.push(`hub sources: ${describeError(err)}`);
+        return undefined;
+      });
     const hubBySite = new Map((hubSites ?? []).map((s) => [s.site, s]));
     const names = [...new Set([...redisSites, ...hubBySite.keys()])].sort((a, b) =>
       a.localeCompare(b, undefined, { numeric: true }),
@@ -292,7 +294,8 @@ export class SnapshotSource {
             ? 'no unit heard from'
             : `silent for ${Math.round(silentForMs / 1000)} s`,
         );
-      if (hub && (hub.lastContactMs === undefined || hub.lastContactMs > this.o.staleAfterMs))
+      if (hub?.paused) row.reasons.push('paused at the hub (switchyard site resume)');
+      else if (hub && (hub.lastContactMs === undefined || hub.lastContactMs > this.o.staleAfterMs))
         row.reasons.push(
           hub.lastContactMs === undefined
             ? 'hub never heard from its streams'

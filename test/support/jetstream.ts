@@ -8,6 +8,8 @@ export interface StoredMessage {
   subject: string;
   headers: Record<string, string>;
   payload: Uint8Array;
+  /** When the stream stored it (ms since the epoch). */
+  storedAtMs: number;
 }
 
 export const natsConnect = (url: string): Promise<NatsConnection> =>
@@ -43,7 +45,13 @@ export async function readStream(
     const headers: Record<string, string> = {};
     for (const k of m.headers?.keys() ?? []) headers[k] = m.headers!.get(k);
     if (!options.filter || subjectMatches(options.filter, m.subject)) {
-      out.push({ seq: m.seq, subject: m.subject, headers, payload: m.data });
+      out.push({
+        seq: m.seq,
+        subject: m.subject,
+        headers,
+        payload: m.data,
+        storedAtMs: m.info.timestampNanos / 1e6,
+      });
     }
     if (m.seq >= lastSeq || m.info.pending === 0) break;
   }
