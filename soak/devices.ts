@@ -76,6 +76,7 @@ export class SoakDevices {
                 kind: m.kind,
                 payload: m.payload,
                 invalid: m.invalid !== undefined,
+                sentAtMs: Date.now(),
               }),
           },
           this.controller.signal,
@@ -100,7 +101,7 @@ export class SoakDevices {
     const client = this.injectors.get(site)!;
     const device = injectorOf(site);
     await client.publishAsync(`bsu/${device}/${kind}`, payload, { qos: 1 });
-    this.sent.push({ site, device, kind, payload, invalid });
+    this.sent.push({ site, device, kind, payload, invalid, sentAtMs: Date.now() });
   }
 
   /** `count` valid telemetry readings from the injector as fast as the broker acknowledges them. */

@@ -20,7 +20,15 @@ import { SupervisedProcess, type SupervisorEvent } from '../dev/supervisor.ts';
 import type { Stack } from '../stack/stack-file.ts';
 import { stackUp } from '../stack/up.ts';
 import { stackDown } from '../stack/verbs.ts';
-import { checkArchive, checkEngine, checkHub, checkRedis, readHub, type CheckResult } from './checks.ts';
+import {
+  checkArchive,
+  checkEngine,
+  checkHub,
+  checkRedis,
+  invalidKept,
+  readHub,
+  type CheckResult,
+} from './checks.ts';
 import { SoakDevices } from './devices.ts';
 import { buildSchedule, runFault, type FaultOutcome, type SoakTargets } from './schedule.ts';
 
@@ -129,11 +137,13 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const drainStart = Date.now();
     const validSent = sent.filter((s) => !s.invalid).length;
     const totalSent = sent.length;
+    // What BSU ends with: every valid reading, and the invalid ones the bridge keeps.
+    const toStore = validSent + invalidKept(sent);
     await waitUntil(
       'the pipeline to drain',
       async () => {
         const info = await jsm.streams.info('BSU');
-        return info.state.messages >= totalSent && (await drained(jsm));
+        return info.state.messages >= toStore && (await drained(jsm));
       },
       { timeoutMs: options.drainTimeoutMs, everyMs: 500 },
     ).catch((err: unknown) => options.log(`not drained: ${describeError(err)}`));

@@ -8,6 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { invalidKept, type SentMessage } from '../soak/checks.ts';
 
 /** About two minutes of schedule: every fault kind at least once, within CI's budget. */
 const MINUTES = '2';
@@ -59,4 +60,23 @@ test('a short soak with every fault kind: nothing lost, nothing duplicated', asy
       report.faults.some((f) => f.kind === 'SIGKILL' && f.target === name && f.recovered),
       `${name} killed and back`,
     );
+});
+
+test('the soak expects byte-identical garbage from one device within the window to be kept once', () => {
+  const bad = (device: string, text: string, sentAtMs: number): SentMessage => ({
+    site: 's',
+    device,
+    kind: 'telemetry',
+    payload: Buffer.from(text),
+    invalid: true,
+    sentAtMs,
+  });
+  const sent = [
+    bad('u1', '{', 0),
+    bad('u1', '{', 1_000), // the same evidence: stored once
+    bad('u2', '{', 1_000), // another device: another topic
+    bad('u1', '{"t', 2_000),
+    bad('u1', '{', 901_000), // past the window of the first: stored again
+  ];
+  assert.equal(invalidKept(sent, 900_000), 4);
 });
