@@ -7,7 +7,9 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import type { TObject } from 'typebox';
+import { Registry } from 'prom-client';
 import { HubStreamConfigSchema } from '../cloud/hub-stream.ts';
+import { runnerMetrics } from '../cloud/runner-metrics.ts';
 import { HUB_DOMAIN } from '../schemas/streams.ts';
 import { loadConfig } from '../lib/config.ts';
 import { ENV_PREFIX } from '../lib/env.ts';
@@ -331,6 +333,45 @@ describe('Kubernetes manifests', () => {
     assert.equal(container.args.length, 3, 'site add <site>');
     assert.equal(container.image, `${image.newName}:${image.newTag}`);
     assert.doesNotThrow(() => loadConfig(HubStreamConfigSchema, { env: containerEnv(container).env }));
+  });
+});
+
+describe('deploy/k8s/alerts.yaml', () => {
+  const [rule] = parseYamlFile(join(K8S, 'alerts.yaml')) as unknown as {
+    kind: string;
+    spec: { groups: { rules: { alert: string; expr: string; annotations: { summary: string } }[] }[] };
+  }[];
+  const rules = rule!.spec.groups.flatMap((g) => g.rules);
+
+  test('is a PrometheusRule that kustomize leaves out (its CRD may be missing)', () => {
+    assert.equal(rule!.kind, 'PrometheusRule');
+    const kustomization = parseYamlFile(join(K8S, 'kustomization.yaml'))[0] as unknown as {
+      resources: string[];
+    };
+    assert.ok(!kustomization.resources.includes('alerts.yaml'));
+    assert.ok(rules.length >= 5);
+  });
+
+  test('every alert reads metrics the consumers export, by labels they carry', () => {
+    const registry = new Registry();
+    runnerMetrics(registry);
+    // prom-client keeps each metric's label names on the metric itself.
+    const exported = new Map(
+      registry
+        .getMetricsAsArray()
+        .map((m) => [m.name, new Set((m as unknown as { labelNames: string[] }).labelNames)]),
+    );
+    for (const { alert, expr, annotations } of rules) {
+      const names = expr.match(/switchyard_[a-z_]+/g) ?? [];
+      assert.ok(names.length > 0, `${alert} reads no Switchyard metric`);
+      for (const name of names) {
+        assert.ok(exported.has(name), `${alert}: ${name} is not exported`);
+        for (const [, by] of expr.matchAll(/by \(([^)]*)\)/g))
+          for (const label of by!.split(',').map((l) => l.trim()))
+            assert.ok(exported.get(name)!.has(label), `${alert}: ${name} has no label ${label}`);
+      }
+      assert.ok(annotations.summary.length > 0);
+    }
   });
 });
 
