@@ -1,12 +1,14 @@
 /**
  * `npm run bench [-- SUITE ...]`: runs the benchmarks against real servers on this machine and
  * writes the figures to bench/results.json (and a table to stdout). Suites: edge, consumers (both by
- * default), replay, fleet (`--sites 10,25,50`), sources (`--sites 250,500,...`); `--quick` runs
+ * default), replay, fleet (`--sites 10,25,50`), sources (`--sites 250,500,...`), archive-sites
+ * (`--sites 10,100,1000`); `--quick` runs
  * each with fewer messages and shorter runs. docs/benchmarks.md explains the figures.
  */
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
+import { benchArchiveSites } from './archive-sites.ts';
 import { benchConsumers } from './consumers.ts';
 import { benchEdge } from './edge.ts';
 import { benchFleet } from './fleet.ts';
@@ -76,8 +78,16 @@ for (const suite of suites) {
         log,
       })),
     );
+  } else if (suite === 'archive-sites') {
+    figures.push(
+      ...(await benchArchiveSites({
+        siteCounts: siteCounts([10, 100, 1000]),
+        messages: values.quick ? 20_000 : 50_000,
+        log,
+      })),
+    );
   } else {
-    log(`unknown suite ${suite}: use edge, consumers, replay, fleet or sources`);
+    log(`unknown suite ${suite}: use edge, consumers, replay, fleet, sources or archive-sites`);
     process.exit(2);
   }
 }
