@@ -9,7 +9,7 @@ import { createS3Client, listManifests } from '../cloud/archive/s3.ts';
 import { natsConnect } from '../test/support/jetstream.ts';
 import { s3rverSettings, TestServers } from '../test/support/servers.ts';
 import type { Figure } from './support/common.ts';
-import { drainWithConsumer, fleetMessages, preloadHubStream } from './support/consumers.ts';
+import { archiveSettings, drainWithConsumer, fleetMessages, preloadHubStream } from './support/consumers.ts';
 
 export interface ArchiveSitesBenchOptions {
   siteCounts: number[];
@@ -37,13 +37,7 @@ export async function benchArchiveSites(options: ArchiveSitesBenchOptions): Prom
       await nc.close();
       const drain = await drainWithConsumer({
         command: 'archive',
-        settings: {
-          natsUrl: nats.url,
-          s3Endpoint: s3.url,
-          s3AccessKeyId: 'S3RVER',
-          s3SecretAccessKey: 'S3RVER',
-          s3Bucket: 'switchyard',
-        },
+        settings: archiveSettings(nats, s3),
         messages: options.messages,
         everyMs: 50,
         timeoutMs: 900_000,

@@ -25,6 +25,7 @@ import { TestServers } from '../test/support/servers.ts';
 import { endToEndLatency, percentile } from './consumers-latency.ts';
 import {
   AckMode,
+  archiveSettings,
   bareFetchAck,
   drainWithConsumer,
   drainWithNaive,
@@ -220,13 +221,7 @@ async function throughput(options: ConsumersBenchOptions): Promise<Figure[]> {
       () =>
         drainWithConsumer({
           command: 'archive',
-          settings: {
-            natsUrl: nats.url,
-            s3Endpoint: s3.url,
-            s3AccessKeyId: 'S3RVER',
-            s3SecretAccessKey: 'S3RVER',
-            s3Bucket: 'switchyard',
-          },
+          settings: archiveSettings(nats, s3),
           messages: messages.length,
           everyMs: SAMPLE_EVERY_MS,
           timeoutMs: 180_000,

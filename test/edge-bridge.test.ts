@@ -19,6 +19,7 @@ import {
   SteadyLoad,
   telemetryJson,
   type BridgeProcess,
+  SITE_LIMITS,
 } from './support/edge.ts';
 import { natsConnect, readStream, streamCount } from './support/jetstream.ts';
 import { metricValue, runSwitchyard } from './support/process.ts';
@@ -27,13 +28,6 @@ import { TestServers, waitFor } from './support/servers.ts';
 const HUB_CONFIG = { hubMaxAgeS: 3600, hubMaxBytes: -1, hubDuplicateWindowS: 900 };
 /** Readings the bridge received and has not stored yet. */
 const IN_FLIGHT = 'switchyard_edge_in_flight{service="switchyard-edge"}';
-const SITE_LIMITS = {
-  telemetryMaxBytes: 256 * 1024 ** 2,
-  eventsMaxBytes: 64 * 1024 ** 2,
-  invalidMaxBytes: 64 * 1024 ** 2,
-  maxAgeS: 3600,
-  duplicateWindowS: 900,
-};
 
 /** Asserts that the hub holds exactly `expected` telemetry readings per device, once each, in order. */
 async function assertExactlyOnce(

@@ -12,16 +12,10 @@ import { ensureSiteStreams } from '../edge/site-streams.ts';
 import { sleep } from '../lib/timers.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
 import { natsConnect, readStream, streamCount } from './support/jetstream.ts';
+import { SITE_LIMITS } from './support/edge.ts';
 import { runSwitchyard } from './support/process.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
-const SITE_LIMITS = {
-  telemetryMaxBytes: 256 * 1024 ** 2,
-  eventsMaxBytes: 64 * 1024 ** 2,
-  invalidMaxBytes: 64 * 1024 ** 2,
-  maxAgeS: 3600,
-  duplicateWindowS: 900,
-};
 const FLOOD = 5_000;
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);

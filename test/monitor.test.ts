@@ -39,6 +39,18 @@ const status = (ts: number, seq: number, State: string, ChaSt = 'HOLDING', firmw
 const event = (ts: number, seq: number, alarm: string, action: 'raised' | 'cleared') =>
   JSON.stringify({ ts, seq, alarm, action });
 
+/** A monitor sink's settings for a test: an hour between sweeps, a minute until offline. */
+const sinkDefaults = (redisUrl: string, redisKeyPrefix: string) => ({
+  redisUrl,
+  redisKeyPrefix,
+  offlineAfterMs: 60_000,
+  sweepIntervalMs: 3_600_000,
+  changesMaxLen: 1000,
+  consumer: 'monitor',
+  log: silentLogger,
+  registry: new Registry(),
+});
+
 describe('monitor to Redis', () => {
   const servers = new TestServers('monitor');
   let nats: RunningServer;
@@ -434,17 +446,7 @@ describe('monitor on a Redis Cluster node', () => {
   });
 
   const monitorSink = (redisKeyPrefix: string, now: () => number) =>
-    new RedisMonitorSink({
-      redisUrl: url,
-      redisKeyPrefix,
-      offlineAfterMs: 60_000,
-      sweepIntervalMs: 3_600_000,
-      changesMaxLen: 1000,
-      consumer: 'monitor',
-      log: silentLogger,
-      registry: new Registry(),
-      now,
-    });
+    new RedisMonitorSink({ ...sinkDefaults(url, redisKeyPrefix), now });
   const batch = () => [
     sinkMessage('cl', 'u1', 'telemetry', { ts: Date.now() - 1000, seq: 1, SoC: 51, V: 770, A: 1, W: 770 }),
     sinkMessage('cl', 'u2', 'status', { ts: Date.now() - 1000, seq: 1, State: 'FAULT' }),
@@ -507,16 +509,9 @@ describe("monitor on the stack's Redis (one ACL user, append-only file)", () => 
     anonymous.destroy();
 
     const sink = new RedisMonitorSink({
-      redisUrl: server.url,
+      ...sinkDefaults(server.url, 'acl:'),
       redisUsername: 'switchyard',
       redisPassword: 'correct horse battery staple',
-      redisKeyPrefix: 'acl:',
-      offlineAfterMs: 60_000,
-      sweepIntervalMs: 3_600_000,
-      changesMaxLen: 1000,
-      consumer: 'monitor',
-      log: silentLogger,
-      registry: new Registry(),
     });
     t.after(() => sink.close());
     await sink.open();

@@ -327,6 +327,15 @@ export interface ConsumerDrain {
   cpuUsPerMessage: number;
 }
 
+/** The settings `switchyard archive` needs to drain `BSU` of `nats` into s3rver `s3`. */
+export const archiveSettings = (nats: { url: string }, s3: { url: string }) => ({
+  natsUrl: nats.url,
+  s3Endpoint: s3.url,
+  s3AccessKeyId: 'S3RVER',
+  s3SecretAccessKey: 'S3RVER',
+  s3Bucket: 'switchyard',
+});
+
 /**
  * Runs `switchyard <command>` from dist/ (as deployed: its own process, compiled JavaScript) with
  * `settings` as SWITCHYARD_* variables until it has acked `messages`, sampling its /metrics every

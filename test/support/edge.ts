@@ -182,3 +182,12 @@ export class SteadyLoad {
     await this.done;
   }
 }
+
+/** Site stream limits for tests: budgets no test fills, an hour of age, the default window. */
+export const SITE_LIMITS = {
+  telemetryMaxBytes: 256 * 1024 ** 2,
+  eventsMaxBytes: 64 * 1024 ** 2,
+  invalidMaxBytes: 64 * 1024 ** 2,
+  maxAgeS: 3600,
+  duplicateWindowS: 900,
+};
