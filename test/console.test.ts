@@ -16,7 +16,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { createClient, type RedisClientType } from 'redis';
 import type { FleetSnapshot } from '../cloud/console/snapshot.ts';
-import { addSite } from '../cloud/hub-stream.ts';
+import { addSite, pauseSite, resumeSite } from '../cloud/hub-stream.ts';
 import { monitorKeys } from '../cloud/monitor/keys.ts';
 import { switchyardEnv } from '../lib/env.ts';
 import { freePort } from '../lib/process.ts';
@@ -290,6 +290,33 @@ describe('switchyard console', { skip: !existsSync(CHROMIUM) && 'chromium is not
       process.kill(links.get('site-2')!.pid, 'SIGUSR2');
       await page.close();
     }
+  });
+
+  test('a site paused at the hub says so in the fleet, and is ok again once resumed', async () => {
+    const jsm = await jetstreamManager(hub!);
+    const fleetRow = async (site: string) => {
+      const fleet = (await (
+        await fetch(`${url}/api/fleet`, { headers: { authorization: `Bearer ${TOKEN}` } })
+      ).json()) as { sites: { site: string; status: string; reasons: string[] }[] };
+      return fleet.sites.find((r) => r.site === site);
+    };
+    const ok = async (site: string) => (await fleetRow(site))?.status === 'ok';
+    // site-2 may still be coming back from the cut of the test before.
+    await waitFor('both sites ok', async () => (await ok('site-1')) && (await ok('site-2')), 30_000, 250);
+    assert.ok(await pauseSite(hub!, jsm, 'site-1'));
+    try {
+      await waitFor(
+        'the pause in the fleet',
+        async () =>
+          (await fleetRow('site-1'))?.reasons.includes('paused at the hub (switchyard site resume)'),
+        4 * REFRESH_MS + 3_000,
+        100,
+      );
+      assert.equal((await fleetRow('site-2'))?.status, 'ok', 'the other site is unaffected');
+    } finally {
+      assert.ok(await resumeSite(hub!, jsm, 'site-1'));
+    }
+    await waitFor('site-1 ok again', () => ok('site-1'), 20_000, 250);
   });
 
   test("the site page lists the units and plots each unit's SoC and power", async () => {
