@@ -21,6 +21,7 @@ import { runSimulator } from '../simulate/simulator.ts';
 import { simulateConfig } from '../simulate/config.ts';
 import { SimClock } from '../simulate/traffic.ts';
 import { startBridge } from '../test/support/edge.ts';
+import { runNaive } from './support/consumers.ts';
 import { natsConnect, streamCount } from '../test/support/jetstream.ts';
 import { sleep } from '../lib/timers.ts';
 import { TestServers } from '../test/support/servers.ts';
@@ -179,6 +180,43 @@ export async function benchEdge(options: EdgeBenchOptions): Promise<Figure[]> {
       note:
         `${messages.length} queued messages of ${avgBytes} B; device publish rate into mosquitto ${Math.round(publishRate)} msgs/s; ` +
         `the bridge process used ${bridgeCpuUs.toFixed(0)} µs of CPU per message (from /proc, from ready to drained)`,
+    });
+
+    // 2a. What a user would write instead (bench/naive/bridge.ts), on the same queued messages and
+    // the same nats-server: the bridge's own CPU per message against it.
+    await (await jetstreamManager(siteNc)).streams.add({ name: 'NAIVE', subjects: ['naive.>'] });
+    const naiveClient = 'bench-naive-bridge';
+    await createSession(mosquitto.url, naiveClient, 'bsu/+/+');
+    await publishAll(mosquitto.url, messages);
+    const naive = await runNaive(
+      'bridge',
+      {
+        mqttUrl: mosquitto.url,
+        clientId: naiveClient,
+        natsUrl: site.url,
+        site: 'bench-site',
+        messages: messages.length,
+      },
+      600_000,
+    );
+    const naiveCpuUs = naive.cpuUs / naive.messages;
+    options.log(
+      `edge: naive bridge ${perSecond(naive.messages, naive.ms).toFixed(0)} msgs/s, ${naiveCpuUs.toFixed(1)} µs/msg`,
+    );
+    figures.push({
+      stage: 'edge',
+      name: 'bridge CPU per message ÷ the naive script',
+      value: Math.round(bridgeCpuUs * 10) / 10,
+      unit: 'µs',
+      baseline: {
+        name: 'MQTT.js handleMessage → js.publish with a message id, PUBACK after the PubAck',
+        value: Math.round(naiveCpuUs * 10) / 10,
+      },
+      ratio: bridgeCpuUs / naiveCpuUs,
+      target: { op: '<=', value: 1, of: 'ratio' },
+      note:
+        `the naive script stored the same ${messages.length} queued messages at ${perSecond(naive.messages, naive.ms).toFixed(0)} msgs/s, ` +
+        'one at a time; it validates nothing, keeps no invalid message and holds no order across a failure',
     });
 
     // 2b. The raw limit of the server behind the bridge: the same messages stored by the same

@@ -481,20 +481,31 @@ export type NaiveScript = 'archive' | 'monitor' | 'ingest';
 
 /**
  * Runs bench/naive/`script`.ts as a child process of plain node (TypeScript stripped by tsx at
- * load) until it has acked `settings.messages`; its CPU is its own `process.cpuUsage()` over the
- * same window as a consumer's.
+ * load) with `settings` as its one argument; resolves with the result line it prints.
+ */
+export async function runNaive(script: string, settings: object, timeoutMs: number): Promise<NaiveResult> {
+  const file = fileURLToPath(new URL(`../naive/${script}.ts`, import.meta.url));
+  const { stdout } = await execFileAsync(
+    process.execPath,
+    ['--import', 'tsx', file, JSON.stringify(settings)],
+    {
+      timeout: timeoutMs,
+    },
+  );
+  return JSON.parse(stdout.trim().split('\n').at(-1)!) as NaiveResult;
+}
+
+/**
+ * Runs a naive consumer until it has acked `settings.messages`; its CPU is its own
+ * `process.cpuUsage()` over the same window as a consumer's.
  */
 export async function drainWithNaive(
   script: NaiveScript,
   settings: Omit<NaiveSettings, 'stream' | 'durable'> & { durable?: string },
   timeoutMs: number,
 ): Promise<Drain & { cpuUsPerMessage: number }> {
-  const file = fileURLToPath(new URL(`../naive/${script}.ts`, import.meta.url));
   const full: NaiveSettings = { stream: HUB_STREAM, durable: `naive-${script}`, ...settings };
-  const { stdout } = await execFileAsync(process.execPath, ['--import', 'tsx', file, JSON.stringify(full)], {
-    timeout: timeoutMs,
-  });
-  const result = JSON.parse(stdout.trim().split('\n').at(-1)!) as NaiveResult;
+  const result = await runNaive(script, full, timeoutMs);
   return {
     rate: perSecond(result.messages, result.ms),
     counted: result.messages,
