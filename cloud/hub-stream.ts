@@ -13,7 +13,7 @@ import {
   type StreamInfo,
   type StreamSource,
 } from '@nats-io/jetstream';
-import { Kvm } from '@nats-io/kv';
+import { Kvm, type KV } from '@nats-io/kv';
 import { InvalidArgumentError, type NatsConnection } from '@nats-io/transport-node';
 import Type, { type Static } from 'typebox';
 import { isStreamNotFound, NatsAuthSchema, withReplicaHint } from '../lib/nats.ts';
@@ -163,6 +163,27 @@ export class HubStreamFullError extends Error {
 /** The control-bucket key of a paused site. */
 const pauseKey = (site: string): string => `pause.${site}`;
 
+/** The pause recorded for `site`, if any. */
+async function readPause(kv: KV, site: string): Promise<SitePause | undefined> {
+  const entry = await kv.get(pauseKey(site));
+  return entry?.operation === 'PUT' ? entry.json<SitePause>() : undefined;
+}
+
+/** Is `site` paused (`pauseSite`)? One read, for a command about one site; no bucket, no pause. */
+export async function isSitePaused(nc: NatsConnection, site: string): Promise<boolean> {
+  const kv = await new Kvm(nc).open(CONTROL_BUCKET);
+  return readPause(kv, site).then(
+    (pause) => pause !== undefined,
+    (err: unknown) => {
+      if (isStreamNotFound(err)) return false;
+      throw err;
+    },
+  );
+}
+
+/** The names of `site`'s streams, as BSU's sources name them. */
+const streamNamesOf = (site: string): Set<string> => new Set(Object.values(siteStreamNames(site)));
+
 /**
  * Stops sourcing `site` (and, with `nc`, forgets its pause); what `BSU` already holds stays. Returns
  * false if it was neither sourced nor paused.
@@ -171,12 +192,12 @@ export async function removeSite(jsm: JetStreamManager, site: string, nc?: NatsC
   let paused = false;
   if (nc) {
     const kv = await controlBucket(nc);
-    paused = (await kv.get(pauseKey(site)))?.operation === 'PUT';
+    paused = (await readPause(kv, site)) !== undefined;
     if (paused) await kv.delete(pauseKey(site));
   }
   const info = await hubInfo(jsm);
   const current = info?.config.sources ?? [];
-  const names = new Set(Object.values(siteStreamNames(site)));
+  const names = streamNamesOf(site);
   const kept = current.filter((s) => !names.has(s.name));
   if (!info || kept.length === current.length) return paused;
   await jsm.streams.update(HUB_STREAM, { ...info.config, sources: kept });
@@ -219,10 +240,10 @@ export async function pausedSites(nc: NatsConnection): Promise<Map<string, SiteP
 export async function pauseSite(nc: NatsConnection, jsm: JetStreamManager, site: string): Promise<boolean> {
   const kv = await controlBucket(nc);
   const info = await hubInfo(jsm);
-  const names = new Set(Object.values(siteStreamNames(site)));
+  const names = streamNamesOf(site);
   const current = info?.config.sources ?? [];
   const mine = current.filter((s) => names.has(s.name));
-  if (!info || mine.length === 0) return (await kv.get(pauseKey(site)))?.operation === 'PUT';
+  if (!info || mine.length === 0) return (await readPause(kv, site)) !== undefined;
   const pause: SitePause = { site, pausedAt: new Date().toISOString(), sources: mine };
   await kv.put(pauseKey(site), JSON.stringify(pause));
   await jsm.streams.update(HUB_STREAM, {
@@ -238,9 +259,8 @@ export async function pauseSite(nc: NatsConnection, jsm: JetStreamManager, site:
  */
 export async function resumeSite(nc: NatsConnection, jsm: JetStreamManager, site: string): Promise<boolean> {
   const kv = await controlBucket(nc);
-  const entry = await kv.get(pauseKey(site));
-  if (entry?.operation !== 'PUT') return false;
-  const pause = entry.json<SitePause>();
+  const pause = await readPause(kv, site);
+  if (!pause) return false;
   const info = await hubInfo(jsm);
   if (info) {
     const names = new Set(pause.sources.map((s) => s.name));
@@ -269,24 +289,17 @@ export async function listSites(
 ): Promise<SiteSourceStatus[]> {
   const info = await hubInfo(jsm);
   const bySite = new Map<string, SiteSourceStatus>();
-  for (const site of paused.keys())
-    bySite.set(site, { site, paused: true, lag: 0, lastContactMs: undefined, streams: [] });
-  if (!info) return [...bySite.values()];
-  for (const source of info.config.sources ?? []) {
-    const site = siteOfStream(source.name) ?? source.name;
-    if (!bySite.has(site))
-      bySite.set(site, { site, paused: false, lag: 0, lastContactMs: undefined, streams: [] });
-  }
-  for (const s of info.sources ?? []) {
-    const site = siteOfStream(s.name) ?? s.name;
-    const entry = bySite.get(site) ?? {
-      site,
-      paused: false,
-      lag: 0,
-      lastContactMs: undefined,
-      streams: [],
-    };
-    bySite.set(site, entry);
+  /** The entry of `site`, made (not paused, nothing heard yet) on first sight. */
+  const entryOf = (site: string): SiteSourceStatus => {
+    let entry = bySite.get(site);
+    if (!entry)
+      bySite.set(site, (entry = { site, paused: false, lag: 0, lastContactMs: undefined, streams: [] }));
+    return entry;
+  };
+  for (const site of paused.keys()) entryOf(site).paused = true;
+  for (const source of info?.config.sources ?? []) entryOf(siteOfStream(source.name) ?? source.name);
+  for (const s of info?.sources ?? []) {
+    const entry = entryOf(siteOfStream(s.name) ?? s.name);
     const lastContactMs = s.active >= 0 ? Math.round(s.active / 1e6) : undefined;
     entry.streams.push({
       name: s.name,

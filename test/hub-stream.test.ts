@@ -16,6 +16,7 @@ import {
 } from '../cloud/hub-stream.ts';
 import { ensureSiteStreams } from '../edge/site-streams.ts';
 import { HUB_STREAM } from '../schemas/streams.ts';
+import { SITE_LIMITS } from './support/edge.ts';
 import { natsConnect, readStream, streamCount } from './support/jetstream.ts';
 import { TestServers, waitFor } from './support/servers.ts';
 
@@ -134,15 +135,7 @@ describe('hub stream onboarding', () => {
     t.after(() => Promise.all([hubNc.close(), siteNc.close()]));
     const jsm = await jetstreamManager(hubNc);
     const siteJsm = await jetstreamManager(siteNc);
-    await ensureSiteStreams(siteJsm, {
-      site: 'site-a',
-      natsUrl: site.url,
-      telemetryMaxBytes: 64 * 1024 ** 2,
-      eventsMaxBytes: 64 * 1024 ** 2,
-      invalidMaxBytes: 64 * 1024 ** 2,
-      maxAgeS: HOUR_S,
-      duplicateWindowS: 900,
-    });
+    await ensureSiteStreams(siteJsm, { site: 'site-a', natsUrl: site.url, ...SITE_LIMITS });
     // A hostile gateway makes its telemetry stream capture another site's subjects too.
     const telemetry = (await siteJsm.streams.info('SITE_site-a_TELEMETRY')).config;
     await siteJsm.streams.update('SITE_site-a_TELEMETRY', {

@@ -394,8 +394,13 @@ describe('consumer runner', () => {
       await nc.flush();
     }
     const fresh = await publish('inflated', 3);
-    const sink = new ScriptedSink(async () => ({ rejected: [] }));
-    start('inflated', sink, { maxDeliver: 5 });
+    // The first suspect's first write fails: one failure here, far from maxDeliver, whatever the
+    // server's count says. It is retried, not dead-lettered.
+    const sink = new ScriptedSink(async (_batch, n) => {
+      if (n === 2) throw new Error('store hiccup');
+      return { rejected: [] };
+    });
+    start('inflated', sink, { maxDeliver: 5, backoffMs: [100] });
     await waitFor('all acked', async () => {
       const info = await consumerInfo('inflated');
       return (
@@ -404,7 +409,18 @@ describe('consumer runner', () => {
     });
     assert.equal((await deadLetters('t-inflated')).length, 0, 'nothing dead-lettered');
     const writes = sink.writes.map((w) => w.batch.map((m) => [m.seq, m.deliveryCount]));
-    assert.deepEqual(writes, [fresh.map((seq) => [seq, 1]), [[suspects[0], 8]], [[suspects[1], 8]]]);
+    assert.deepEqual(writes.slice(0, 2), [fresh.map((seq) => [seq, 1]), [[suspects[0], 8]]]);
+    assert.deepEqual(
+      sink.deliveriesOf(suspects[0]!).map((m) => m.deliveryCount),
+      [8, 9],
+      'written again after its one failure',
+    );
+    const second = sink.writes.filter((w) => w.batch.some((m) => m.seq === suspects[1]));
+    assert.deepEqual(
+      second.map((w) => w.batch.map((m) => m.seq)),
+      [[suspects[1]]],
+      'never failed here: written once, alone',
+    );
   });
 
   test('waits, without fetching, while the sink is down, then catches up', async () => {

@@ -7,6 +7,7 @@ import { pushAccountJwts } from '../../cloud/accounts/resolver.ts';
 import {
   addSite,
   HubStreamConfigSchema,
+  isSitePaused,
   listSites,
   removeSite,
   pausedSites,
@@ -114,7 +115,7 @@ export const registerSite: RegisterCommand = (program) => {
       );
     }
     const info = await withHub(config, async (jsm, nc) =>
-      (await pausedSites(nc)).has(name) ? undefined : addSite(jsm, name, config),
+      (await isSitePaused(nc, name)) ? undefined : addSite(jsm, name, config),
     );
     if (!info) process.stdout.write(`${name}: paused; \`switchyard site resume ${name}\` sources it again\n`);
     else
