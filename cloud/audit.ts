@@ -27,9 +27,9 @@ import { UsageError } from '../lib/errors.ts';
 import { sleep } from '../lib/timers.ts';
 import { isStreamNotFound } from '../lib/nats.ts';
 import type { Progress } from '../lib/progress.ts';
-import { dataKeyOf, receivedAtMs, type ArchiveManifest } from './archive/layout.ts';
+import { dataKeyOf, partsOf, receivedAtMs, type ArchiveManifest } from './archive/layout.ts';
 import { archiveRecordMessage, listArchiveGroups, type ArchiveGroup } from './archive/reader.ts';
-import { ArchiveIntegrityError, readArchiveObject, readManifest } from './archive/s3.ts';
+import { ArchiveIntegrityError, readArchiveParts, readManifest } from './archive/s3.ts';
 import { listDeadLetters } from './dlq-admin.ts';
 import { DLQ_STREAM } from './dlq.ts';
 import { durableInfo } from './durable.ts';
@@ -377,6 +377,8 @@ interface RowState {
   hourIndex: number;
   hub: number;
   archive?: SeqSet;
+  /** Runs of the archive's objects, until they are all read (then `archive`). */
+  archiveRanges: [number, number][];
   archiveObjects: number;
   badObjects: BadObject[];
   lost: number;
@@ -477,6 +479,7 @@ class Audit {
         site,
         hourIndex,
         hub: 0,
+        archiveRanges: [],
         archiveObjects: 0,
         badObjects: [],
         lost: 0,
@@ -561,20 +564,33 @@ class Audit {
         const feed =
           this.held(hourIndex) || this.engines.length === 0 ? undefined : (m: PointSource) => this.expect(m);
         const read = this.deep
-          ? await readGroupDeep(client, bucket, group, this.sampleSize, feed)
-          : await readGroupManifests(client, bucket, group);
+          ? await readGroupDeep(client, bucket, group, site, this.sampleSize, feed)
+          : await readGroupManifests(client, bucket, group, site);
         this.manifestsRead += read.manifestsRead;
         this.objectsVerified += read.objectsVerified;
         progress?.increment(group.manifestKeys.length);
-        const r = this.row(group.site, hourIndex);
-        r.archive = read.seqs;
-        r.archiveObjects = group.manifestKeys.length;
-        r.badObjects = read.bad;
-        this.badObjects.push(...read.bad);
+        for (const [partSite, held] of read.sites) {
+          const r = this.row(partSite, hourIndex);
+          r.archiveRanges.push(...held.ranges);
+          r.archiveObjects += held.objects;
+        }
+        for (const { object, bySite } of read.bad) {
+          this.badObjects.push(object);
+          for (const [badSite, seen] of bySite) {
+            const r = this.row(badSite, hourIndex);
+            r.badObjects.push(seen);
+            r.archiveObjects++;
+          }
+        }
       });
     } finally {
       progress?.stop();
     }
+    for (const r of this.rows.values()) {
+      if (r.archiveObjects > 0) r.archive = new SeqSet(r.archiveRanges);
+      r.badObjects.sort(byKey);
+    }
+    this.badObjects.sort(byKey);
   }
 
   /**
@@ -905,9 +921,13 @@ class Audit {
 // Reading the archive
 
 interface GroupRead {
-  /** Sequences the group holds: its manifests' runs, or with `deep` its verified objects' records. */
-  seqs: SeqSet;
-  bad: BadObject[];
+  /**
+   * Per site: the sequences the group holds (its manifests' runs, or with `deep` its verified
+   * objects' records) and how many of its objects hold that site.
+   */
+  sites: Map<string, { ranges: [number, number][]; objects: number }>;
+  /** Objects that could not be used; per site they hold, what of it no verified object covers. */
+  bad: { object: BadObject; bySite: Map<string, BadObject> }[];
   manifestsRead: number;
   objectsVerified: number;
 }
@@ -923,49 +943,82 @@ async function readListedManifest(client: S3Client, bucket: string, key: string)
   }
 }
 
-async function readGroupManifests(client: S3Client, bucket: string, group: ArchiveGroup): Promise<GroupRead> {
-  const ranges: [number, number][] = [];
-  const bad: BadObject[] = [];
-  let manifestsRead = 0;
+/** Adds one object's runs of `site` to what a group holds. */
+function holds(read: GroupRead, site: string, ranges: Iterable<readonly [number, number]>): void {
+  const held = read.sites.get(site) ?? { ranges: [], objects: 0 };
+  for (const [from, to] of ranges) held.ranges.push([from, to]);
+  held.objects++;
+  read.sites.set(site, held);
+}
+
+const emptyRead = (): GroupRead => ({ sites: new Map(), bad: [], manifestsRead: 0, objectsVerified: 0 });
+
+/** A bad object whose manifest cannot be read: what it held is unknown, so is its site (`site` objects aside). */
+const unknownObject = (group: ArchiveGroup, key: string, reason: string): GroupRead['bad'][number] => {
+  const object: BadObject = { key: dataKeyOf(key), manifestKey: key, reason };
+  return { object, bySite: new Map(group.site !== undefined ? [[group.site, object]] : []) };
+};
+
+async function readGroupManifests(
+  client: S3Client,
+  bucket: string,
+  group: ArchiveGroup,
+  site: string | undefined,
+): Promise<GroupRead> {
+  const read = emptyRead();
   await forEachLimit(group.manifestKeys, 8, async (key) => {
     try {
       const manifest = await readListedManifest(client, bucket, key);
-      manifestsRead++;
-      ranges.push(...manifest.seqRanges);
+      read.manifestsRead++;
+      for (const part of partsOf(manifest))
+        if (site === undefined || part.site === site) holds(read, part.site, part.seqRanges);
     } catch (err) {
       if (!(err instanceof ArchiveIntegrityError)) throw err;
-      bad.push({ key: dataKeyOf(key), manifestKey: key, reason: err.message });
+      read.bad.push(unknownObject(group, key, err.message));
     }
   });
-  return { seqs: new SeqSet(ranges), bad: sortObjects(bad), manifestsRead, objectsVerified: 0 };
+  return read;
 }
 
 /**
- * Every object of a group, read and verified against its manifest; its records fed to `onMessage`
- * (the expected points of hours the stream no longer holds). An object that fails is listed with
- * the sequences of its manifest that no verified object of the group holds.
+ * Every object of a group (`site`'s parts only, when given), read and verified against its
+ * manifest; its records fed to `onMessage` (the expected points of hours the stream no longer
+ * holds). An object that fails is listed with the sequences of its manifest that no verified object
+ * of the group holds.
  */
 async function readGroupDeep(
   client: S3Client,
   bucket: string,
   group: ArchiveGroup,
+  site: string | undefined,
   sampleSize: number,
   onMessage: ((m: PointSource) => void) | undefined,
 ): Promise<GroupRead> {
+  const read = emptyRead();
   const verified: [number, number][] = [];
   const failed: { key: string; reason: string }[] = [];
-  let manifestsRead = 0;
-  let objectsVerified = 0;
   await forEachLimit(group.manifestKeys, 2, async (key) => {
     try {
-      const { records } = await readArchiveObject(client, bucket, key);
-      manifestsRead++;
-      objectsVerified++;
-      for (const r of records) {
-        verified.push([r.seq, r.seq]);
-        if (onMessage) {
-          const message = archiveRecordMessage(r);
-          if (message) onMessage(message);
+      const { parts } = await readArchiveParts(
+        client,
+        bucket,
+        key,
+        (p) => site === undefined || p.site === site,
+      );
+      read.manifestsRead++;
+      read.objectsVerified++;
+      for (const { part, records } of parts) {
+        holds(
+          read,
+          part.site,
+          records.map((r) => [r.seq, r.seq] as const),
+        );
+        for (const r of records) {
+          verified.push([r.seq, r.seq]);
+          if (onMessage) {
+            const message = archiveRecordMessage(r);
+            if (message) onMessage(message);
+          }
         }
       }
     } catch (err) {
@@ -976,28 +1029,37 @@ async function readGroupDeep(
     }
   });
   const seqs = new SeqSet(verified);
-  const bad: BadObject[] = [];
   for (const { key, reason } of failed) {
-    const object: BadObject = { key: dataKeyOf(key), manifestKey: key, reason };
     const manifest = await readListedManifest(client, bucket, key).catch((err: unknown) => {
       if (err instanceof ArchiveIntegrityError) return undefined;
       throw err;
     });
-    if (manifest) {
-      let uncovered = 0;
-      const sample: number[] = [];
-      for (const [from, to] of unionSeqRanges(manifest.seqRanges))
-        for (let s = from; s <= to; s++) if (!seqs.has(s) && uncovered++ < sampleSize) sample.push(s);
-      object.uncovered = uncovered;
-      object.sequences = sample;
+    if (!manifest) {
+      read.bad.push(unknownObject(group, key, reason));
+      continue;
     }
-    bad.push(object);
+    const object: BadObject = { key: dataKeyOf(key), manifestKey: key, reason, uncovered: 0, sequences: [] };
+    const bySite = new Map<string, BadObject>();
+    for (const part of partsOf(manifest)) {
+      if (site !== undefined && part.site !== site) continue;
+      const seen: BadObject = { ...object, uncovered: 0, sequences: [] };
+      for (const [from, to] of unionSeqRanges(part.seqRanges))
+        for (let s = from; s <= to; s++)
+          if (!seqs.has(s)) {
+            if (seen.uncovered! < sampleSize) seen.sequences!.push(s);
+            seen.uncovered!++;
+          }
+      object.uncovered! += seen.uncovered!;
+      object.sequences!.push(...seen.sequences!);
+      bySite.set(part.site, seen);
+    }
+    object.sequences = object.sequences!.sort((a, b) => a - b).slice(0, sampleSize);
+    read.bad.push({ object, bySite });
   }
-  return { seqs, bad: sortObjects(bad), manifestsRead, objectsVerified };
+  return read;
 }
 
-const sortObjects = (objects: BadObject[]): BadObject[] =>
-  objects.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+const byKey = (a: BadObject, b: BadObject): number => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
 /** Runs `work` over `items`, at most `limit` at a time; the first failure stops the rest. */
 async function forEachLimit<T>(

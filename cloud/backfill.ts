@@ -1,6 +1,6 @@
 /**
  * Backfill: a time range of the archive fed through a consumer's sink, e.g. to fill a new engine.
- * The archive is read per site and hour (cloud/archive/reader.ts: verified objects, each sequence
+ * The archive is read per group of objects (cloud/archive/reader.ts: verified objects, each sequence
  * once, in sequence order), and every finished group is checkpointed, so a backfill that was
  * killed resumes with the first group it had not finished. A corrupt or missing object is reported
  * by key and skipped whole; the backfill carries on.
@@ -40,7 +40,7 @@ export interface BackfillCheckpoint {
   version: 1;
   /** Identity of the request it belongs to (a changed request starts over). */
   request: string;
-  /** Groups (`<site>/<hour>`) written completely. */
+  /** Groups (their ids, cloud/archive/reader.ts) written completely. */
   done: string[];
   written: number;
   updatedAt: string;
@@ -99,7 +99,7 @@ export interface BackfillRun {
   /** Path of the checkpoint file. */
   checkpoint: string;
   log: Logger;
-  /** Counts groups (site-hours). */
+  /** Counts groups (cloud/archive/reader.ts). */
   progress?: (total: number) => Progress;
   signal?: AbortSignal;
 }

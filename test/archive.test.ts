@@ -7,24 +7,31 @@ import { createConnection } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
-import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Registry } from 'prom-client';
 import { archiveConsumer } from '../cloud/archive/consumer.ts';
 import {
   buildArchiveObjects,
   parseArchiveKey,
   parseArchiveObject,
+  partsOf,
   recordPayload,
-  type ArchiveManifest,
+  sha256Hex,
 } from '../cloud/archive/layout.ts';
 import type { SinkMessage } from '../cloud/sink.ts';
-import { ArchiveIntegrityError, createS3Client, listKeys, listManifests } from '../cloud/archive/s3.ts';
+import {
+  ArchiveIntegrityError,
+  createS3Client,
+  listKeys,
+  listManifests,
+  readArchiveParts,
+} from '../cloud/archive/s3.ts';
 import { loadConsumerConfig, startConsumer } from '../cloud/consumer.ts';
 import { silentLogger } from '../lib/log.ts';
 import { sleep } from '../lib/timers.ts';
 import { Header } from '../schemas/headers.ts';
 import { killServer, type RunningServer } from '../stack/server-process.ts';
-import { readArchive } from './support/archive.ts';
+import { overlapFromParts, readArchive } from './support/archive.ts';
 import { startSwitchyard, type SwitchyardProcess } from './support/process.ts';
 import { s3rverSettings, TestServers, waitFor } from './support/servers.ts';
 
@@ -45,15 +52,83 @@ describe('archive layout', () => {
   });
   const options = { prefix: 'raw/', stream: 'BSU', consumer: 'archive' };
 
-  test('the same batch written again gives the same keys and the same bytes', async () => {
-    const batch = [1, 2, 3, 4, 5, 6].map((seq) =>
-      message(seq, seq % 2 ? 'a' : 'b', HOURS[seq % 3 === 0 ? 1 : 0]!),
-    );
+  const batch = [1, 2, 3, 4, 5, 6].map((seq) =>
+    message(seq, seq % 2 ? 'a' : 'b', HOURS[seq % 3 === 0 ? 1 : 0]!),
+  );
+  // Redelivered in another order, one message twice.
+  const redelivered = [...batch].reverse().concat(batch[0]!);
+
+  test('batch layout: one object per hour, each site a gzip member at the offset its part gives', async () => {
     const first = await buildArchiveObjects(batch, options);
-    // Redelivered in another order, one message twice: still the same objects.
-    const again = await buildArchiveObjects([...batch].reverse().concat(batch[0]!), options);
-    const view = (objects: typeof first) =>
-      objects.map((o) => [o.key, o.manifest.sha256, o.manifest.count, o.manifest.seqRanges]).sort();
+    const again = await buildArchiveObjects(redelivered, options);
+    const view = (objects: typeof first) => objects.map((o) => [o.key, o.body.toString('hex')]).sort();
+    assert.deepEqual(view(again), view(first), 'the same keys and the same bytes');
+    assert.deepEqual(first.map((o) => o.key.replace(/-[0-9a-f]{16}\./, '-<sha>.')).sort(), [
+      'raw/hour=2026-11-26T03/00000000000000000001-00000000000000000005-<sha>.ndjson.gz',
+      'raw/hour=2026-11-26T04/00000000000000000003-00000000000000000006-<sha>.ndjson.gz',
+    ]);
+    const h03 = first.find((o) => o.manifest.hour === '2026-11-26T03')!;
+    assert.equal(h03.manifest.version, 2);
+    assert.ok(h03.key.includes(`-${h03.manifest.sha256.slice(0, 16)}.`));
+    assert.deepEqual(parseArchiveKey(h03.manifestKey), {
+      layout: 'batch',
+      hour: '2026-11-26T03',
+      firstSeq: 1,
+      lastSeq: 5,
+    });
+    const parts = partsOf(h03.manifest);
+    assert.deepEqual(
+      parts.map((p) => [p.site, p.seqRanges, p.count]),
+      [
+        [
+          'a',
+          [
+            [1, 1],
+            [5, 5],
+          ],
+          2,
+        ],
+        [
+          'b',
+          [
+            [2, 2],
+            [4, 4],
+          ],
+          2,
+        ],
+      ],
+    );
+    assert.equal(parts[0]!.offset, 0);
+    assert.equal(parts[1]!.offset, parts[0]!.bytes);
+    assert.equal(parts[1]!.offset + parts[1]!.bytes, h03.body.byteLength);
+    for (const p of parts) {
+      const member = h03.body.subarray(p.offset, p.offset + p.bytes);
+      assert.equal(sha256Hex(member), p.sha256);
+      assert.deepEqual(
+        (await parseArchiveObject(member)).map((r) => r.seq),
+        p.seqRanges.map(([from]) => from),
+      );
+    }
+    assert.deepEqual(
+      (await parseArchiveObject(h03.body)).map((r) => r.seq),
+      [1, 5, 2, 4],
+      'the object is one gzip stream of its members',
+    );
+    // Another object of the same range (a redelivery without message 2) gets a key of its own.
+    const without2 = await buildArchiveObjects(
+      batch.filter((m) => m.seq !== 2),
+      options,
+    );
+    const other03 = without2.find((o) => o.manifest.hour === '2026-11-26T03')!;
+    assert.deepEqual([other03.manifest.firstSeq, other03.manifest.lastSeq], [1, 5]);
+    assert.notEqual(other03.key, h03.key);
+  });
+
+  test('site layout: one object per site and hour, as archives before the batch layout hold', async () => {
+    const siteOptions = { ...options, layout: 'site' as const };
+    const first = await buildArchiveObjects(batch, siteOptions);
+    const again = await buildArchiveObjects(redelivered, siteOptions);
+    const view = (objects: typeof first) => objects.map((o) => [o.key, o.body.toString('hex')]).sort();
     assert.deepEqual(view(again), view(first));
     assert.deepEqual(first.map((o) => o.key).sort(), [
       'raw/site=a/hour=2026-11-26T03/00000000000000000001-00000000000000000005.ndjson.gz',
@@ -62,9 +137,24 @@ describe('archive layout', () => {
       'raw/site=b/hour=2026-11-26T04/00000000000000000006-00000000000000000006.ndjson.gz',
     ]);
     const a03 = first.find((o) => o.key.includes('site=a/hour=2026-11-26T03'))!;
-    assert.deepEqual(a03.manifest.seqRanges, [
-      [1, 1],
-      [5, 5],
+    assert.equal(a03.manifest.version, 1);
+    assert.deepEqual(partsOf(a03.manifest), [
+      {
+        site: 'a',
+        offset: 0,
+        bytes: a03.body.byteLength,
+        sha256: sha256Hex(a03.body),
+        count: 2,
+        byKind: { telemetry: 2 },
+        firstSeq: 1,
+        lastSeq: 5,
+        seqRanges: [
+          [1, 1],
+          [5, 5],
+        ],
+        firstReceivedAt: HOURS[0],
+        lastReceivedAt: HOURS[0],
+      },
     ]);
     assert.deepEqual(
       (await parseArchiveObject(a03.body)).map((r) => r.seq),
@@ -179,15 +269,6 @@ describe('archive to S3', () => {
     return [...counts].filter(([, n]) => n > 1).map(([seq]) => seq);
   }
 
-  /** Sequences that more than one manifest claims, from the manifests alone. */
-  function overlapFromManifests(manifests: ArchiveManifest[]): number[] {
-    const seen = new Map<number, number>();
-    for (const m of manifests)
-      for (const [from, to] of m.seqRanges)
-        for (let s = from; s <= to; s++) seen.set(s, (seen.get(s) ?? 0) + 1);
-    return [...seen].filter(([, n]) => n > 1).map(([seq]) => seq);
-  }
-
   test('archives every message exactly once in verified objects by site and hour, bytes intact', async (t) => {
     await publish(600);
     const js = jetstream(nc);
@@ -209,7 +290,7 @@ describe('archive to S3', () => {
     t.diagnostic(`${total} messages archived in ${Date.now() - started} ms`);
     await archive.stop();
 
-    const { manifests, records, counts } = await archived('once/');
+    const { manifests, parts, records, counts } = await archived('once/');
     assert.equal(records.length, total, 'no record twice');
     assert.deepEqual(assertNoGap(counts, total), []);
     for (const r of records) {
@@ -226,28 +307,85 @@ describe('archive to S3', () => {
 
     const keys = await listKeys(s3, BUCKET, 'once/');
     assert.equal(keys.length, manifests.length * 2, 'one manifest per data object');
-    const sites = new Set<string>();
     const hours = new Set<string>();
     for (const m of manifests) {
-      const key = parseArchiveKey(m.object)!;
-      assert.match(m.object, /^once\/site=s[123]\/hour=2026-11-26T0[34]\/\d{20}-\d{20}\.ndjson\.gz$/);
-      assert.deepEqual(key, { site: m.site, hour: m.hour, firstSeq: m.firstSeq, lastSeq: m.lastSeq });
+      assert.equal(m.version, 2);
+      assert.match(m.object, /^once\/hour=2026-11-26T0[34]\/\d{20}-\d{20}-[0-9a-f]{16}\.ndjson\.gz$/);
+      assert.deepEqual(parseArchiveKey(m.object), {
+        layout: 'batch',
+        hour: m.hour,
+        firstSeq: m.firstSeq,
+        lastSeq: m.lastSeq,
+      });
       assert.equal(m.consumer, 'arch-once');
-      assert.equal(m.seqRanges[0]![0], m.firstSeq);
-      assert.equal(m.seqRanges.at(-1)![1], m.lastSeq);
-      assert.equal(
-        Object.values(m.byKind).reduce((a, b) => a + b, 0),
-        m.count,
-      );
-      assert.ok(m.firstReceivedAt.startsWith(m.hour) && m.lastReceivedAt.startsWith(m.hour));
-      sites.add(m.site);
       hours.add(m.hour);
     }
-    assert.deepEqual([...sites].sort(), ['s1', 's2', 's3']);
+    // One object per batch and hour, every site in it, in site order.
+    for (const m of manifests)
+      assert.deepEqual(
+        partsOf(m).map((p) => p.site),
+        ['s1', 's2', 's3'],
+      );
+    for (const p of parts) {
+      assert.equal(p.seqRanges[0]![0], p.firstSeq);
+      assert.equal(p.seqRanges.at(-1)![1], p.lastSeq);
+      assert.equal(
+        Object.values(p.byKind).reduce((a, b) => a + b, 0),
+        p.count,
+      );
+      const hour = manifests.find((m) => m.object === p.object)!.hour;
+      assert.ok(p.firstReceivedAt.startsWith(hour) && p.lastReceivedAt.startsWith(hour));
+    }
+    assert.deepEqual([...new Set(parts.map((p) => p.site))].sort(), ['s1', 's2', 's3']);
     assert.deepEqual([...hours].sort(), ['2026-11-26T03', '2026-11-26T04']);
     const meta = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: manifests[0]!.object }));
     assert.equal(meta.Metadata?.['switchyard-sha256'], manifests[0]!.sha256);
     await meta.Body?.transformToByteArray();
+  });
+
+  test("a site's part is read alone with a ranged GET and checked against its own sha256", async () => {
+    const batch: SinkMessage[] = Array.from({ length: 200 }, (_, i) => {
+      const site = `r${i % 10}`;
+      return {
+        seq: i + 1,
+        subject: `bsu.${site}.u${i % 4}.telemetry`,
+        site,
+        device: `u${i % 4}`,
+        kind: 'telemetry',
+        storedAtMs: Date.parse(HOURS[0]!) + i,
+        headers: { [Header.receivedAt]: HOURS[0]! },
+        payload: new TextEncoder().encode(JSON.stringify({ ts: i, SoC: i % 100 })),
+        deliveryCount: 1,
+      };
+    });
+    const [object] = await buildArchiveObjects(batch, { prefix: 'ranged/', stream: 'BSU', consumer: 'a' });
+    const put = (key: string, body: Uint8Array | string) =>
+      s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: body }));
+    // One byte of site r7's member flipped: the object as a whole no longer matches its manifest.
+    const r7 = partsOf(object!.manifest).find((p) => p.site === 'r7')!;
+    const damaged = Buffer.from(object!.body);
+    damaged[r7.offset + Math.floor(r7.bytes / 2)]! ^= 0xff;
+    await put(object!.key, damaged);
+    await put(object!.manifestKey, JSON.stringify(object!.manifest));
+
+    const r2 = await readArchiveParts(s3, BUCKET, object!.manifestKey, (p) => p.site === 'r2');
+    assert.deepEqual(
+      r2.parts.map((p) => p.part.site),
+      ['r2'],
+    );
+    assert.deepEqual(
+      r2.parts[0]!.records.map((r) => r.seq),
+      batch.filter((m) => m.site === 'r2').map((m) => m.seq),
+      'r2 read from its own bytes, which are intact',
+    );
+    await assert.rejects(
+      readArchiveParts(s3, BUCKET, object!.manifestKey, (p) => p.site === 'r7'),
+      /site r7\) do not match the sha256 of its manifest/,
+    );
+    await assert.rejects(
+      readArchiveParts(s3, BUCKET, object!.manifestKey),
+      /bytes do not match the sha256 of its manifest/,
+    );
   });
 
   test('waits while S3 is down under load, then archives everything without a gap', async (t) => {
@@ -274,13 +412,9 @@ describe('archive to S3', () => {
     assert.equal((await archive.run.readiness()).ready, true);
     await archive.stop();
 
-    const { counts, manifests } = await archived('outage/');
+    const { counts, manifests, parts } = await archived('outage/');
     const twice = assertNoGap(counts, total);
-    assert.deepEqual(
-      twice.sort(),
-      overlapFromManifests(manifests).sort(),
-      'every overlap shows in the manifests',
-    );
+    assert.deepEqual(twice.sort(), overlapFromParts(parts).sort(), 'every overlap shows in the manifests');
     t.diagnostic(`${manifests.length} objects, ${twice.length} sequences archived twice after the outage`);
     const dlq = await jsm.streams.info('BSU_DLQ');
     assert.equal(dlq.state.messages, 0, 'nothing dead-lettered');
@@ -370,16 +504,12 @@ describe('archive to S3', () => {
     // The kill may cut a PUT short, which s3rver (unlike S3) keeps: such an object fails
     // verification and a backfill skips it. Its messages were never acked, so they are in later
     // objects, which the no-gap check below proves.
-    const { counts, manifests, torn } = await archived('crash/', { skipTorn: true });
+    const { counts, parts, torn } = await archived('crash/', { skipTorn: true });
     const twice = assertNoGap(counts, total);
     t.diagnostic(
       `killed at ack floor ${info.ack_floor.stream_seq}; ${twice.length} sequences archived twice; ` +
         `${torn.length} object(s) cut short by the kill: ${torn.map((o) => o.reason).join('; ')}`,
     );
-    assert.deepEqual(
-      twice.sort(),
-      overlapFromManifests(manifests).sort(),
-      'every overlap shows in the manifests',
-    );
+    assert.deepEqual(twice.sort(), overlapFromParts(parts).sort(), 'every overlap shows in the manifests');
   });
 });

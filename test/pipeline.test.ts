@@ -15,7 +15,7 @@ import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jet
 import { headers, type NatsConnection } from '@nats-io/transport-node';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { createClient, type RedisClientType } from 'redis';
-import { recordPayload, type ArchiveManifest } from '../cloud/archive/layout.ts';
+import { recordPayload } from '../cloud/archive/layout.ts';
 import { createS3Client } from '../cloud/archive/s3.ts';
 import { addSite } from '../cloud/hub-stream.ts';
 import { monitorKeys } from '../cloud/monitor/keys.ts';
@@ -34,7 +34,7 @@ import {
 import { natsConnect, readStream, streamCount, type StoredMessage } from './support/jetstream.ts';
 import { asSinkMessage, expectedMonitorState, readMonitorState } from './support/monitor-state.ts';
 import { startSwitchyard, type SwitchyardProcess } from './support/process.ts';
-import { readArchive } from './support/archive.ts';
+import { overlapFromParts, readArchive } from './support/archive.ts';
 import { s3rverSettings, TestServers, waitFor } from './support/servers.ts';
 import { deadline } from '../lib/timers.ts';
 
@@ -74,15 +74,6 @@ async function metric(opsUrl: string, name: string, ...labels: string[]): Promis
 
 const readyStatus = async (opsUrl: string): Promise<number> =>
   (await fetch(`${opsUrl}/readyz`).catch(() => undefined))?.status ?? 0;
-
-/** Sequences that more than one manifest claims, from the manifests alone. */
-function overlapFromManifests(manifests: ArchiveManifest[]): number[] {
-  const seen = new Map<number, number>();
-  for (const m of manifests)
-    for (const [from, to] of m.seqRanges)
-      for (let s = from; s <= to; s++) seen.set(s, (seen.get(s) ?? 0) + 1);
-  return [...seen].filter(([, n]) => n > 1).map(([seq]) => seq);
-}
 
 /**
  * One whole pipeline for one test: its own servers (hub and site nats-server, mosquitto, Redis,
@@ -285,7 +276,7 @@ class Pipeline {
     await this.settled(lastSeq);
 
     // Archive: every hub sequence, bytes and subject intact.
-    const { records, counts, manifests } = await readArchive(this.s3, BUCKET, 'raw/');
+    const { records, counts, manifests, parts } = await readArchive(this.s3, BUCKET, 'raw/');
     const bySeq = new Map(messages.map((m) => [m.seq, m]));
     assert.deepEqual(
       [...counts.keys()].sort((a, b) => a - b),
@@ -306,7 +297,7 @@ class Pipeline {
     if (options.overlap)
       assert.deepEqual(
         twice,
-        overlapFromManifests(manifests).sort(bySeqNumber),
+        overlapFromParts(parts).sort(bySeqNumber),
         'every overlap shows in the manifests',
       );
     else assert.deepEqual(twice, [], 'no sequence archived twice');

@@ -12,13 +12,14 @@ import { after, before, describe, test } from 'node:test';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { Registry } from 'prom-client';
 import { createClient, type RedisClientType } from 'redis';
-import { DEFAULT_ARCHIVE_PREFIX, recordPayload } from '../cloud/archive/layout.ts';
-import { createS3Client, listKeys, listManifests, readArchiveObject } from '../cloud/archive/s3.ts';
+import { ArchiveLayout, DEFAULT_ARCHIVE_PREFIX, partsOf, recordPayload } from '../cloud/archive/layout.ts';
+import { createS3Client, listKeys, listManifests, readArchiveParts } from '../cloud/archive/s3.ts';
 import { monitorKeys } from '../cloud/monitor/keys.ts';
 import { TransientSinkError, type SinkMessage } from '../cloud/sink.ts';
 import { S3ArchiveSink } from '../cloud/archive/sink.ts';
 import { RedisMonitorSink } from '../cloud/monitor/sink.ts';
 import { silentLogger } from '../lib/log.ts';
+import { Header } from '../schemas/headers.ts';
 import { killServer, type RunningServer } from '../stack/server-process.ts';
 import { readArchive as readArchiveContents, s3FaultProxy, type S3FaultProxy } from './support/archive.ts';
 import { deviceMessages, sinkConformance } from './support/sink-conformance.ts';
@@ -43,13 +44,12 @@ const archiveRecords = (messages: readonly SinkMessage[]): Row[] =>
     })),
   );
 
-/** Every record under the site's prefix, read through its manifest (sha256 and count checked). */
-async function readArchive(s3: S3Client, site: string): Promise<Row[]> {
+/** Every record of a site, read through its objects' manifests (sha256 and count checked). */
+async function readArchive(s3: S3Client, prefix: string, site: string): Promise<Row[]> {
   const rows: Row[] = [];
-  for (const key of await listManifests(s3, BUCKET, `${ARCHIVE_PREFIX}site=${site}/`)) {
-    const { manifest, records } = await readArchiveObject(s3, BUCKET, key);
-    if (manifest.site !== site) throw new Error(`${key}: manifest of site ${manifest.site}`);
-    for (const r of records)
+  for (const key of await listManifests(s3, BUCKET, prefix)) {
+    const { parts } = await readArchiveParts(s3, BUCKET, key, (p) => p.site === site);
+    for (const r of parts.flatMap((p) => p.records))
       rows.push({
         seq: r.seq,
         subject: r.subject,
@@ -61,44 +61,46 @@ async function readArchive(s3: S3Client, site: string): Promise<Row[]> {
   return canonical(rows);
 }
 
-sinkConformance(
-  'archive sink (s3rver)',
-  async () => {
-    const servers = new TestServers('sink-s3');
-    let s3server = await servers.s3([BUCKET]);
-    const settings = s3rverSettings(s3server);
-    const reader = createS3Client(settings);
-    const sink = new S3ArchiveSink({
-      ...settings,
-      s3Bucket: BUCKET,
-      s3Prefix: ARCHIVE_PREFIX,
-      putConcurrency: 8,
-      gzipLevel: 6,
-      s3RequestTimeoutMs: 5_000,
-      consumer: 'archive',
-      stream: 'BSU',
-      log: silentLogger,
-      registry: new Registry(),
-    });
-    await sink.open();
-    return {
-      sink,
-      readBack: (site) => readArchive(reader, site),
-      expected: archiveRecords,
-      rejectsUndecodable: false,
-      // s3rver keeps each object in files of its own: a SIGKILL loses nothing it answered 200 for.
-      kill: async () => {
-        await killServer(s3server);
-        return async () => void (s3server = await servers.restart(s3server));
-      },
-      stop: async () => {
-        reader.destroy();
-        await servers.stopAll();
-      },
-    };
-  },
-  { noBadData: 'the archive keeps every payload as sent, invalid ones included' },
-);
+for (const layout of [ArchiveLayout.batch, ArchiveLayout.site])
+  sinkConformance(
+    `archive sink (s3rver, ${layout} layout)`,
+    async () => {
+      const servers = new TestServers(`sink-s3-${layout}`);
+      let s3server = await servers.s3([BUCKET]);
+      const settings = s3rverSettings(s3server);
+      const reader = createS3Client(settings);
+      const sink = new S3ArchiveSink({
+        ...settings,
+        s3Bucket: BUCKET,
+        s3Prefix: ARCHIVE_PREFIX,
+        s3Layout: layout,
+        putConcurrency: 8,
+        gzipLevel: 6,
+        s3RequestTimeoutMs: 5_000,
+        consumer: 'archive',
+        stream: 'BSU',
+        log: silentLogger,
+        registry: new Registry(),
+      });
+      await sink.open();
+      return {
+        sink,
+        readBack: (site) => readArchive(reader, ARCHIVE_PREFIX, site),
+        expected: archiveRecords,
+        rejectsUndecodable: false,
+        // s3rver keeps each object in files of its own: a SIGKILL loses nothing it answered 200 for.
+        kill: async () => {
+          await killServer(s3server);
+          return async () => void (s3server = await servers.restart(s3server));
+        },
+        stop: async () => {
+          reader.destroy();
+          await servers.stopAll();
+        },
+      };
+    },
+    { noBadData: 'the archive keeps every payload as sent, invalid ones included' },
+  );
 
 // ---------------------------------------------------------------------------------------------
 // Monitor: the state of every unit of a site, and what was announced about it
@@ -184,6 +186,7 @@ describe('archive sink', () => {
       s3Endpoint: proxy.url,
       s3Bucket: BUCKET,
       s3Prefix: prefix,
+      s3Layout: ArchiveLayout.batch,
       putConcurrency: 2,
       gzipLevel: 6,
       s3RequestTimeoutMs: 5_000,
@@ -193,14 +196,25 @@ describe('archive sink', () => {
       registry: new Registry(),
     });
     await sink.open();
-    // Three sites' messages interleaved in one batch: an object (or more, at an hour's turn) each.
-    const bySite = ['pa', 'pb', 'pc'].map((site) => deviceMessages(site, 6));
-    const batch = bySite[0]!.flatMap((m, i) => [m, bySite[1]![i]!, bySite[2]![i]!]);
+    // Three hours' messages interleaved in one batch, three sites in each: an object per hour.
+    const hours = ['2026-11-26T03', '2026-11-26T04', '2026-11-26T05'];
+    const byHour = hours.map((hour, h) =>
+      ['pa', 'pb', 'pc'].flatMap((site) =>
+        deviceMessages(site, 4).map((m) => ({
+          ...m,
+          headers: {
+            ...m.headers,
+            [Header.receivedAt]: `${hour}:${String(10 + h).padStart(2, '0')}:00.000Z`,
+          },
+        })),
+      ),
+    );
+    const batch = byHour[0]!.flatMap((m, i) => [m, byHour[1]![i]!, byHour[2]![i]!]);
     const seqsOf = (messages: readonly SinkMessage[]) => messages.map((m) => m.seq).sort((a, b) => a - b);
-    // S3 throttles site pb's data object, and site pc's manifest after its data object went in.
+    // S3 throttles the second hour's data object, and the third hour's manifest after its data object went in.
     proxy.refuse = (key) =>
-      key.startsWith(`${prefix}site=pb/`) ||
-      (key.startsWith(`${prefix}site=pc/`) && key.endsWith('.manifest.json'));
+      key.startsWith(`${prefix}hour=${hours[1]}/`) ||
+      (key.startsWith(`${prefix}hour=${hours[2]}/`) && key.endsWith('.manifest.json'));
 
     const err = await sink.write(batch, AbortSignal.timeout(10_000)).then(
       () => assert.fail('the write resolved'),
@@ -209,21 +223,32 @@ describe('archive sink', () => {
     assert.ok(err instanceof TransientSinkError, String(err));
     assert.deepEqual(
       [...err.failedSeqs!].sort((a, b) => a - b),
-      seqsOf([...bySite[1]!, ...bySite[2]!]),
+      seqsOf([...byHour[1]!, ...byHour[2]!]),
       'exactly the messages of the objects not written',
     );
     assert.equal(err.retryAfterMs, 2_000, "S3's Retry-After");
-    assert.ok(proxy.refused.some((key) => key.includes('site=pb/')));
-    assert.ok(proxy.refused.some((key) => key.includes('site=pc/') && key.endsWith('.manifest.json')));
+    assert.ok(proxy.refused.some((key) => key.includes(`hour=${hours[1]}/`)));
+    assert.ok(
+      proxy.refused.some((key) => key.includes(`hour=${hours[2]}/`) && key.endsWith('.manifest.json')),
+    );
 
-    // In S3 itself: site pa whole, and nothing a reader trusts of pb or pc (pc's data object is
-    // there, without the manifest that would make it count).
-    assert.ok((await listKeys(reader, BUCKET, `${prefix}site=pc/`)).some((k) => k.endsWith('.ndjson.gz')));
+    // In S3 itself: the first hour whole, and nothing a reader trusts of the others (the third
+    // hour's data object is there, without the manifest that would make it count).
+    assert.ok(
+      (await listKeys(reader, BUCKET, `${prefix}hour=${hours[2]}/`)).some((k) => k.endsWith('.ndjson.gz')),
+    );
     const durable = await readArchiveContents(reader, BUCKET, prefix);
-    assert.deepEqual(new Set(durable.manifests.map((m) => m.site)), new Set(['pa']));
+    assert.deepEqual(
+      durable.manifests.map((m) => m.hour),
+      [hours[0]],
+    );
+    assert.deepEqual(
+      durable.manifests.flatMap((m) => partsOf(m).map((p) => p.site)),
+      ['pa', 'pb', 'pc'],
+    );
     assert.deepEqual(
       durable.records.map((r) => r.seq).sort((a, b) => a - b),
-      seqsOf(bySite[0]!),
+      seqsOf(byHour[0]!),
     );
 
     // The runner redelivers only the failed messages; once S3 takes them, every site is whole once.

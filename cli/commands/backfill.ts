@@ -25,8 +25,9 @@ export const registerBackfill: RegisterCommand = (program) => {
   const command = new Command('backfill')
     .description(
       "Loads a time range of the S3 archive (receive time) into a consumer's store through its own sink: finds " +
-        'the objects through their manifests, verifies each sha256, feeds records per site and hour in sequence ' +
-        'order, each sequence once, and checkpoints every finished site-hour so a killed backfill resumes where it ' +
+        "the objects through their manifests, verifies each sha256 (of a whole object, or of one site's part read " +
+        'alone), feeds records in sequence order, each sequence once, and checkpoints every finished group of ' +
+        'objects so a killed backfill resumes where it ' +
         'stopped. A corrupt or missing object is reported by key and skipped; the exit code is 1 if anything was.',
     )
     .requiredOption('--to <consumer>', 'the consumer whose store is filled: monitor or ingest')
@@ -71,8 +72,7 @@ export const registerBackfill: RegisterCommand = (program) => {
         batchSize: intFlag('batch-size', flags.batchSize) ?? config.batchSize,
         checkpoint,
         log: ctx.log,
-        progress: (total) =>
-          createProgress({ label: `backfill → ${config.durable}`, unit: 'site-hours', total }),
+        progress: (total) => createProgress({ label: `backfill → ${config.durable}`, unit: 'groups', total }),
         signal: ctx.signal,
       });
       ctx.report(report, () => describeBackfill(report));
@@ -84,7 +84,7 @@ export const registerBackfill: RegisterCommand = (program) => {
 
 export function describeBackfill(r: BackfillReport): string {
   const lines = [
-    `backfill → ${r.request.target}: ${r.groups} site-hours (${r.resumed} done by an earlier run), ` +
+    `backfill → ${r.request.target}: ${r.groups} groups of objects (${r.resumed} done by an earlier run), ` +
       `${r.records} records read, ${r.written} written, ${r.skipped} outside the consumer's filter, ` +
       `${r.rejectedCount} rejected`,
   ];

@@ -1,18 +1,30 @@
 /**
- * The archive's layout in S3: what the archive writes and what a backfill or a replay reads.
+ * The archive's layout in S3: what the archive writes and what replay, backfill and audit read.
  *
- * Data object: gzip-compressed NDJSON, one ArchiveRecord per line, in stream-sequence order, all
- * of one site and one hour of receive time (the bridge's `Switchyard-Received-At`, else the time
- * the hub stored it):
+ * Two layouts, told apart by their keys. Readers read both; `s3Layout` picks what the archive
+ * writes:
  *
- *   raw/site=<site>/hour=<YYYY-MM-DDTHH>/<first seq, 20 digits>-<last seq, 20 digits>.ndjson.gz
+ * - `batch` (manifest version 2, the default): one data object per batch and hour of receive time
+ *   (the bridge's `Switchyard-Received-At`, else the time the hub stored it), every site in it:
  *
- * Its manifest sits next to it, `….manifest.json` (ArchiveManifest), written after the data object:
- * a data object without a manifest, or whose bytes do not hash to the manifest's sha256, is not
- * trusted (a write that was cut short). Keys and bytes depend only on the records, so writing the
- * same batch again yields the same key and the same object. A redelivered batch may overlap an
- * earlier object; `seqRanges` in the manifests show it, and records carry `seq`, so a reader keeps
- * the first record of each sequence.
+ *     raw/hour=<YYYY-MM-DDTHH>/<first seq, 20 digits>-<last seq, 20 digits>-<sha256, 16 hex>.ndjson.gz
+ *
+ *   Each site's records are a gzip member of their own, so the object is one gzip stream and one
+ *   site is read with a ranged GET of the byte range its manifest part gives. Two PUTs a batch,
+ *   whatever the size of the fleet.
+ * - `site` (manifest version 1): one data object per batch, site and hour:
+ *
+ *     raw/site=<site>/hour=<YYYY-MM-DDTHH>/<first seq, 20 digits>-<last seq, 20 digits>.ndjson.gz
+ *
+ *   Every site under its own prefix (per-site lifecycle rules, deleting a site), at two PUTs per
+ *   site a batch: a fleet of tens of sites, not a thousand (docs/scale.md).
+ *
+ * Records are NDJSON, one ArchiveRecord per line, in stream-sequence order within a site. A
+ * manifest sits next to its data object, `….manifest.json`, written after it: a data object
+ * without a manifest, or whose bytes do not hash to the manifest's sha256, is not trusted (a write
+ * cut short). Keys and bytes depend only on the records, so writing the same batch again yields the
+ * same object. A redelivered batch may overlap an earlier object; the manifests' `seqRanges` show
+ * it, and records carry `seq`, so a reader keeps the first record of each sequence.
  */
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -38,27 +50,45 @@ export interface ArchiveRecord {
   payloadEncoding?: 'base64';
 }
 
-/** The sidecar of a data object. */
-export interface ArchiveManifest {
-  version: 1;
+/** The layouts the archive writes (module comment). */
+export const ArchiveLayout = { batch: 'batch', site: 'site' } as const;
+export type ArchiveLayout = (typeof ArchiveLayout)[keyof typeof ArchiveLayout];
+
+/**
+ * One site's records in a data object: a gzip member of its own (`batch`), or the whole object
+ * (`site`).
+ */
+export interface ArchivePart {
+  site: string;
+  /** Where its bytes are in the data object, and how many (compressed). */
+  offset: number;
+  bytes: number;
+  /** Hex SHA-256 of those bytes. */
+  sha256: string;
+  count: number;
+  byKind: Record<string, number>;
+  firstSeq: number;
+  lastSeq: number;
+  /** Its sequences as inclusive runs `[from, to]` (other sites' messages fall between). */
+  seqRanges: [number, number][];
+  /** Receive-time range, ISO-8601 UTC. */
+  firstReceivedAt: string;
+  lastReceivedAt: string;
+}
+
+/** What every manifest gives. */
+interface ManifestCommon {
   /** Key of the data object. */
   object: string;
   stream: string;
   /** Durable that wrote it. */
   consumer: string;
-  site: string;
   /** `YYYY-MM-DDTHH` (UTC) of the receive time of every record. */
   hour: string;
   /** Records in the object. */
   count: number;
-  byKind: Record<string, number>;
   firstSeq: number;
   lastSeq: number;
-  /** Sequences in the object as inclusive runs `[from, to]` (other sites' messages fall between). */
-  seqRanges: [number, number][];
-  /** Receive-time range, ISO-8601 UTC. */
-  firstReceivedAt: string;
-  lastReceivedAt: string;
   /** Stored-time range on the hub, ISO-8601 UTC. */
   firstStoredAt: string;
   lastStoredAt: string;
@@ -67,6 +97,45 @@ export interface ArchiveManifest {
   uncompressedBytes: number;
   /** Hex SHA-256 of the data object's bytes. */
   sha256: string;
+}
+
+/** The manifest of a `site` object: one site, the whole object its one part. */
+export interface SiteManifest
+  extends
+    ManifestCommon,
+    Pick<ArchivePart, 'site' | 'byKind' | 'seqRanges' | 'firstReceivedAt' | 'lastReceivedAt'> {
+  version: 1;
+}
+
+/** The manifest of a `batch` object: one part per site, in site order. */
+export interface BatchManifest extends ManifestCommon {
+  version: 2;
+  parts: ArchivePart[];
+}
+
+/** The sidecar of a data object. */
+export type ArchiveManifest = SiteManifest | BatchManifest;
+
+/** The site parts of an object, whichever its layout. */
+export function partsOf(manifest: ArchiveManifest): ArchivePart[] {
+  if (manifest.version === 2) return manifest.parts;
+  const { site, bytes, sha256, count, byKind, firstSeq, lastSeq, seqRanges } = manifest;
+  const { firstReceivedAt, lastReceivedAt } = manifest;
+  return [
+    {
+      site,
+      offset: 0,
+      bytes,
+      sha256,
+      count,
+      byKind,
+      firstSeq,
+      lastSeq,
+      seqRanges,
+      firstReceivedAt,
+      lastReceivedAt,
+    },
+  ];
 }
 
 /** Default key prefix of data objects. */
@@ -90,8 +159,8 @@ export function receivedAtMs(message: Pick<SinkMessage, 'headers' | 'storedAtMs'
   return Number.isFinite(parsed) ? parsed : message.storedAtMs;
 }
 
-/** Key of a data object. */
-export function archiveKey(
+/** Key of a `site` data object. */
+export function siteObjectKey(
   prefix: string,
   site: string,
   hour: string,
@@ -100,6 +169,24 @@ export function archiveKey(
 ): string {
   return `${prefix}site=${site}/hour=${hour}/${seq20(firstSeq)}-${seq20(lastSeq)}${DATA_SUFFIX}`;
 }
+
+/**
+ * Key of a `batch` data object. The digest keeps two different objects of the same sequence range
+ * (a redelivered batch that lacks a message the first one held) from overwriting each other.
+ */
+export function batchObjectKey(
+  prefix: string,
+  hour: string,
+  firstSeq: number,
+  lastSeq: number,
+  sha256: string,
+): string {
+  return `${prefix}hour=${hour}/${seq20(firstSeq)}-${seq20(lastSeq)}-${sha256.slice(0, 16)}${DATA_SUFFIX}`;
+}
+
+/** Where each layout's keys start under the archive's prefix. */
+export const layoutPrefix = (prefix: string, layout: ArchiveLayout): string =>
+  `${prefix}${layout === ArchiveLayout.batch ? 'hour=' : 'site='}`;
 
 /** Key of the manifest of a data object. */
 export const manifestKeyOf = (dataKey: string): string =>
@@ -112,16 +199,41 @@ export const dataKeyOf = (manifestKey: string): string =>
 /** Is this the key of a manifest? */
 export const isManifestKey = (key: string): boolean => key.endsWith(MANIFEST_SUFFIX);
 
-/** Site, hour and sequence range from a data or manifest key; undefined if it is not one. */
-export function parseArchiveKey(
-  key: string,
-): { site: string; hour: string; firstSeq: number; lastSeq: number } | undefined {
-  const m =
-    /site=([^/]+)\/hour=(\d{4}-\d{2}-\d{2}T\d{2})\/(\d{20})-(\d{20})\.(?:ndjson\.gz|manifest\.json)$/.exec(
-      key,
-    );
-  if (!m) return undefined;
-  return { site: m[1]!, hour: m[2]!, firstSeq: Number(m[3]), lastSeq: Number(m[4]) };
+/** What a data or manifest key says of its object. */
+export interface ArchiveKeyParts {
+  layout: ArchiveLayout;
+  /** `site` objects only: a `batch` object's sites are in its manifest. */
+  site?: string;
+  hour: string;
+  firstSeq: number;
+  lastSeq: number;
+}
+
+const SITE_KEY =
+  /site=([^/]+)\/hour=(\d{4}-\d{2}-\d{2}T\d{2})\/(\d{20})-(\d{20})\.(?:ndjson\.gz|manifest\.json)$/;
+const BATCH_KEY =
+  /hour=(\d{4}-\d{2}-\d{2}T\d{2})\/(\d{20})-(\d{20})-[0-9a-f]{16}\.(?:ndjson\.gz|manifest\.json)$/;
+
+/** Layout, hour, sequence range (and site) from a data or manifest key; undefined if it is not one. */
+export function parseArchiveKey(key: string): ArchiveKeyParts | undefined {
+  const site = SITE_KEY.exec(key);
+  if (site)
+    return {
+      layout: ArchiveLayout.site,
+      site: site[1]!,
+      hour: site[2]!,
+      firstSeq: Number(site[3]),
+      lastSeq: Number(site[4]),
+    };
+  const batch = BATCH_KEY.exec(key);
+  if (batch)
+    return {
+      layout: ArchiveLayout.batch,
+      hour: batch[1]!,
+      firstSeq: Number(batch[2]),
+      lastSeq: Number(batch[3]),
+    };
+  return undefined;
 }
 
 /** The record of a message. */
@@ -162,7 +274,7 @@ export interface ArchiveObject {
   manifestKey: string;
   body: Buffer;
   manifest: ArchiveManifest;
-  /** Stream sequences of its records, ascending. */
+  /** Stream sequences of its records. */
   seqs: number[];
 }
 
@@ -170,88 +282,177 @@ export interface BuildOptions {
   prefix: string;
   stream: string;
   consumer: string;
+  layout?: ArchiveLayout;
   gzipLevel?: number;
 }
 
+/** A message to archive, with its receive time. */
+type Entry = { message: SinkMessage; receivedMs: number };
+
+/** One site's records of one hour, encoded. */
+interface EncodedPart {
+  part: ArchivePart;
+  body: Buffer;
+  uncompressedBytes: number;
+  firstStoredMs: number;
+  lastStoredMs: number;
+  seqs: number[];
+}
+
 /**
- * Splits a batch by site and hour of receive time and builds one data object per part. A message
- * seen twice in the batch (a redelivery) is written once.
+ * Splits a batch by hour of receive time and site and builds its data objects: one per hour
+ * (`batch`) or one per site and hour (`site`). A message seen twice in the batch (a redelivery) is
+ * written once.
  */
 export async function buildArchiveObjects(
   batch: readonly SinkMessage[],
   options: BuildOptions,
 ): Promise<ArchiveObject[]> {
-  type Group = {
-    site: string;
-    hour: string;
-    messages: Map<number, SinkMessage>;
-    received: Map<number, number>;
-  };
-  const groups = new Map<string, Group>();
-  const hours = new Map<number, string>();
-  for (const message of batch) {
-    const received = receivedAtMs(message);
-    // A batch spans a few hours at most: format each once.
-    const hourNumber = Math.floor(received / 3_600_000);
-    let hour = hours.get(hourNumber);
-    if (hour === undefined) hours.set(hourNumber, (hour = hourOf(received)));
-    const id = `${message.site}/${hour}`;
-    let group = groups.get(id);
-    if (!group)
-      groups.set(id, (group = { site: message.site, hour, messages: new Map(), received: new Map() }));
-    if (!group.messages.has(message.seq)) {
-      group.messages.set(message.seq, message);
-      group.received.set(message.seq, received);
-    }
+  const objects: ArchiveObject[] = [];
+  for (const [hour, sites] of groupByHourAndSite(batch)) {
+    const parts = await Promise.all(
+      [...sites.keys()].sort().map((site) => encodePart(site, sites.get(site)!, options.gzipLevel ?? 6)),
+    );
+    if ((options.layout ?? ArchiveLayout.batch) === ArchiveLayout.batch)
+      objects.push(batchObject(hour, parts, options));
+    else for (const part of parts) objects.push(siteObject(hour, part, options));
   }
-  return Promise.all(
-    [...groups.values()].map(async ({ site, hour, messages, received: receivedOf }) => {
-      const sorted = [...messages.values()].sort((a, b) => a.seq - b.seq);
-      const seqs = sorted.map((m) => m.seq);
-      let text = '';
-      for (const m of sorted) text += `${JSON.stringify(toRecord(m))}\n`;
-      const ndjson = Buffer.from(text);
-      // Node's gzip header carries no time or name: the same records give the same bytes.
-      const body = await gzip(ndjson, { level: options.gzipLevel ?? 6 });
-      const first = sorted[0]!;
-      const last = sorted.at(-1)!;
-      const received = sorted.map((m) => receivedOf.get(m.seq)!);
-      const byKind: Record<string, number> = {};
-      for (const m of sorted) byKind[m.kind] = (byKind[m.kind] ?? 0) + 1;
-      const key = archiveKey(options.prefix, site, hour, first.seq, last.seq);
-      const iso = (ms: number): string => new Date(ms).toISOString();
-      const manifest: ArchiveManifest = {
-        version: 1,
-        object: key,
-        stream: options.stream,
-        consumer: options.consumer,
-        site,
-        hour,
-        count: sorted.length,
-        byKind,
-        firstSeq: first.seq,
-        lastSeq: last.seq,
-        seqRanges: seqRanges(seqs),
-        firstReceivedAt: iso(Math.min(...received)),
-        lastReceivedAt: iso(Math.max(...received)),
-        firstStoredAt: iso(Math.min(...sorted.map((m) => m.storedAtMs))),
-        lastStoredAt: iso(Math.max(...sorted.map((m) => m.storedAtMs))),
-        bytes: body.byteLength,
-        uncompressedBytes: ndjson.byteLength,
-        sha256: sha256Hex(body),
-      };
-      return { key, manifestKey: manifestKeyOf(key), body, manifest, seqs };
-    }),
-  );
+  return objects;
+}
+
+/** hour → site → entries. A batch spans a few hours at most: each is formatted once. */
+function groupByHourAndSite(batch: readonly SinkMessage[]): Map<string, Map<string, Entry[]>> {
+  const out = new Map<string, Map<string, Entry[]>>();
+  const hours = new Map<number, Map<string, Entry[]>>();
+  for (const message of batch) {
+    const receivedMs = receivedAtMs(message);
+    const hourNumber = Math.floor(receivedMs / 3_600_000);
+    let sites = hours.get(hourNumber);
+    if (sites === undefined) {
+      hours.set(hourNumber, (sites = new Map()));
+      out.set(hourOf(receivedMs), sites);
+    }
+    let entries = sites.get(message.site);
+    if (entries === undefined) sites.set(message.site, (entries = []));
+    entries.push({ message, receivedMs });
+  }
+  return out;
+}
+
+async function encodePart(site: string, entries: Entry[], gzipLevel: number): Promise<EncodedPart> {
+  entries.sort((a, b) => a.message.seq - b.message.seq);
+  const seqs: number[] = [];
+  const byKind: Record<string, number> = {};
+  let text = '';
+  let firstReceived = Infinity;
+  let lastReceived = -Infinity;
+  let firstStoredMs = Infinity;
+  let lastStoredMs = -Infinity;
+  for (const { message, receivedMs } of entries) {
+    if (message.seq === seqs.at(-1)) continue;
+    seqs.push(message.seq);
+    text += `${JSON.stringify(toRecord(message))}\n`;
+    byKind[message.kind] = (byKind[message.kind] ?? 0) + 1;
+    firstReceived = Math.min(firstReceived, receivedMs);
+    lastReceived = Math.max(lastReceived, receivedMs);
+    firstStoredMs = Math.min(firstStoredMs, message.storedAtMs);
+    lastStoredMs = Math.max(lastStoredMs, message.storedAtMs);
+  }
+  const ndjson = Buffer.from(text);
+  // Node's gzip header carries no time or name: the same records give the same bytes.
+  const body = await gzip(ndjson, { level: gzipLevel });
+  const part: ArchivePart = {
+    site,
+    offset: 0,
+    bytes: body.byteLength,
+    sha256: sha256Hex(body),
+    count: seqs.length,
+    byKind,
+    firstSeq: seqs[0]!,
+    lastSeq: seqs.at(-1)!,
+    seqRanges: seqRanges(seqs),
+    firstReceivedAt: iso(firstReceived),
+    lastReceivedAt: iso(lastReceived),
+  };
+  return { part, body, uncompressedBytes: ndjson.byteLength, firstStoredMs, lastStoredMs, seqs };
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+function siteObject(hour: string, encoded: EncodedPart, options: BuildOptions): ArchiveObject {
+  const { part, body } = encoded;
+  const key = siteObjectKey(options.prefix, part.site, hour, part.firstSeq, part.lastSeq);
+  const manifest: SiteManifest = {
+    version: 1,
+    object: key,
+    stream: options.stream,
+    consumer: options.consumer,
+    site: part.site,
+    hour,
+    count: part.count,
+    byKind: part.byKind,
+    firstSeq: part.firstSeq,
+    lastSeq: part.lastSeq,
+    seqRanges: part.seqRanges,
+    firstReceivedAt: part.firstReceivedAt,
+    lastReceivedAt: part.lastReceivedAt,
+    firstStoredAt: iso(encoded.firstStoredMs),
+    lastStoredAt: iso(encoded.lastStoredMs),
+    bytes: part.bytes,
+    uncompressedBytes: encoded.uncompressedBytes,
+    sha256: part.sha256,
+  };
+  return { key, manifestKey: manifestKeyOf(key), body, manifest, seqs: encoded.seqs };
+}
+
+function batchObject(hour: string, encoded: EncodedPart[], options: BuildOptions): ArchiveObject {
+  const parts: ArchivePart[] = [];
+  let offset = 0;
+  for (const { part, body } of encoded) {
+    parts.push({ ...part, offset });
+    offset += body.byteLength;
+  }
+  const body = Buffer.concat(encoded.map((e) => e.body));
+  const sha256 = sha256Hex(body);
+  let firstSeq = Infinity;
+  let lastSeq = -Infinity;
+  let firstStoredMs = Infinity;
+  let lastStoredMs = -Infinity;
+  let uncompressedBytes = 0;
+  for (const e of encoded) {
+    firstSeq = Math.min(firstSeq, e.part.firstSeq);
+    lastSeq = Math.max(lastSeq, e.part.lastSeq);
+    firstStoredMs = Math.min(firstStoredMs, e.firstStoredMs);
+    lastStoredMs = Math.max(lastStoredMs, e.lastStoredMs);
+    uncompressedBytes += e.uncompressedBytes;
+  }
+  const key = batchObjectKey(options.prefix, hour, firstSeq, lastSeq, sha256);
+  const manifest: BatchManifest = {
+    version: 2,
+    object: key,
+    stream: options.stream,
+    consumer: options.consumer,
+    hour,
+    count: parts.reduce((n, p) => n + p.count, 0),
+    firstSeq,
+    lastSeq,
+    firstStoredAt: iso(firstStoredMs),
+    lastStoredAt: iso(lastStoredMs),
+    bytes: body.byteLength,
+    uncompressedBytes,
+    sha256,
+    parts,
+  };
+  return { key, manifestKey: manifestKeyOf(key), body, manifest, seqs: encoded.flatMap((e) => e.seqs) };
 }
 
 export const sha256Hex = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
-/** Does a data object match its manifest (size and sha256)? Only then may a backfill use it. */
-export const verifyArchiveObject = (body: Uint8Array, manifest: ArchiveManifest): boolean =>
-  body.byteLength === manifest.bytes && sha256Hex(body) === manifest.sha256;
+/** Do these bytes match what a manifest (or one of its parts) says of them? */
+export const matchesDigest = (body: Uint8Array, expected: { bytes: number; sha256: string }): boolean =>
+  body.byteLength === expected.bytes && sha256Hex(body) === expected.sha256;
 
-/** The records of a data object's bytes. */
+/** The records of a data object's bytes, or of one part's (gzip reads concatenated members as one). */
 export async function parseArchiveObject(body: Uint8Array): Promise<ArchiveRecord[]> {
   const text = (await gunzip(body)).toString('utf8');
   return text

@@ -1,7 +1,7 @@
 /**
- * S3 access shared by the archive sink and whatever reads the archive back (backfill, tests): the
- * client settings that work against AWS, MinIO and s3rver alike, and a verified read of a data
- * object through its manifest.
+ * S3 access shared by the archive sink and whatever reads the archive back (replay, backfill,
+ * audit, tests): the client settings that work against AWS, MinIO and s3rver alike, and verified
+ * reads of data objects, whole or one site's part, through their manifests.
  */
 import {
   GetObjectCommand,
@@ -12,9 +12,11 @@ import {
 import {
   isManifestKey,
   manifestKeyOf,
+  matchesDigest,
   parseArchiveObject,
-  verifyArchiveObject,
+  partsOf,
   type ArchiveManifest,
+  type ArchivePart,
   type ArchiveRecord,
 } from './layout.ts';
 
@@ -54,35 +56,73 @@ export class ArchiveIntegrityError extends Error {
   override name = 'ArchiveIntegrityError';
 }
 
-/** Every key under `prefix`, in key order. */
-export async function listKeys(client: S3Client, bucket: string, prefix: string): Promise<string[]> {
+/** Where a listing starts and stops, in key order. */
+export interface KeyRange {
+  /** Only keys after this one. */
+  startAfter?: string;
+  /** Only keys up to and including this one. */
+  through?: string;
+}
+
+/** Every key under `prefix` (within `range`), in key order. */
+export async function listKeys(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  range: KeyRange = {},
+): Promise<string[]> {
   const keys: string[] = [];
   let token: string | undefined;
   do {
     const page: ListObjectsV2CommandOutput = await client.send(
-      new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+      new ListObjectsV2Command({
+        Bucket: bucket,
+        Prefix: prefix,
+        ContinuationToken: token,
+        ...(token === undefined && range.startAfter !== undefined ? { StartAfter: range.startAfter } : {}),
+      }),
     );
-    for (const o of page.Contents ?? []) if (o.Key) keys.push(o.Key);
+    for (const o of page.Contents ?? []) {
+      if (!o.Key) continue;
+      if (range.through !== undefined && o.Key > range.through) return keys;
+      keys.push(o.Key);
+    }
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
   return keys;
 }
 
 /** Manifest keys under `prefix` (one per trusted-or-not data object), in key order. */
-export async function listManifests(client: S3Client, bucket: string, prefix: string): Promise<string[]> {
-  return (await listKeys(client, bucket, prefix)).filter(isManifestKey);
+export async function listManifests(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+  range: KeyRange = {},
+): Promise<string[]> {
+  return (await listKeys(client, bucket, prefix, range)).filter(isManifestKey);
 }
 
-async function getBytes(client: S3Client, bucket: string, key: string): Promise<Uint8Array> {
-  const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+async function getBytes(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  range?: { offset: number; bytes: number },
+): Promise<Uint8Array> {
+  const out = await client.send(
+    new GetObjectCommand({
+      Bucket: bucket,
+      Key: key,
+      ...(range ? { Range: `bytes=${range.offset}-${range.offset + range.bytes - 1}` } : {}),
+    }),
+  );
   if (!out.Body) throw new ArchiveIntegrityError(`${key}: empty response`);
   return out.Body.transformToByteArray();
 }
 
 /**
- * A manifest alone, checked to be JSON that names the data object beside it; ArchiveIntegrityError
- * otherwise. A manifest cut short is an integrity error like any other: S3 never shows a PUT that did
- * not complete, but s3rver keeps whatever arrived before its client died.
+ * A manifest alone, checked to be JSON that names the data object beside it and lists its parts;
+ * ArchiveIntegrityError otherwise. A manifest cut short is an integrity error like any other: S3
+ * never shows a PUT that did not complete, but s3rver keeps whatever arrived before its client died.
  */
 export async function readManifest(client: S3Client, bucket: string, key: string): Promise<ArchiveManifest> {
   const bytes = await getBytes(client, bucket, key);
@@ -94,28 +134,92 @@ export async function readManifest(client: S3Client, bucket: string, key: string
   }
   if (typeof manifest?.object !== 'string' || manifestKeyOf(manifest.object) !== key)
     throw new ArchiveIntegrityError(`${key}: manifest names another object, ${String(manifest?.object)}`);
-  if (!Array.isArray(manifest.seqRanges))
+  if (manifest.version !== 1 && manifest.version !== 2)
+    throw new ArchiveIntegrityError(
+      `${key}: manifest version ${String((manifest as { version?: unknown }).version)} is not one this reads`,
+    );
+  if (manifest.version === 2 && !Array.isArray(manifest.parts))
+    throw new ArchiveIntegrityError(`${key}: manifest has no parts`);
+  if (!partsOf(manifest).every((p) => Array.isArray(p.seqRanges)))
     throw new ArchiveIntegrityError(`${key}: manifest has no seqRanges`);
   return manifest;
 }
 
+/** The records of one part of an object. */
+export interface PartRecords {
+  part: ArchivePart;
+  records: ArchiveRecord[];
+}
+
 /**
- * Reads a data object through its manifest and checks it; throws ArchiveIntegrityError when the
- * bytes do not match (a backfill must skip such an object: a later one holds the same records).
+ * Reads the parts `select` picks (every part by default) of the object a manifest names, each
+ * checked against the manifest: the whole object's sha256 when it is read whole, a part's own when
+ * only that part's bytes are fetched (a ranged GET, when the parts picked are a small share of the
+ * object). Throws ArchiveIntegrityError when bytes do not match: a reader must skip such an object,
+ * a later one holds the same records.
  */
+export async function readArchiveParts(
+  client: S3Client,
+  bucket: string,
+  manifestKey: string,
+  select: (part: ArchivePart) => boolean = () => true,
+): Promise<{ manifest: ArchiveManifest; parts: PartRecords[] }> {
+  const manifest = await readManifest(client, bucket, manifestKey);
+  const all = partsOf(manifest);
+  const picked = all.filter(select);
+  if (picked.length === 0) return { manifest, parts: [] };
+  const pickedBytes = picked.reduce((n, p) => n + p.bytes, 0);
+  const ranged = picked.length <= RANGED_PARTS_MAX && pickedBytes * 2 < manifest.bytes;
+  const parts: PartRecords[] = [];
+  if (ranged) {
+    for (const part of picked) {
+      const bytes = await getBytes(client, bucket, manifest.object, part);
+      if (!matchesDigest(bytes, part))
+        throw new ArchiveIntegrityError(
+          `${manifest.object}: bytes ${part.offset}+${part.bytes} (site ${part.site}) do not match the sha256 of its manifest`,
+        );
+      parts.push({ part, records: await partRecords(manifest, part, bytes) });
+    }
+    return { manifest, parts };
+  }
+  const body = await getBytes(client, bucket, manifest.object);
+  if (!matchesDigest(body, manifest))
+    throw new ArchiveIntegrityError(`${manifest.object}: bytes do not match the sha256 of its manifest`);
+  for (const part of picked)
+    parts.push({
+      part,
+      records: await partRecords(manifest, part, body.subarray(part.offset, part.offset + part.bytes)),
+    });
+  return { manifest, parts };
+}
+
+/** Above this many parts of one object, reading it whole costs fewer requests than ranges. */
+const RANGED_PARTS_MAX = 4;
+
+async function partRecords(
+  manifest: ArchiveManifest,
+  part: ArchivePart,
+  bytes: Uint8Array,
+): Promise<ArchiveRecord[]> {
+  let records: ArchiveRecord[];
+  try {
+    records = await parseArchiveObject(bytes);
+  } catch (err) {
+    throw new ArchiveIntegrityError(`${manifest.object}: site ${part.site}: ${(err as Error).message}`);
+  }
+  if (records.length !== part.count)
+    throw new ArchiveIntegrityError(
+      `${manifest.object}: ${records.length} records of site ${part.site}, manifest says ${part.count}`,
+    );
+  return records;
+}
+
+/** Every record of the object a manifest names (verified as readArchiveParts does). */
 export async function readArchiveObject(
   client: S3Client,
   bucket: string,
   manifestKey: string,
 ): Promise<{ manifest: ArchiveManifest; records: ArchiveRecord[] }> {
-  const manifest = await readManifest(client, bucket, manifestKey);
-  const body = await getBytes(client, bucket, manifest.object);
-  if (!verifyArchiveObject(body, manifest))
-    throw new ArchiveIntegrityError(`${manifest.object}: bytes do not match the sha256 of its manifest`);
-  const records = await parseArchiveObject(body);
-  if (records.length !== manifest.count)
-    throw new ArchiveIntegrityError(
-      `${manifest.object}: ${records.length} records, manifest says ${manifest.count}`,
-    );
-  return { manifest, records };
+  const { manifest, parts } = await readArchiveParts(client, bucket, manifestKey);
+  return { manifest, records: parts.flatMap((p) => p.records) };
 }

@@ -2,9 +2,9 @@
  * The archive sink: every message of the hub stream, `invalid` ones included, into S3 as gzip
  * NDJSON objects with a manifest each (docs/consumers.md; layout: cloud/archive/layout.ts).
  *
- * The runner's batch is the unit: it becomes one object per site and hour, each written (data
- * object, then manifest) before `write` settles, so nothing is held across batches and no ack ever
- * waits on a later flush.
+ * The runner's batch is the unit: it becomes one object per hour (or per site and hour, with the
+ * `site` layout), each written (data object, then manifest) before `write` settles, so nothing is
+ * held across batches and no ack ever waits on a later flush.
  */
 import { HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
@@ -14,7 +14,7 @@ import Type, { type Static } from 'typebox';
 import { describeError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Readiness } from '../../lib/ops.ts';
-import { buildArchiveObjects, DEFAULT_ARCHIVE_PREFIX, type ArchiveObject } from './layout.ts';
+import { ArchiveLayout, buildArchiveObjects, DEFAULT_ARCHIVE_PREFIX, type ArchiveObject } from './layout.ts';
 import { createS3Client, type S3Settings } from './s3.ts';
 import { accepted, TransientSinkError, type Sink, type SinkMessage, type WriteResult } from '../sink.ts';
 import { retryAfterOf } from '../../lib/retry-after.ts';
@@ -31,6 +31,12 @@ export const ArchiveConfigSchema = Type.Object({
   s3SecretAccessKey: Type.String({ default: '', secret: true, description: 'S3 secret key' }),
   s3ForcePathStyle: Type.Boolean({ default: true, description: 'path-style URLs (s3rver, MinIO)' }),
   s3Prefix: Type.String({ default: DEFAULT_ARCHIVE_PREFIX, description: 'key prefix of data objects' }),
+  s3Layout: Type.Enum([ArchiveLayout.batch, ArchiveLayout.site] as const, {
+    default: ArchiveLayout.batch,
+    description:
+      'objects: batch (one per batch and hour, every site in it) or site (one per site and hour: ' +
+      'per-site prefixes, two PUTs per site a batch)',
+  }),
   putConcurrency: Type.Integer({ minimum: 1, default: 8, description: 'objects written at once' }),
   gzipLevel: Type.Integer({ minimum: 1, maximum: 9, default: 6, description: 'gzip level of data objects' }),
   s3RequestTimeoutMs: Type.Integer({
@@ -104,6 +110,7 @@ export class S3ArchiveSink implements Sink {
       prefix: this.options.s3Prefix,
       stream: this.options.stream,
       consumer: this.options.consumer,
+      layout: this.options.s3Layout,
       gzipLevel: this.options.gzipLevel,
     });
     // Every object is tried even after one failed: S3 throttles per key prefix (503 SlowDown), so
@@ -179,7 +186,7 @@ export class S3ArchiveSink implements Sink {
       new PutObjectCommand({
         Bucket: this.options.s3Bucket,
         Key: object.manifestKey,
-        Body: `${JSON.stringify(manifest, null, 2)}\n`,
+        Body: `${JSON.stringify(manifest)}\n`,
         ContentType: 'application/json',
       }),
       { abortSignal: signal },

@@ -5,11 +5,18 @@
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { S3Client } from '@aws-sdk/client-s3';
-import type { ArchiveManifest, ArchiveRecord } from '../../cloud/archive/layout.ts';
+import {
+  partsOf,
+  type ArchiveManifest,
+  type ArchivePart,
+  type ArchiveRecord,
+} from '../../cloud/archive/layout.ts';
 import { ArchiveIntegrityError, listManifests, readArchiveObject } from '../../cloud/archive/s3.ts';
 
 export interface ArchiveContents {
   manifests: ArchiveManifest[];
+  /** Every site part of every object, with the object's key. */
+  parts: (ArchivePart & { object: string })[];
   records: ArchiveRecord[];
   /** How many times each stream sequence was archived. */
   counts: Map<number, number>;
@@ -43,7 +50,17 @@ export async function readArchive(
   }
   const counts = new Map<number, number>();
   for (const r of records) counts.set(r.seq, (counts.get(r.seq) ?? 0) + 1);
-  return { manifests, records, counts, torn };
+  const parts = manifests.flatMap((m) => partsOf(m).map((p) => ({ ...p, object: m.object })));
+  return { manifests, parts, records, counts, torn };
+}
+
+/** Sequences that more than one object claims, from the manifests alone. */
+export function overlapFromParts(parts: readonly Pick<ArchivePart, 'seqRanges'>[]): number[] {
+  const seen = new Map<number, number>();
+  for (const p of parts)
+    for (const [from, to] of p.seqRanges)
+      for (let s = from; s <= to; s++) seen.set(s, (seen.get(s) ?? 0) + 1);
+  return [...seen].filter(([, n]) => n > 1).map(([seq]) => seq);
 }
 
 /** An S3 endpoint in front of a real one that refuses some PUTs (s3FaultProxy). */
