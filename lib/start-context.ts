@@ -14,8 +14,23 @@ export interface StartContext {
 
 const storage = new AsyncLocalStorage<StartContext>();
 
-/** Runs `fn` (a service's start) with `context` visible to startContext() in everything it calls. */
-export const runInStartContext = <T>(context: StartContext, fn: () => T): T => storage.run(context, fn);
+/** Starts running in a context now. */
+let running = 0;
+
+/**
+ * Runs `fn` (a service's start) with `context` visible to startContext() in everything it calls.
+ * Once no start is running any more, the storage is disabled: while an AsyncLocalStorage is
+ * enabled, Node 20 runs async hooks on every promise the process makes, which a running service
+ * would pay on every message it handles.
+ */
+export async function runInStartContext<T>(context: StartContext, fn: () => Promise<T>): Promise<T> {
+  running++;
+  try {
+    return await storage.run(context, fn);
+  } finally {
+    if (--running === 0) storage.disable();
+  }
+}
 
 /** The context of the start-up this code runs in, if any. */
 export const startContext = (): StartContext | undefined => storage.getStore();
