@@ -2,6 +2,8 @@
  * Pipelined JetStream publishing: many publishes in flight on one connection, PubAcks matched by
  * reply subject on a single inbox subscription, timeouts swept by one timer. `js.publish()` costs a
  * full request per message (a timer and two pre-built errors), a large share of the bridge's CPU.
+ * `send` answers a listener object instead of a promise, so that a publish in flight holds no
+ * promise and no closure of its own; `publish` is the same with a promise.
  *
  * A lost connection fails every publish in flight at once (their PubAcks went with it), and
  * publishes fail at once until the client has reconnected (it would drop what it buffered
@@ -41,10 +43,29 @@ export class JetStreamPublishError extends Error {
   }
 }
 
-interface Pending {
-  resolve: (ack: StoredAck) => void;
-  reject: (err: Error) => void;
-  deadlineMs: number;
+/** Told, once, how a publish ended. Called from the connection's callback: it must not throw. */
+export interface PublishListener {
+  stored(stream: string, seq: number, duplicate: boolean): void;
+  failed(err: JetStreamPublishError): void;
+}
+
+class Pending {
+  constructor(
+    readonly listener: PublishListener,
+    readonly deadlineMs: number,
+  ) {}
+}
+
+/** A listener that settles a promise. */
+class PromiseListener implements PublishListener {
+  constructor(
+    private readonly resolve: (ack: StoredAck) => void,
+    readonly failed: (err: JetStreamPublishError) => void,
+  ) {}
+
+  stored(stream: string, seq: number, duplicate: boolean): void {
+    this.resolve({ stream, seq, duplicate });
+  }
 }
 
 export class AsyncPublisher {
@@ -70,27 +91,25 @@ export class AsyncPublisher {
         const waiting = this.pending.get(id);
         if (!waiting) return;
         this.pending.delete(id);
+        const listener = waiting.listener;
         if (msg.headers?.code === 503) {
-          waiting.reject(new JetStreamPublishError('no stream answered (no responders)', 503));
+          listener.failed(new JetStreamPublishError('no stream answered (no responders)', 503));
           return;
         }
+        let body: {
+          stream?: string;
+          seq?: number;
+          duplicate?: boolean;
+          error?: { code: number; description: string };
+        };
         try {
-          const body = msg.json<{
-            stream?: string;
-            seq?: number;
-            duplicate?: boolean;
-            error?: { code: number; description: string };
-          }>();
-          if (body.error) waiting.reject(new JetStreamPublishError(body.error.description, body.error.code));
-          else
-            waiting.resolve({
-              stream: body.stream ?? '',
-              seq: body.seq ?? 0,
-              duplicate: body.duplicate === true,
-            });
+          body = msg.json();
         } catch (cause) {
-          waiting.reject(new JetStreamPublishError('unreadable PubAck', 500, { cause }));
+          listener.failed(new JetStreamPublishError('unreadable PubAck', 500, { cause }));
+          return;
         }
+        if (body.error) listener.failed(new JetStreamPublishError(body.error.description, body.error.code));
+        else listener.stored(body.stream ?? '', body.seq ?? 0, body.duplicate === true);
       },
     });
     this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.floor(timeoutMs / 4)));
@@ -116,22 +135,33 @@ export class AsyncPublisher {
 
   /** Publishes and resolves with the stream's PubAck; rejects with JetStreamPublishError. */
   publish(subject: string, payload: Uint8Array, headers: MsgHdrs): Promise<StoredAck> {
-    return new Promise<StoredAck>((resolve, reject) => {
-      if (!this.connected) {
-        reject(disconnected('not connected: the client would drop it on reconnecting'));
-        return;
-      }
-      const id = ++this.next;
-      this.pending.set(id, { resolve, reject, deadlineMs: Date.now() + this.timeoutMs });
-      try {
-        this.nc.publish(subject, payload, { reply: `${this.inbox}.${id}`, headers });
-      } catch (cause) {
-        this.pending.delete(id);
-        if (cause instanceof InvalidArgumentError)
-          reject(new JetStreamPublishError(`not sent: ${cause.message}`, 'refused', { cause }));
-        else reject(new JetStreamPublishError('connection refused the publish', 'closed', { cause }));
-      }
-    });
+    return new Promise<StoredAck>((resolve, reject) =>
+      this.send(subject, payload, headers, new PromiseListener(resolve, reject)),
+    );
+  }
+
+  /**
+   * Publishes and tells `listener` the stream's PubAck or why there is none, once. A publish that
+   * cannot go out fails in a microtask, never before `send` returns.
+   */
+  send(subject: string, payload: Uint8Array, headers: MsgHdrs, listener: PublishListener): void {
+    if (!this.connected) {
+      failLater(listener, disconnected('not connected: the client would drop it on reconnecting'));
+      return;
+    }
+    const id = ++this.next;
+    this.pending.set(id, new Pending(listener, Date.now() + this.timeoutMs));
+    try {
+      this.nc.publish(subject, payload, { reply: `${this.inbox}.${id}`, headers });
+    } catch (cause) {
+      this.pending.delete(id);
+      failLater(
+        listener,
+        cause instanceof InvalidArgumentError
+          ? new JetStreamPublishError(`not sent: ${cause.message}`, 'refused', { cause })
+          : new JetStreamPublishError('connection refused the publish', 'closed', { cause }),
+      );
+    }
   }
 
   get inFlight(): number {
@@ -144,7 +174,7 @@ export class AsyncPublisher {
     for (const [id, p] of this.pending) {
       if (p.deadlineMs > now) break;
       this.pending.delete(id);
-      p.reject(new JetStreamPublishError(`no PubAck within ${this.timeoutMs} ms`, 'timeout'));
+      p.listener.failed(new JetStreamPublishError(`no PubAck within ${this.timeoutMs} ms`, 'timeout'));
     }
   }
 
@@ -160,7 +190,7 @@ export class AsyncPublisher {
   private rejectAll(error: () => JetStreamPublishError): void {
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
-      p.reject(error());
+      p.listener.failed(error());
     }
   }
 }
@@ -173,6 +203,9 @@ export class AsyncPublisher {
 export const isPermanentPublishError = (err: unknown): err is JetStreamPublishError =>
   err instanceof JetStreamPublishError &&
   (err.code === 'refused' || (typeof err.code === 'number' && err.code >= 400 && err.code < 500));
+
+const failLater = (listener: PublishListener, err: JetStreamPublishError): void =>
+  queueMicrotask(() => listener.failed(err));
 
 const disconnected = (message: string): JetStreamPublishError =>
   new JetStreamPublishError(message, 'disconnected');

@@ -36,17 +36,39 @@ export interface MqttSourceOptions {
 /**
  * Resolves once the message is safe downstream; the PUBACK follows. Rejecting (or throwing) costs a
  * reconnect: the broker then redelivers this message and every later one not yet acknowledged.
+ * A handler that returns nothing instead tells `handOver` itself, once: `done()` or `failed(err)`
+ * (no promise per message).
  */
-export type MessageHandler = (topic: string, payload: Buffer) => Promise<void>;
+export type MessageHandler = (topic: string, payload: Buffer, handOver: HandOver) => Promise<void> | void;
 
-interface InFlight {
-  /** The connection it came in on: a PUBACK is only valid on that connection. */
-  connection: number;
-  settled: boolean;
+/** One message received: how its hand-over ended, and its PUBACK once it may go. */
+export class HandOver {
+  settled = false;
   /** The handler rejected: its PUBACK never goes, the broker redelivers it. */
-  failed: boolean;
+  failed = false;
   /** The PUBACK MQTT.js wanted to send, held until it may go. */
-  puback?: Packet;
+  puback?: Packet = undefined;
+
+  constructor(
+    private readonly source: MqttSource,
+    /** The connection it came in on: a PUBACK is only valid on that connection. */
+    readonly connection: number,
+    readonly topic: string,
+    readonly qos: number,
+  ) {}
+
+  /** The message is safe downstream: its PUBACK may follow. */
+  done(): void {
+    if (this.settled || this.failed) return;
+    this.settled = true;
+    this.source.scheduleDrain();
+  }
+
+  /** The message could not be handed over: the broker is to redeliver it. */
+  fail(err: unknown): void {
+    if (this.settled || this.failed) return;
+    this.source.handlerFailed(this, err);
+  }
 }
 
 type SendPacket = (
@@ -63,8 +85,8 @@ interface ClientInternals {
 export class MqttSource {
   private client?: MqttClient;
   private sendPacket?: SendPacket;
-  private readonly queue: InFlight[] = [];
-  private readonly awaitingPuback = new Map<number, InFlight>();
+  private readonly queue: HandOver[] = [];
+  private readonly awaitingPuback = new Map<number, HandOver>();
   private heldCallback: (() => void) | undefined;
   private connection = 0;
   private stopping = false;
@@ -123,25 +145,23 @@ export class MqttSource {
       // Read before its connection closed, handled after: its PUBACK can no longer go, and the
       // broker redelivers it on the next connection. Handling it would only queue a dead entry.
       if (!client.connected) return callback();
-      const entry: InFlight = { connection: this.connection, settled: false, failed: false };
+      const entry = new HandOver(this, this.connection, packet.topic, packet.qos);
       if (packet.qos > 0 && packet.messageId !== undefined) {
         this.queue.push(entry);
         this.awaitingPuback.set(packet.messageId, entry);
       }
-      let handedOver: Promise<void>;
       try {
-        handedOver = handler(packet.topic, packet.payload as Buffer);
+        const handedOver = handler(packet.topic, packet.payload as Buffer, entry);
+        if (handedOver)
+          handedOver.then(
+            () => entry.done(),
+            (err: unknown) => entry.fail(err),
+          );
       } catch (err) {
-        // A throw must not reach MQTT.js, which would leave the message neither settled nor failed.
-        handedOver = Promise.reject(err);
+        // A throw must not reach MQTT.js, which would leave the message neither settled nor failed;
+        // told a turn later, as a rejection would be.
+        queueMicrotask(() => entry.fail(err));
       }
-      handedOver.then(
-        () => {
-          entry.settled = true;
-          this.scheduleDrain();
-        },
-        (err: unknown) => this.handlerFailed(entry, packet, err),
-      );
       if (this.queue.length < this.options.windowSize && !this.stopping) callback();
       else this.heldCallback = callback;
     };
@@ -178,12 +198,12 @@ export class MqttSource {
    * waiting would only fill the window. Dropping the connection makes the broker redeliver it and
    * everything after it, in order; what was stored already is stored once, by its message id.
    */
-  private handlerFailed(entry: InFlight, packet: IPublishPacket, err: unknown): void {
+  handlerFailed(entry: HandOver, err: unknown): void {
     entry.failed = true;
     this.options.onHandlerFailure?.(err);
     const { log } = this.options;
-    const topic = packet.topic;
-    if (packet.qos === 0) {
+    const topic = entry.topic;
+    if (entry.qos === 0) {
       log.warn({ err, topic }, 'QoS 0 message not handed over: the broker does not redeliver it');
     } else if (this.stopping || entry.connection !== this.connection) {
       // Stopping ends the connection anyway; an older connection's messages are redelivered already.
@@ -199,7 +219,7 @@ export class MqttSource {
    * settle their messages one promise at a time; draining after all of them sends their PUBACKs in
    * one write instead of one write (and one broker read) each.
    */
-  private scheduleDrain(): void {
+  scheduleDrain(): void {
     if (this.drainScheduled) return;
     this.drainScheduled = true;
     process.nextTick(() => {

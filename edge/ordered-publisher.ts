@@ -16,6 +16,10 @@
  *   is replaced once by what `onRefused` gives (the bridge: the message kept as invalid); when there
  *   is none, or that is refused too, it is dropped (`onDropped`) and resolves as such, so that no
  *   message can stall the ones after it.
+ *
+ * A publish is one entry object from start to end: it listens to the target (AsyncPublisher.send)
+ * and is itself the answer handed to the caller, so that no promise or closure is made per message
+ * on the way (`publish` wraps it in a promise for callers that want one).
  */
 import type { MsgHdrs } from '@nats-io/transport-node';
 import type { Logger } from '../lib/log.ts';
@@ -24,6 +28,7 @@ import {
   isPermanentPublishError,
   type AsyncPublisher,
   type JetStreamPublishError,
+  type PublishListener,
   type StoredAck,
 } from './async-publisher.ts';
 
@@ -41,6 +46,18 @@ export interface Published<R extends PublishRequest = PublishRequest> extends St
   dropped: boolean;
 }
 
+/** Told how a publish ended, once: stored (or dropped as refused for good), or stopped first. */
+export interface PublishCallbacks<R extends PublishRequest = PublishRequest> {
+  published(ack: Published<R>): void;
+  stopped(err: Error, request: R): void;
+}
+
+/**
+ * Where publishes go: AsyncPublisher, whose `send` answers a listener; or anything with a `publish`
+ * that returns a promise of the PubAck (tests).
+ */
+export type PublishTarget = Pick<AsyncPublisher, 'publish'> & Partial<Pick<AsyncPublisher, 'send'>>;
+
 const State = {
   /** Not sent yet: made while recovering. */
   queued: 0,
@@ -50,17 +67,50 @@ const State = {
 } as const;
 type State = (typeof State)[keyof typeof State];
 
-interface Entry<R extends PublishRequest> {
-  request: R;
+/** One publish: the target's listener while in flight, then the answer handed to the caller. */
+class Entry<R extends PublishRequest> implements PublishListener, Published<R> {
   /** Set once `request` is the replacement of a refused one: it is not replaced again. */
-  replaced?: boolean;
-  state: State;
-  ack?: Published<R>;
+  replaced = false;
+  state: State = State.queued;
+  stream = '';
+  seq = 0;
+  duplicate = false;
+  dropped = false;
   error?: unknown;
-  /** The attempt in flight: true once stored, false once failed (never rejects). */
-  attempt?: Promise<boolean>;
-  resolve: (ack: Published<R>) => void;
-  reject: (err: Error) => void;
+  /** The recovery waiting for the attempt in flight: true once stored, false once failed. */
+  waiter?: (stored: boolean) => void;
+
+  constructor(
+    private readonly owner: OrderedPublisher<R>,
+    public request: R,
+    readonly callbacks: PublishCallbacks<R>,
+  ) {}
+
+  stored(stream: string, seq: number, duplicate: boolean): void {
+    this.stream = stream;
+    this.seq = seq;
+    this.duplicate = duplicate;
+    this.owner.attemptStored(this);
+  }
+
+  failed(err: unknown): void {
+    this.owner.attemptFailed(this, err);
+  }
+
+  /** Settles the recovery's wait, if any. */
+  settleAttempt(stored: boolean): void {
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.(stored);
+  }
+}
+
+/** Settles a promise: what `publish` hands to `submit`. */
+class PromiseCallbacks<R extends PublishRequest> implements PublishCallbacks<R> {
+  constructor(
+    readonly published: (ack: Published<R>) => void,
+    readonly stopped: (err: Error, request: R) => void,
+  ) {}
 }
 
 export interface OrderedPublisherOptions<R extends PublishRequest = PublishRequest> {
@@ -84,7 +134,7 @@ export class OrderedPublisher<R extends PublishRequest = PublishRequest> {
   private recovering = false;
 
   constructor(
-    private readonly target: Pick<AsyncPublisher, 'publish'>,
+    private readonly target: PublishTarget,
     private readonly options: OrderedPublisherOptions<R>,
   ) {}
 
@@ -98,58 +148,87 @@ export class OrderedPublisher<R extends PublishRequest = PublishRequest> {
    * for good); rejects only when stopped.
    */
   publish(request: R): Promise<Published<R>> {
-    return new Promise<Published<R>>((resolve, reject) => {
-      const entry: Entry<R> = { request, state: State.queued, resolve, reject };
-      this.entries.push(entry);
-      if (!this.recovering) void this.send(entry);
-    });
+    return new Promise<Published<R>>((resolve, reject) =>
+      this.submit(request, new PromiseCallbacks(resolve, reject)),
+    );
   }
 
-  private send(entry: Entry<R>): Promise<boolean> {
+  /**
+   * As `publish`, answering `callbacks` instead of a promise: `published` once this and every
+   * earlier publish are stored (or dropped as refused for good), `stopped` only when stopped. One
+   * `callbacks` object may serve every publish: the answer carries the request.
+   */
+  submit(request: R, callbacks: PublishCallbacks<R>): void {
+    const entry = new Entry(this, request, callbacks);
+    this.entries.push(entry);
+    if (!this.recovering) this.send(entry);
+  }
+
+  private send(entry: Entry<R>): void {
     entry.state = State.inFlight;
     const { subject, payload, headers } = entry.request;
-    entry.attempt = this.target.publish(subject, payload, headers).then(
-      (ack) => this.stored(entry, { ...ack, request: entry.request, dropped: false }),
-      (err: unknown) => {
-        if (isPermanentPublishError(err)) {
-          const instead = entry.replaced ? undefined : this.options.onRefused?.(entry.request, err);
-          if (instead) {
-            entry.request = instead;
-            entry.replaced = true;
-            return this.send(entry);
-          }
-          this.options.onDropped?.(entry.request, err);
-          return this.stored(entry, {
-            stream: '',
-            seq: 0,
-            duplicate: false,
-            request: entry.request,
-            dropped: true,
-          });
-        }
-        entry.state = State.failed;
-        entry.error = err;
-        this.options.onRetry?.(err);
-        if (!this.recovering) this.startRecovery(err);
-        return false;
-      },
+    if (this.target.send) {
+      this.target.send(subject, payload, headers, entry);
+      return;
+    }
+    this.target.publish(subject, payload, headers).then(
+      (ack) => entry.stored(ack.stream, ack.seq, ack.duplicate),
+      (err: unknown) => entry.failed(err),
     );
-    return entry.attempt;
   }
 
-  private stored(entry: Entry<R>, ack: Published<R>): true {
+  /** @internal An attempt of `entry` was stored. */
+  attemptStored(entry: Entry<R>): void {
+    this.stored(entry);
+    entry.settleAttempt(true);
+  }
+
+  /** @internal An attempt of `entry` failed. */
+  attemptFailed(entry: Entry<R>, err: unknown): void {
+    if (isPermanentPublishError(err)) {
+      const instead = entry.replaced ? undefined : this.options.onRefused?.(entry.request, err);
+      if (instead) {
+        entry.request = instead;
+        entry.replaced = true;
+        // The recovery, if waiting, waits on for the replacement's answer.
+        this.send(entry);
+        return;
+      }
+      this.options.onDropped?.(entry.request, err);
+      entry.stream = '';
+      entry.seq = 0;
+      entry.duplicate = false;
+      entry.dropped = true;
+      this.stored(entry);
+      entry.settleAttempt(true);
+      return;
+    }
+    entry.state = State.failed;
+    entry.error = err;
+    this.options.onRetry?.(err);
+    if (!this.recovering) this.startRecovery(err);
+    entry.settleAttempt(false);
+  }
+
+  private stored(entry: Entry<R>): void {
     entry.state = State.stored;
-    entry.ack = ack;
     if (!this.recovering) this.release();
-    return true;
   }
 
   /** Resolves the stored publishes at the head, in order. */
   private release(): void {
-    while (this.entries.length > 0 && this.entries[0]!.state === State.stored) {
-      const entry = this.entries.shift()!;
-      entry.resolve(entry.ack!);
+    const entries = this.entries;
+    while (entries.length > 0 && entries[0]!.state === State.stored) {
+      const entry = entries.shift()!;
+      entry.callbacks.published(entry);
     }
+  }
+
+  /** Resolves once the attempt of `entry` now in flight is answered: true once stored. */
+  private attempt(entry: Entry<R>): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      entry.waiter = resolve;
+    });
   }
 
   private startRecovery(cause: unknown): void {
@@ -173,7 +252,7 @@ export class OrderedPublisher<R extends PublishRequest = PublishRequest> {
     while (this.entries.length > 0) {
       const head = this.entries[0]!;
       if (head.state === State.inFlight) {
-        await head.attempt;
+        await this.attempt(head);
         continue;
       }
       if (head.state === State.stored) {
@@ -182,11 +261,13 @@ export class OrderedPublisher<R extends PublishRequest = PublishRequest> {
       }
       if (signal.aborted) {
         for (const entry of this.entries.splice(0))
-          entry.reject(new Error('stopped before JetStream stored the message'));
+          entry.callbacks.stopped(new Error('stopped before JetStream stored the message'), entry.request);
         break;
       }
       // Failed or queued: one attempt, alone; backoff only after a retry failed too.
-      if (await this.send(head)) {
+      const answered = this.attempt(head);
+      this.send(head);
+      if (await answered) {
         delayMs = minMs;
         continue;
       }

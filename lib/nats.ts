@@ -276,10 +276,24 @@ export function headerBytes(msg: JsMsg): number {
  */
 export function wireHeaders(entries: readonly (readonly [string, string])[]): MsgHdrs {
   let text = 'NATS/1.0\r\n';
-  for (const [key, value] of entries)
-    text += `${key}: ${LINE_BREAK.test(value) ? value.replace(LINE_BREAKS, ' ') : value}\r\n`;
-  const bytes = Buffer.from(`${text}\r\n`);
-  return { encode: () => bytes } as unknown as MsgHdrs;
+  for (const [key, value] of entries) text += `${key}: ${headerValue(value)}\r\n`;
+  return encodedHeaders(Buffer.from(`${text}\r\n`));
+}
+
+/** A header value as wireHeaders writes it: a line break becomes a space. */
+export const headerValue = (value: string): string =>
+  LINE_BREAK.test(value) ? value.replace(LINE_BREAKS, ' ') : value;
+
+/** Headers already encoded in NATS's wire format (a whole block, as wireHeaders makes). */
+export const encodedHeaders = (bytes: Uint8Array): MsgHdrs => new EncodedHeaders(bytes) as unknown as MsgHdrs;
+
+/** All of MsgHdrs that nats.js's publish uses. */
+class EncodedHeaders {
+  constructor(private readonly bytes: Uint8Array) {}
+
+  encode(): Uint8Array {
+    return this.bytes;
+  }
 }
 
 const LINE_BREAK = /[\r\n]/;
