@@ -11,11 +11,11 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import type { NatsConnection } from '@nats-io/transport-node';
+import type { MsgHdrs, NatsConnection } from '@nats-io/transport-node';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Logger } from '../lib/log.ts';
 import { LabelledCount } from '../lib/metrics.ts';
-import { connectNats, natsAuthOf, wireHeaders } from '../lib/nats.ts';
+import { connectNats, encodedHeaders, headerValue, natsAuthOf, wireHeaders } from '../lib/nats.ts';
 import type { Readiness } from '../lib/ops.ts';
 import {
   decodePayload,
@@ -27,13 +27,19 @@ import {
   messageIdScope,
   schemaTag,
   subjectFor,
+  DEVICE_KINDS,
   type DeviceKind,
 } from '../schemas/index.ts';
 import { siteStreamNames } from '../schemas/streams.ts';
 import type { EdgeConfig } from './config.ts';
 import { AsyncPublisher, type JetStreamPublishError } from './async-publisher.ts';
-import { MqttSource } from './mqtt-source.ts';
-import { OrderedPublisher, type Published, type PublishRequest } from './ordered-publisher.ts';
+import { MqttSource, type HandOver } from './mqtt-source.ts';
+import {
+  OrderedPublisher,
+  type PublishCallbacks,
+  type Published,
+  type PublishRequest,
+} from './ordered-publisher.ts';
 import { checkStreamBudgets, ensureSiteStreams } from './site-streams.ts';
 import { TopicMapper } from './topics.ts';
 
@@ -43,15 +49,31 @@ export const UNKNOWN_DEVICE = '_unknown';
 /** Room left under the server's max_payload for the headers the bridge adds to a kept payload. */
 export const HEADER_ROOM_BYTES = 4096;
 
-/** A message ready to publish, with what keeping it as invalid instead would need. */
-interface Prepared extends PublishRequest {
-  kind: MessageKind;
-  /** The MQTT message as received. */
+/** The MQTT message as received, with what the bridge made of its topic. */
+interface Source {
   topic: string;
   received: Buffer;
   receivedAtMs: number;
   device: string;
   claimedKind: string;
+  /** Told once the message is stored (or dropped), so that its PUBACK may go. */
+  handOver: HandOver | undefined;
+}
+
+/** A message ready to publish, with what keeping it as invalid instead would need. */
+class Prepared implements PublishRequest, Source {
+  constructor(
+    readonly subject: string,
+    readonly payload: Uint8Array,
+    readonly headers: MsgHdrs,
+    readonly kind: MessageKind,
+    readonly topic: string,
+    readonly received: Buffer,
+    readonly receivedAtMs: number,
+    readonly device: string,
+    readonly claimedKind: string,
+    public handOver: HandOver | undefined,
+  ) {}
 }
 
 /** Why a payload is kept as invalid: the text stored with it and the metric label. */
@@ -168,11 +190,37 @@ export class EdgeBridge {
   private inFlight = 0;
   /** The first part of every message id of this site (schemas/headers.ts). */
   private readonly idScope: string;
+  /** The headers of a valid reading up to its receipt time: they are the same on every one. */
+  private readonly readingHead: string;
+  /** Per device kind, the header text from the end of the topic to the message id. */
+  private readonly kindLines: Record<DeviceKind, string>;
+  /** The last receipt time formatted, and its ISO-8601 text: many messages share a millisecond. */
+  private receivedAtMs = NaN;
+  private receivedAtIso = '';
+  /** What the publisher tells of each message, for every message. */
+  private readonly answers: PublishCallbacks<Prepared> = {
+    published: (ack) => this.published(ack),
+    stopped: (err, request) => {
+      this.inFlight--;
+      request.handOver?.fail(err);
+    },
+  };
 
   constructor(private readonly options: EdgeBridgeOptions) {
-    this.idScope = messageIdScope(options.config.site, options.config.msgIdKey);
+    const { config } = options;
+    this.idScope = messageIdScope(config.site, config.msgIdKey);
     this.metrics = new EdgeMetrics(options.registry, () => this.inFlight);
-    this.topics = new TopicMapper(options.config.topics);
+    this.topics = new TopicMapper(config.topics);
+    // The same text wireHeaders writes for commonHeaders(), the schema tag and the message id.
+    this.readingHead =
+      `NATS/1.0\r\n${Header.site}: ${headerValue(config.site)}\r\n` +
+      `${Header.gateway}: ${headerValue(config.gateway)}\r\n${Header.receivedAt}: `;
+    this.kindLines = Object.fromEntries(
+      DEVICE_KINDS.map((kind) => [
+        kind,
+        `\r\n${Header.schema}: ${headerValue(schemaTag(kind))}\r\n${Header.msgId}: `,
+      ]),
+    ) as Record<DeviceKind, string>;
   }
 
   /**
@@ -230,32 +278,38 @@ export class EdgeBridge {
       log,
       onHandlerFailure: () => this.metrics.handOverFailures.inc(),
     });
-    await this.source.start((topic, payload) => this.handle(topic, payload));
+    await this.source.start((topic, payload, handOver) => this.handle(topic, payload, handOver));
   }
 
   /**
-   * Hands one MQTT message over to JetStream; resolves once it is stored. Async, so that whatever
-   * throws becomes a rejection, which the source turns into a redelivery.
+   * Hands one MQTT message over to JetStream; `handOver` is told once it is stored. What throws here
+   * the source turns into a redelivery.
    */
-  private async handle(topic: string, payload: Buffer): Promise<void> {
-    const receivedAtMs = Date.now();
+  private handle(topic: string, payload: Buffer, handOver: HandOver): void {
     // Everything derived from the payload (its parsed JSON above all) is dropped before the wait for
     // the PubAck, so messages in flight hold little more than their bytes.
-    const request = this.prepare(topic, payload, receivedAtMs);
+    const request = this.prepare(topic, payload, Date.now());
+    request.handOver = handOver;
     this.inFlight++;
-    let ack: Published<Prepared>;
-    try {
-      ack = await this.publisher!.publish(request);
-    } finally {
-      this.inFlight--;
-    }
-    if (ack.dropped) return;
-    if (ack.duplicate) this.metrics.duplicates.inc();
-    else this.metrics.published.add(ack.request.kind);
-    this.metrics.publishSeconds.observe((Date.now() - receivedAtMs) / 1000);
+    this.publisher!.submit(request, this.answers);
   }
 
-  /** Validates a message and builds what is published: subject, headers, stored kind. */
+  /** A message stored (or dropped as refused for good): counted, and its PUBACK may go. */
+  private published(ack: Published<Prepared>): void {
+    this.inFlight--;
+    const request = ack.request;
+    if (!ack.dropped) {
+      if (ack.duplicate) this.metrics.duplicates.inc();
+      else this.metrics.published.add(request.kind);
+      this.metrics.publishSeconds.observe((Date.now() - request.receivedAtMs) / 1000);
+    }
+    request.handOver?.done();
+  }
+
+  /**
+   * Validates a message and builds what is published: subject, headers, stored kind (its hand-over
+   * is attached by the caller).
+   */
   private prepare(topic: string, payload: Buffer, receivedAtMs: number): Prepared {
     const { config } = this.options;
     const route = this.topics.match(topic);
@@ -282,21 +336,34 @@ export class EdgeBridge {
       };
     }
 
-    const source = { topic, received: payload, receivedAtMs, device, claimedKind };
-    if (!decoded?.ok || invalid) return this.keepInvalid(source, invalid!);
+    if (!decoded?.ok || invalid)
+      return this.keepInvalid(
+        { topic, received: payload, receivedAtMs, device, claimedKind, handOver: undefined },
+        invalid!,
+      );
     const kind = decoded.kind;
-    const h = this.commonHeaders(topic, receivedAtMs);
-    h.push(
-      [Header.schema, schemaTag(decoded.kind as DeviceKind)],
-      [Header.msgId, messageId(this.idScope, device, kind, decoded.seq, decoded.tsMs)],
-    );
-    return {
-      ...source,
-      subject: subjectFor(config.site, device, kind),
+    // What wireHeaders writes for commonHeaders() followed by the schema tag and the message id
+    // (messageId()), in one string: the constant parts are made once, in the constructor.
+    const headers =
+      this.readingHead +
+      this.isoTime(receivedAtMs) +
+      `\r\n${Header.mqttTopic}: ` +
+      headerValue(topic) +
+      this.kindLines[kind] +
+      headerValue(messageId(this.idScope, device, kind, decoded.seq, decoded.tsMs)) +
+      '\r\n\r\n';
+    return new Prepared(
+      subjectFor(config.site, device, kind),
       payload,
-      headers: wireHeaders(h),
+      encodedHeaders(Buffer.from(headers)),
       kind,
-    };
+      topic,
+      payload,
+      receivedAtMs,
+      device,
+      claimedKind,
+      undefined,
+    );
   }
 
   /** Headers every stored message carries: site, gateway, receipt time, MQTT topic. */
@@ -305,9 +372,18 @@ export class EdgeBridge {
     return [
       [Header.site, config.site],
       [Header.gateway, config.gateway],
-      [Header.receivedAt, new Date(receivedAtMs).toISOString()],
+      [Header.receivedAt, this.isoTime(receivedAtMs)],
       [Header.mqttTopic, topic],
     ];
+  }
+
+  /** `new Date(ms).toISOString()`, kept for the last millisecond asked. */
+  private isoTime(ms: number): string {
+    if (ms !== this.receivedAtMs) {
+      this.receivedAtIso = new Date(ms).toISOString();
+      this.receivedAtMs = ms;
+    }
+    return this.receivedAtIso;
   }
 
   /**
@@ -315,10 +391,7 @@ export class EdgeBridge {
    * truncated to `maxPayloadBytes` (and under the server's max_payload), so that evidence never
    * stalls the site.
    */
-  private keepInvalid(
-    source: Pick<Prepared, 'topic' | 'received' | 'receivedAtMs' | 'device' | 'claimedKind'>,
-    why: Invalidity,
-  ): Prepared {
+  private keepInvalid(source: Source, why: Invalidity): Prepared {
     const { config } = this.options;
     const { topic, received } = source;
     this.metrics.invalid.add(why.label);
@@ -335,13 +408,18 @@ export class EdgeBridge {
       [Header.payloadSha256, sha256],
       [Header.msgId, `${this.idScope}.invalid.${digest}`],
     );
-    return {
-      ...source,
-      subject: subjectFor(config.site, source.device, MessageKind.invalid),
-      payload: received.length > keepBytes ? received.subarray(0, keepBytes) : received,
-      headers: wireHeaders(h),
-      kind: MessageKind.invalid,
-    };
+    return new Prepared(
+      subjectFor(config.site, source.device, MessageKind.invalid),
+      received.length > keepBytes ? received.subarray(0, keepBytes) : received,
+      wireHeaders(h),
+      MessageKind.invalid,
+      topic,
+      received,
+      source.receivedAtMs,
+      source.device,
+      source.claimedKind,
+      source.handOver,
+    );
   }
 
   /** A message refused for good even as invalid: counted and logged (never its payload), then acknowledged. */
