@@ -28,7 +28,7 @@
  */
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
-import { gunzip as gunzipCallback, gzip as gzipCallback } from 'node:zlib';
+import { gunzip as gunzipCallback, gzip as gzipCallback, gzipSync } from 'node:zlib';
 import { Header } from '../../schemas/headers.ts';
 import type { SinkMessage } from '../sink.ts';
 
@@ -359,8 +359,7 @@ async function encodePart(site: string, entries: Entry[], gzipLevel: number): Pr
     lastStoredMs = Math.max(lastStoredMs, message.storedAtMs);
   }
   const ndjson = Buffer.from(text);
-  // Node's gzip header carries no time or name: the same records give the same bytes.
-  const body = await gzip(ndjson, { level: gzipLevel });
+  const body = await gzipMember(ndjson, gzipLevel);
   const part: ArchivePart = {
     site,
     offset: 0,
@@ -378,6 +377,22 @@ async function encodePart(site: string, entries: Entry[], gzipLevel: number): Pr
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
+
+/** Below this size a part is compressed on the event loop: a thread-pool hop costs more than it. */
+const SYNC_GZIP_MAX_BYTES = 64 * 1024;
+
+/**
+ * The gzip member of one part. A part of a few records (a site's share of a batch, in a large
+ * fleet) gets a window and hash table fitted to its size: zlib's defaults allocate and clear about
+ * 256 KiB per stream, which costs far more than compressing a few hundred bytes. Window and hash
+ * size follow from the size alone, and Node's gzip header carries no time or name, so the same
+ * records still give the same bytes.
+ */
+async function gzipMember(ndjson: Buffer, level: number): Promise<Buffer> {
+  if (ndjson.byteLength > SYNC_GZIP_MAX_BYTES) return gzip(ndjson, { level });
+  const windowBits = Math.min(15, Math.max(9, Math.ceil(Math.log2(ndjson.byteLength + 1))));
+  return gzipSync(ndjson, { level, windowBits, memLevel: Math.max(1, windowBits - 7) });
+}
 
 function siteObject(hour: string, encoded: EncodedPart, options: BuildOptions): ArchiveObject {
   const { part, body } = encoded;
