@@ -90,6 +90,13 @@ export async function ensureDurable(jsm: JetStreamManager, spec: DurableSpec, lo
     throw new ConsumerConfigError(
       `durable ${durable} on ${stream} has ack policy ${have.ack_policy}, not explicit`,
     );
+  const unfiltered = !have.filter_subject && !have.filter_subjects?.length;
+  if (unfiltered && Object.values(filter.server).some((f) => f.length > 0))
+    throw new ConsumerConfigError(
+      `durable ${durable} on ${stream} has no filter subject, and nats-server 2.9 skips every message ` +
+        'a durable has not delivered yet when a filter is added to it: delete it (its consumer then ' +
+        'starts again from the first message the stream holds) or pick another name',
+    );
   const sameFilter =
     'filter_subject' in filter.server
       ? (have.filter_subject ?? '') === filter.server.filter_subject && !have.filter_subjects?.length

@@ -20,6 +20,7 @@ import { consumerFilter, coveringFilter, subjectMatches } from '../cloud/runner-
 import { RunnerMetric } from '../cloud/runner-metrics.ts';
 import { PermanentSinkError, type Sink, type SinkMessage, type WriteResult } from '../cloud/sink.ts';
 import { silentLogger } from '../lib/log.ts';
+import { sleep } from '../lib/timers.ts';
 import { firstHeaderValues, wireHeaders } from '../lib/nats.ts';
 import type { Readiness } from '../lib/ops.ts';
 import { Header } from '../schemas/headers.ts';
@@ -557,6 +558,29 @@ describe('consumer runner', () => {
       assert.equal(config.filter_subject, 'bsu.multi.*.*');
       assert.equal(skipped, 2);
     }
+  });
+
+  test('refuses a durable without a filter instead of adding one, which would skip what it holds', async () => {
+    // nats-server 2.9 moves a durable past every message it has not delivered when an update adds
+    // a filter to it: the runner must not be the one to do that.
+    await publish('nofilter', 5);
+    await jsm.consumers.add('BSU', { durable_name: 't-nofilter', ack_policy: AckPolicy.Explicit });
+    const pending = (await consumerInfo('nofilter')).num_pending;
+    assert.ok(pending >= 5);
+    const { run } = start('nofilter', new ScriptedSink(async () => ({ rejected: [] })));
+    const refused = await Promise.race([
+      run.done.then(
+        () => undefined,
+        (err: unknown) => err,
+      ),
+      sleep(20_000).then(() => undefined),
+    ]);
+    assert.ok(refused instanceof Error, 'the runner took the durable over');
+    assert.equal(refused.name, 'ConsumerConfigError');
+    assert.match(refused.message, /t-nofilter on BSU has no filter subject/);
+    const info = await consumerInfo('nofilter');
+    assert.equal(info.config.filter_subject ?? '', '', 'the durable is left as it was');
+    assert.equal(info.num_pending, pending, 'nothing skipped');
   });
 
   test('headers: read from the raw block as the client decodes them, written pre-encoded', async () => {
