@@ -55,8 +55,8 @@ export const ArchiveLayout = { batch: 'batch', site: 'site' } as const;
 export type ArchiveLayout = (typeof ArchiveLayout)[keyof typeof ArchiveLayout];
 
 /**
- * One site's records in a data object: a gzip member of its own (`batch`), or the whole object
- * (`site`).
+ * One site's records in a data object, as readers see them: a gzip member of its own (`batch`), or
+ * the whole object (`site`).
  */
 export interface ArchivePart {
   site: string;
@@ -66,14 +66,10 @@ export interface ArchivePart {
   /** Hex SHA-256 of those bytes. */
   sha256: string;
   count: number;
-  byKind: Record<string, number>;
   firstSeq: number;
   lastSeq: number;
   /** Its sequences as inclusive runs `[from, to]` (other sites' messages fall between). */
   seqRanges: [number, number][];
-  /** Receive-time range, ISO-8601 UTC. */
-  firstReceivedAt: string;
-  lastReceivedAt: string;
 }
 
 /** What every manifest gives. */
@@ -87,8 +83,12 @@ interface ManifestCommon {
   hour: string;
   /** Records in the object. */
   count: number;
+  byKind: Record<string, number>;
   firstSeq: number;
   lastSeq: number;
+  /** Receive-time range, ISO-8601 UTC. */
+  firstReceivedAt: string;
+  lastReceivedAt: string;
   /** Stored-time range on the hub, ISO-8601 UTC. */
   firstStoredAt: string;
   lastStoredAt: string;
@@ -100,17 +100,32 @@ interface ManifestCommon {
 }
 
 /** The manifest of a `site` object: one site, the whole object its one part. */
-export interface SiteManifest
-  extends
-    ManifestCommon,
-    Pick<ArchivePart, 'site' | 'byKind' | 'seqRanges' | 'firstReceivedAt' | 'lastReceivedAt'> {
+export interface SiteManifest extends ManifestCommon {
   version: 1;
+  site: string;
+  /** The object's sequences as inclusive runs `[from, to]`. */
+  seqRanges: [number, number][];
+}
+
+/**
+ * A part as a `batch` manifest lists it. A manifest has one per site of the batch, so it is kept
+ * short: `runs` gives the part's sequences as runs relative to the manifest's `firstSeq`, in text,
+ * `"0,7,9-11"` for firstSeq+0, +7 and +9 to +11 (interleaved sites make runs of one sequence, and
+ * stream sequences run to ten digits and more).
+ */
+export interface BatchPartEntry {
+  site: string;
+  offset: number;
+  bytes: number;
+  count: number;
+  runs: string;
+  sha256: string;
 }
 
 /** The manifest of a `batch` object: one part per site, in site order. */
 export interface BatchManifest extends ManifestCommon {
   version: 2;
-  parts: ArchivePart[];
+  parts: BatchPartEntry[];
 }
 
 /** The sidecar of a data object. */
@@ -118,24 +133,42 @@ export type ArchiveManifest = SiteManifest | BatchManifest;
 
 /** The site parts of an object, whichever its layout. */
 export function partsOf(manifest: ArchiveManifest): ArchivePart[] {
-  if (manifest.version === 2) return manifest.parts;
-  const { site, bytes, sha256, count, byKind, firstSeq, lastSeq, seqRanges } = manifest;
-  const { firstReceivedAt, lastReceivedAt } = manifest;
-  return [
-    {
+  if (manifest.version === 1) {
+    const { site, bytes, sha256, count, firstSeq, lastSeq, seqRanges } = manifest;
+    return [{ site, offset: 0, bytes, sha256, count, firstSeq, lastSeq, seqRanges }];
+  }
+  return manifest.parts.map(({ site, offset, bytes, count, runs, sha256 }) => {
+    const seqRanges = decodeRuns(runs, manifest.firstSeq);
+    return {
       site,
-      offset: 0,
+      offset,
       bytes,
       sha256,
       count,
-      byKind,
-      firstSeq,
-      lastSeq,
+      firstSeq: seqRanges[0]![0],
+      lastSeq: seqRanges.at(-1)![1],
       seqRanges,
-      firstReceivedAt,
-      lastReceivedAt,
-    },
-  ];
+    };
+  });
+}
+
+/** Runs as a `batch` manifest writes them, relative to `base`: [[10,10],[17,17],[19,21]], 10 → "0,7,9-11". */
+export function encodeRuns(ranges: readonly (readonly [number, number])[], base: number): string {
+  return ranges
+    .map(([from, to]) => (from === to ? `${from - base}` : `${from - base}-${to - base}`))
+    .join(',');
+}
+
+/** The runs of encodeRuns' text; throws RangeError on anything else. */
+export function decodeRuns(runs: string, base: number): [number, number][] {
+  if (!/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(runs))
+    throw new RangeError(`not sequence runs: ${runs.slice(0, 40)}`);
+  return runs.split(',').map((run) => {
+    const dash = run.indexOf('-');
+    return dash === -1
+      ? [base + Number(run), base + Number(run)]
+      : [base + Number(run.slice(0, dash)), base + Number(run.slice(dash + 1))];
+  });
 }
 
 /** Default key prefix of data objects. */
@@ -294,11 +327,13 @@ interface EncodedPart {
   part: ArchivePart;
   body: Buffer;
   uncompressedBytes: number;
+  byKind: Record<string, number>;
+  firstReceivedMs: number;
+  lastReceivedMs: number;
   firstStoredMs: number;
   lastStoredMs: number;
   seqs: number[];
 }
-
 /**
  * Splits a batch by hour of receive time and site and builds its data objects: one per hour
  * (`batch`) or one per site and hour (`site`). A message seen twice in the batch (a redelivery) is
@@ -366,14 +401,21 @@ async function encodePart(site: string, entries: Entry[], gzipLevel: number): Pr
     bytes: body.byteLength,
     sha256: sha256Hex(body),
     count: seqs.length,
-    byKind,
     firstSeq: seqs[0]!,
     lastSeq: seqs.at(-1)!,
     seqRanges: seqRanges(seqs),
-    firstReceivedAt: iso(firstReceived),
-    lastReceivedAt: iso(lastReceived),
   };
-  return { part, body, uncompressedBytes: ndjson.byteLength, firstStoredMs, lastStoredMs, seqs };
+  return {
+    part,
+    body,
+    uncompressedBytes: ndjson.byteLength,
+    byKind,
+    firstReceivedMs: firstReceived,
+    lastReceivedMs: lastReceived,
+    firstStoredMs,
+    lastStoredMs,
+    seqs,
+  };
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -405,12 +447,12 @@ function siteObject(hour: string, encoded: EncodedPart, options: BuildOptions): 
     site: part.site,
     hour,
     count: part.count,
-    byKind: part.byKind,
+    byKind: encoded.byKind,
     firstSeq: part.firstSeq,
     lastSeq: part.lastSeq,
     seqRanges: part.seqRanges,
-    firstReceivedAt: part.firstReceivedAt,
-    lastReceivedAt: part.lastReceivedAt,
+    firstReceivedAt: iso(encoded.firstReceivedMs),
+    lastReceivedAt: iso(encoded.lastReceivedMs),
     firstStoredAt: iso(encoded.firstStoredMs),
     lastStoredAt: iso(encoded.lastStoredMs),
     bytes: part.bytes,
@@ -421,25 +463,40 @@ function siteObject(hour: string, encoded: EncodedPart, options: BuildOptions): 
 }
 
 function batchObject(hour: string, encoded: EncodedPart[], options: BuildOptions): ArchiveObject {
-  const parts: ArchivePart[] = [];
-  let offset = 0;
-  for (const { part, body } of encoded) {
-    parts.push({ ...part, offset });
-    offset += body.byteLength;
-  }
   const body = Buffer.concat(encoded.map((e) => e.body));
   const sha256 = sha256Hex(body);
+  const byKind: Record<string, number> = {};
   let firstSeq = Infinity;
   let lastSeq = -Infinity;
+  let firstReceivedMs = Infinity;
+  let lastReceivedMs = -Infinity;
   let firstStoredMs = Infinity;
   let lastStoredMs = -Infinity;
   let uncompressedBytes = 0;
+  let count = 0;
   for (const e of encoded) {
     firstSeq = Math.min(firstSeq, e.part.firstSeq);
     lastSeq = Math.max(lastSeq, e.part.lastSeq);
+    firstReceivedMs = Math.min(firstReceivedMs, e.firstReceivedMs);
+    lastReceivedMs = Math.max(lastReceivedMs, e.lastReceivedMs);
     firstStoredMs = Math.min(firstStoredMs, e.firstStoredMs);
     lastStoredMs = Math.max(lastStoredMs, e.lastStoredMs);
     uncompressedBytes += e.uncompressedBytes;
+    count += e.part.count;
+    for (const [kind, n] of Object.entries(e.byKind)) byKind[kind] = (byKind[kind] ?? 0) + n;
+  }
+  const parts: BatchPartEntry[] = [];
+  let offset = 0;
+  for (const { part } of encoded) {
+    parts.push({
+      site: part.site,
+      offset,
+      bytes: part.bytes,
+      count: part.count,
+      runs: encodeRuns(part.seqRanges, firstSeq),
+      sha256: part.sha256,
+    });
+    offset += part.bytes;
   }
   const key = batchObjectKey(options.prefix, hour, firstSeq, lastSeq, sha256);
   const manifest: BatchManifest = {
@@ -448,9 +505,12 @@ function batchObject(hour: string, encoded: EncodedPart[], options: BuildOptions
     stream: options.stream,
     consumer: options.consumer,
     hour,
-    count: parts.reduce((n, p) => n + p.count, 0),
+    count,
+    byKind,
     firstSeq,
     lastSeq,
+    firstReceivedAt: iso(firstReceivedMs),
+    lastReceivedAt: iso(lastReceivedMs),
     firstStoredAt: iso(firstStoredMs),
     lastStoredAt: iso(lastStoredMs),
     bytes: body.byteLength,

@@ -138,10 +138,15 @@ export async function readManifest(client: S3Client, bucket: string, key: string
     throw new ArchiveIntegrityError(
       `${key}: manifest version ${String((manifest as { version?: unknown }).version)} is not one this reads`,
     );
+  if (manifest.version === 1 && !Array.isArray(manifest.seqRanges))
+    throw new ArchiveIntegrityError(`${key}: manifest has no seqRanges`);
   if (manifest.version === 2 && !Array.isArray(manifest.parts))
     throw new ArchiveIntegrityError(`${key}: manifest has no parts`);
-  if (!partsOf(manifest).every((p) => Array.isArray(p.seqRanges)))
-    throw new ArchiveIntegrityError(`${key}: manifest has no seqRanges`);
+  try {
+    partsOf(manifest);
+  } catch (err) {
+    throw new ArchiveIntegrityError(`${key}: manifest parts do not read: ${(err as Error).message}`);
+  }
   return manifest;
 }
 
