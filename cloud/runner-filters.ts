@@ -6,9 +6,19 @@
 import { UsageError } from '../lib/errors.ts';
 
 /** Does NATS subject `subject` match `filter` (`*` one token, `>` one or more trailing tokens)? */
-export function subjectMatches(filter: string, subject: string): boolean {
-  const f = filter.split('.');
-  const s = subject.split('.');
+export const subjectMatches = (filter: string, subject: string): boolean =>
+  tokensMatch(filter.split('.'), subject.split('.'));
+
+/** Does a subject match any of `filters`? Each filter is split once, here, not per subject. */
+export function subjectMatcher(filters: readonly string[]): (subject: string) => boolean {
+  const split = filters.map((f) => f.split('.'));
+  return (subject) => {
+    const s = subject.split('.');
+    return split.some((f) => tokensMatch(f, s));
+  };
+}
+
+function tokensMatch(f: readonly string[], s: readonly string[]): boolean {
   for (let i = 0; i < f.length; i++) {
     const token = f[i];
     if (token === '>') return s.length > i;
@@ -60,8 +70,8 @@ export function supportsMultipleFilters(serverVersion: string | undefined): bool
 export interface ConsumerFilter {
   /** `filter_subject` or `filter_subjects` for the consumer config. */
   server: { filter_subject: string } | { filter_subjects: string[] };
-  /** When set, a message whose subject matches none of these is acked without being written. */
-  clientSide?: readonly string[];
+  /** When set, a message whose subject this refuses (it matches no filter) is acked unwritten. */
+  clientSide?: (subject: string) => boolean;
 }
 
 export function consumerFilter(
@@ -71,5 +81,5 @@ export function consumerFilter(
   if (filters.length === 1) return { server: { filter_subject: filters[0]! } };
   if (supportsMultipleFilters(serverVersion)) return { server: { filter_subjects: [...filters] } };
   const covering = coveringFilter(filters);
-  return { server: { filter_subject: covering }, clientSide: [...filters] };
+  return { server: { filter_subject: covering }, clientSide: subjectMatcher(filters) };
 }

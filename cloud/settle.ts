@@ -23,7 +23,7 @@ import { parseSubject } from '../schemas/subjects.ts';
 import { DeadLetterReason, isDlqFull, storeDeadLetter } from './dlq.ts';
 import { HubMessage } from './hub-message.ts';
 import { retryDelayMs } from './runner-backoff.ts';
-import { subjectMatches, type ConsumerFilter } from './runner-filters.ts';
+import type { ConsumerFilter } from './runner-filters.ts';
 import type { RunnerMetrics } from './runner-metrics.ts';
 import type { RunnerSettings } from './runner-settings.ts';
 import { PermanentSinkError, TransientSinkError, type Sink, type SinkMessage } from './sink.ts';
@@ -128,7 +128,7 @@ export class BatchSettler {
           reason: DeadLetterReason.badSubject,
           detail: `subject ${msg.subject} is not bsu.<site>.<device>.<kind>`,
         });
-      } else if (filter?.clientSide && !filter.clientSide.some((f) => subjectMatches(f, msg.subject))) {
+      } else if (filter?.clientSide && !filter.clientSide(msg.subject)) {
         skipped.push(msg);
       } else {
         const alone = msg.info.deliveryCount > s.maxDeliver && !this.failures.has(msg.seq);

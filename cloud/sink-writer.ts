@@ -9,7 +9,7 @@ import { describeError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { sleep } from '../lib/timers.ts';
 import { retryDelayMs } from './runner-backoff.ts';
-import { subjectMatches } from './runner-filters.ts';
+import { subjectMatcher } from './runner-filters.ts';
 import {
   PermanentSinkError,
   TransientSinkError,
@@ -112,7 +112,8 @@ export class SinkWriter {
     options: { filters: readonly string[]; batchSize: number; tally: FeedTally; dryRun?: boolean },
   ): Promise<void> {
     const { tally } = options;
-    const mine = messages.filter((m) => options.filters.some((f) => subjectMatches(f, m.subject)));
+    const keeps = subjectMatcher(options.filters);
+    const mine = messages.filter((m) => keeps(m.subject));
     tally.skipped += messages.length - mine.length;
     if (options.dryRun) return;
     for (let i = 0; i < mine.length; i += options.batchSize) {

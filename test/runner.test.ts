@@ -96,6 +96,14 @@ describe('runner helpers', () => {
     assert.deepEqual(consumerFilter(['a.b', 'a.c'], '2.10.4'), {
       server: { filter_subjects: ['a.b', 'a.c'] },
     });
+    const kinds = consumerFilter(['bsu.*.*.telemetry', 'bsu.*.*.status'], '2.9.10');
+    assert.deepEqual(kinds.server, { filter_subject: 'bsu.*.*.*' });
+    assert.deepEqual(
+      ['bsu.s.d.telemetry', 'bsu.s.d.status', 'bsu.s.d.event', 'bsu.s.telemetry'].map((s) =>
+        kinds.clientSide!(s),
+      ),
+      [true, true, false, false],
+    );
     assert.equal(subjectMatches('bsu.*.*.telemetry', 'bsu.s.d.telemetry'), true);
     assert.equal(subjectMatches('bsu.>', 'bsu'), false);
     assert.equal(subjectMatches('bsu.s.>', 'bsu.s.d.event'), true);

@@ -187,7 +187,10 @@ export function fieldsOf(
 
 const NOTHING: ReadonlySet<string> = new Set();
 
-const hasFields = (p: Point): boolean => Object.keys(p.fields).length > 0;
+function hasFields(p: Point): boolean {
+  for (const _ in p.fields) return true;
+  return false;
+}
 
 /** Keys of the device payload envelope and groups, which are never fields themselves. */
 const TELEMETRY_SKIP = new Set(['ts', 'strings', 'modules', 'ac']);
