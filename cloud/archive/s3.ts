@@ -108,13 +108,22 @@ async function getBytes(
   key: string,
   range?: { offset: number; bytes: number },
 ): Promise<Uint8Array> {
-  const out = await client.send(
-    new GetObjectCommand({
-      Bucket: bucket,
-      Key: key,
-      ...(range ? { Range: `bytes=${range.offset}-${range.offset + range.bytes - 1}` } : {}),
-    }),
-  );
+  const out = await client
+    .send(
+      new GetObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        ...(range ? { Range: `bytes=${range.offset}-${range.offset + range.bytes - 1}` } : {}),
+      }),
+    )
+    .catch((err: unknown) => {
+      // 416: the object is shorter than the manifest says (a rewrite cut short, on s3rver).
+      if (range && (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 416)
+        throw new ArchiveIntegrityError(
+          `${key}: shorter than its manifest says (no bytes at ${range.offset})`,
+        );
+      throw err;
+    });
   if (!out.Body) throw new ArchiveIntegrityError(`${key}: empty response`);
   return out.Body.transformToByteArray();
 }
