@@ -27,7 +27,7 @@ import { UsageError } from '../lib/errors.ts';
 import { sleep } from '../lib/timers.ts';
 import { isStreamNotFound } from '../lib/nats.ts';
 import type { Progress } from '../lib/progress.ts';
-import { dataKeyOf, partsOf, receivedAtMs, type ArchiveManifest } from './archive/layout.ts';
+import { dataKeyOf, receivedAtMs, type ArchivePart } from './archive/layout.ts';
 import { archiveRecordMessage, listArchiveGroups, type ArchiveGroup } from './archive/reader.ts';
 import { ArchiveIntegrityError, readArchiveParts, readManifest } from './archive/s3.ts';
 import { listDeadLetters } from './dlq-admin.ts';
@@ -933,9 +933,9 @@ interface GroupRead {
 }
 
 /** A manifest alone; one that disappeared since it was listed is an integrity error too. */
-async function readListedManifest(client: S3Client, bucket: string, key: string): Promise<ArchiveManifest> {
+async function readListedManifest(client: S3Client, bucket: string, key: string): Promise<ArchivePart[]> {
   try {
-    return await readManifest(client, bucket, key);
+    return (await readManifest(client, bucket, key)).parts;
   } catch (err) {
     if (err instanceof NoSuchKey)
       throw new ArchiveIntegrityError(`${key}: manifest disappeared while the audit listed it`);
@@ -968,9 +968,9 @@ async function readGroupManifests(
   const read = emptyRead();
   await forEachLimit(group.manifestKeys, 8, async (key) => {
     try {
-      const manifest = await readListedManifest(client, bucket, key);
+      const parts = await readListedManifest(client, bucket, key);
       read.manifestsRead++;
-      for (const part of partsOf(manifest))
+      for (const part of parts)
         if (site === undefined || part.site === site) holds(read, part.site, part.seqRanges);
     } catch (err) {
       if (!(err instanceof ArchiveIntegrityError)) throw err;
@@ -995,7 +995,6 @@ async function readGroupDeep(
   onMessage: ((m: PointSource) => void) | undefined,
 ): Promise<GroupRead> {
   const read = emptyRead();
-  const verified: [number, number][] = [];
   const failed: { key: string; reason: string }[] = [];
   await forEachLimit(group.manifestKeys, 2, async (key) => {
     try {
@@ -1013,13 +1012,11 @@ async function readGroupDeep(
           part.site,
           records.map((r) => [r.seq, r.seq] as const),
         );
-        for (const r of records) {
-          verified.push([r.seq, r.seq]);
-          if (onMessage) {
+        if (onMessage)
+          for (const r of records) {
             const message = archiveRecordMessage(r);
             if (message) onMessage(message);
           }
-        }
       }
     } catch (err) {
       if (err instanceof ArchiveIntegrityError) failed.push({ key, reason: err.message });
@@ -1028,19 +1025,19 @@ async function readGroupDeep(
       else throw err;
     }
   });
-  const seqs = new SeqSet(verified);
+  const seqs = new SeqSet([...read.sites.values()].flatMap((held) => held.ranges));
   for (const { key, reason } of failed) {
-    const manifest = await readListedManifest(client, bucket, key).catch((err: unknown) => {
+    const parts = await readListedManifest(client, bucket, key).catch((err: unknown) => {
       if (err instanceof ArchiveIntegrityError) return undefined;
       throw err;
     });
-    if (!manifest) {
+    if (!parts) {
       read.bad.push(unknownObject(group, key, reason));
       continue;
     }
     const object: BadObject = { key: dataKeyOf(key), manifestKey: key, reason, uncovered: 0, sequences: [] };
     const bySite = new Map<string, BadObject>();
-    for (const part of partsOf(manifest)) {
+    for (const part of parts) {
       if (site !== undefined && part.site !== site) continue;
       const seen: BadObject = { ...object, uncovered: 0, sequences: [] };
       for (const [from, to] of unionSeqRanges(part.seqRanges))

@@ -91,7 +91,8 @@ export async function ensureDurable(jsm: JetStreamManager, spec: DurableSpec, lo
       `durable ${durable} on ${stream} has ack policy ${have.ack_policy}, not explicit`,
     );
   const unfiltered = !have.filter_subject && !have.filter_subjects?.length;
-  if (unfiltered && Object.values(filter.server).some((f) => f.length > 0))
+  // The runner always asks for a filter (cloud/runner-filters.ts).
+  if (unfiltered)
     throw new ConsumerConfigError(
       `durable ${durable} on ${stream} has no filter subject, and nats-server 2.9 skips every message ` +
         'a durable has not delivered yet when a filter is added to it: delete it (its consumer then ' +

@@ -36,7 +36,7 @@ export interface MqttSourceOptions {
 /**
  * Resolves once the message is safe downstream; the PUBACK follows. Rejecting (or throwing) costs a
  * reconnect: the broker then redelivers this message and every later one not yet acknowledged.
- * A handler that returns nothing instead tells `handOver` itself, once: `done()` or `failed(err)`
+ * A handler that returns nothing instead tells `handOver` itself, once: `done()` or `fail(err)`
  * (no promise per message).
  */
 export type MessageHandler = (topic: string, payload: Buffer, handOver: HandOver) => Promise<void> | void;

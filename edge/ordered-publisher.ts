@@ -105,14 +105,6 @@ class Entry<R extends PublishRequest> implements PublishListener, Published<R> {
   }
 }
 
-/** Settles a promise: what `publish` hands to `submit`. */
-class PromiseCallbacks<R extends PublishRequest> implements PublishCallbacks<R> {
-  constructor(
-    readonly published: (ack: Published<R>) => void,
-    readonly stopped: (err: Error, request: R) => void,
-  ) {}
-}
-
 export interface OrderedPublisherOptions<R extends PublishRequest = PublishRequest> {
   /** First retry delay (ms); doubles up to `maxBackoffMs`. */
   minBackoffMs?: number;
@@ -149,7 +141,7 @@ export class OrderedPublisher<R extends PublishRequest = PublishRequest> {
    */
   publish(request: R): Promise<Published<R>> {
     return new Promise<Published<R>>((resolve, reject) =>
-      this.submit(request, new PromiseCallbacks(resolve, reject)),
+      this.submit(request, { published: resolve, stopped: reject }),
     );
   }
 

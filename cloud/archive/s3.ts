@@ -129,11 +129,15 @@ async function getBytes(
 }
 
 /**
- * A manifest alone, checked to be JSON that names the data object beside it and lists its parts;
- * ArchiveIntegrityError otherwise. A manifest cut short is an integrity error like any other: S3
+ * A manifest alone and its parts, checked to be JSON that names the data object beside it and
+ * lists parts that read; ArchiveIntegrityError otherwise. A manifest cut short is an integrity error like any other: S3
  * never shows a PUT that did not complete, but s3rver keeps whatever arrived before its client died.
  */
-export async function readManifest(client: S3Client, bucket: string, key: string): Promise<ArchiveManifest> {
+export async function readManifest(
+  client: S3Client,
+  bucket: string,
+  key: string,
+): Promise<{ manifest: ArchiveManifest; parts: ArchivePart[] }> {
   const bytes = await getBytes(client, bucket, key);
   let manifest: ArchiveManifest;
   try {
@@ -152,11 +156,10 @@ export async function readManifest(client: S3Client, bucket: string, key: string
   if (manifest.version === 2 && !Array.isArray(manifest.parts))
     throw new ArchiveIntegrityError(`${key}: manifest has no parts`);
   try {
-    partsOf(manifest);
+    return { manifest, parts: partsOf(manifest) };
   } catch (err) {
     throw new ArchiveIntegrityError(`${key}: manifest parts do not read: ${(err as Error).message}`);
   }
-  return manifest;
 }
 
 /** The records of one part of an object. */
@@ -178,8 +181,7 @@ export async function readArchiveParts(
   manifestKey: string,
   select: (part: ArchivePart) => boolean = () => true,
 ): Promise<{ manifest: ArchiveManifest; parts: PartRecords[] }> {
-  const manifest = await readManifest(client, bucket, manifestKey);
-  const all = partsOf(manifest);
+  const { manifest, parts: all } = await readManifest(client, bucket, manifestKey);
   const picked = all.filter(select);
   if (picked.length === 0) return { manifest, parts: [] };
   const pickedBytes = picked.reduce((n, p) => n + p.bytes, 0);
